@@ -1,0 +1,96 @@
+#include "bayes.hpp"
+
+#include <cmath>
+
+#include "../common/vmath.hpp"
+#include "em_kernels.hpp"
+
+namespace luab::aggregate {
+namespace {
+
+// The seed adds this inside every log (prior, emission and learner probabilities).
+constexpr double kSeedEps = 1e-8;
+
+// theta[w][z][y] = (alpha[y][z] + N[w][z][y]) / Σ_z' (alpha[y][z'] + N[w][z'][y]) — the posterior mean
+// of each confusion row under its Dirichlet prior (the seed's DirichletDist.p_z_given_y).
+void dirichlet_rows(const Crowd& c, const double* counts, const double* alpha, bool per_worker, double* theta,
+                    double* log_theta, int nt) {
+  const int64_t K = c.n_classes;
+  const int64_t KK = K * K;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
+  for (int64_t w = 0; w < c.n_workers; ++w) {
+    const double* a = alpha + (per_worker ? w * KK : 0);
+    const double* cw = counts + w * KK;
+    double* tw = theta + w * KK;
+    double* lw = log_theta + w * KK;
+    for (int64_t y = 0; y < K; ++y) {
+      double denom = 0.0;
+      for (int64_t z = 0; z < K; ++z) denom += a[y * K + z] + cw[z * K + y];
+      for (int64_t z = 0; z < K; ++z) {
+        const double p = denom > 0.0 ? (a[y * K + z] + cw[z * K + y]) / denom : 1.0 / static_cast<double>(K);
+        tw[z * K + y] = p;
+        lw[z * K + y] = p + kSeedEps;
+      }
+    }
+    vlog(lw, lw, KK);  // log(p + 1e-8), as the seed, all cells at once
+  }
+}
+
+}  // namespace
+
+BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_worker, const double* task_prior,
+                            const double* init_post, const BayesOptions& opt) {
+  const int nt = resolve_threads(opt.n_threads);
+  const int64_t K = c.n_classes;
+  const int64_t KK = K * K;
+  const int64_t W = c.n_workers;
+  BayesResult r;
+  r.post = Buffer<double>(c.n_tasks * K, 0.0);
+  r.counts = Buffer<double>(W * KK, 0.0);
+  r.theta = Buffer<double>(W * KK, 0.0);
+  Buffer<double> log_theta(W * KK, 0.0);
+  // uniform class prior, exactly as the seed: log(1/K + 1e-8)
+  std::vector<double> log_prior(K, std::log(1.0 / static_cast<double>(K) + kSeedEps));
+  std::vector<int32_t> yhat(c.n_tasks), prev_yhat(c.n_tasks);
+
+  if (init_post != nullptr) accumulate_counts(c, init_post, /*hard=*/true, r.counts.data(), nt);
+  dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
+
+  auto z_likelihood = [&]() {
+    const double s = blocked_task_sum(c.n_tasks, nt, [&](int64_t i) {
+      double acc = 0.0;
+      for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j)
+        acc += r.theta[c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K + yhat[i]];
+      return acc;
+    });
+    return c.n_labels > 0 ? s / static_cast<double>(c.n_labels) : 0.0;
+  };
+
+  bool have_prev = false;
+  double prev_lik = 0.0;
+  for (int it = 0; it < opt.max_iter; ++it) {
+    e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt);   // E
+    argmax_rows(r.post.data(), c.n_tasks, K, yhat.data(), nt);
+    accumulate_counts(c, r.post.data(), /*hard=*/true, r.counts.data(), nt);                   // M (hard)
+    dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
+    const double lik = z_likelihood();
+    r.z_likelihood.push_back(lik);
+    r.n_iter_run = it + 1;
+    if (have_prev) {
+      if (lik < prev_lik) ++r.n_decreases;
+      const bool stop = opt.hard_criterion ? (yhat == prev_yhat) : std::fabs(prev_lik - lik) < opt.likelihood_epsilon;
+      if (stop) {
+        r.converged = true;
+        break;
+      }
+    }
+    have_prev = true;
+    prev_lik = lik;
+    prev_yhat.swap(yhat);
+  }
+  // the seed re-infers the posterior once more with the final confusion matrices
+  e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt);
+  return r;
+}
+
+}  // namespace luab::aggregate

@@ -1,0 +1,63 @@
+#include "crowd.hpp"
+
+#include <limits>
+
+#include "../common/check.hpp"
+
+namespace luab::aggregate {
+
+Crowd build_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
+                  int64_t n_tasks, int64_t n_workers, int64_t n_classes) {
+  LUAB_CHECK(n_labels >= 0, "n_labels must be >= 0, got ", n_labels);
+  LUAB_CHECK(n_tasks >= 0, "n_tasks must be >= 0, got ", n_tasks);
+  LUAB_CHECK(n_workers >= 0, "n_workers must be >= 0, got ", n_workers);
+  LUAB_CHECK(n_classes >= 1, "n_classes must be >= 1, got ", n_classes);
+  LUAB_CHECK(n_workers <= std::numeric_limits<int32_t>::max(), "n_workers must fit in int32, got ", n_workers);
+  LUAB_CHECK(n_classes <= 65536, "n_classes must be <= 65536, got ", n_classes);
+  for (int64_t j = 0; j < n_labels; ++j) {
+    LUAB_CHECK(task[j] >= 0 && task[j] < n_tasks, "task ids must be in [0, ", n_tasks, "), got ", task[j],
+               " at position ", j);
+    LUAB_CHECK(worker[j] >= 0 && worker[j] < n_workers, "worker ids must be in [0, ", n_workers, "), got ",
+               worker[j], " at position ", j);
+    LUAB_CHECK(label[j] >= 0 && label[j] < n_classes, "labels must be in [0, n_classes=", n_classes, "), got ",
+               label[j], " at position ", j);
+  }
+
+  Crowd c;
+  c.n_tasks = n_tasks;
+  c.n_workers = n_workers;
+  c.n_classes = n_classes;
+  c.n_labels = n_labels;
+
+  c.task_ptr.assign(n_tasks + 1, 0);
+  c.worker_ptr.assign(n_workers + 1, 0);
+  for (int64_t j = 0; j < n_labels; ++j) {
+    ++c.task_ptr[task[j] + 1];
+    ++c.worker_ptr[worker[j] + 1];
+  }
+  for (int64_t i = 0; i < n_tasks; ++i) {
+    c.n_labelled_tasks += c.task_ptr[i + 1] > 0;
+    c.task_ptr[i + 1] += c.task_ptr[i];
+  }
+  for (int64_t w = 0; w < n_workers; ++w) c.worker_ptr[w + 1] += c.worker_ptr[w];
+
+  c.task_worker.resize(n_labels);
+  c.task_label.resize(n_labels);
+  c.worker_task.resize(n_labels);
+  c.worker_label.resize(n_labels);
+  c.observed.assign(static_cast<size_t>(n_workers) * n_classes, 0);
+  std::vector<int64_t> tpos(c.task_ptr.begin(), c.task_ptr.end() - 1);
+  std::vector<int64_t> wpos(c.worker_ptr.begin(), c.worker_ptr.end() - 1);
+  for (int64_t j = 0; j < n_labels; ++j) {
+    const int64_t t = tpos[task[j]]++;
+    c.task_worker[t] = static_cast<int32_t>(worker[j]);
+    c.task_label[t] = static_cast<int32_t>(label[j]);
+    const int64_t u = wpos[worker[j]]++;
+    c.worker_task[u] = task[j];
+    c.worker_label[u] = static_cast<int32_t>(label[j]);
+    c.observed[worker[j] * n_classes + label[j]] = 1;
+  }
+  return c;
+}
+
+}  // namespace luab::aggregate

@@ -1,0 +1,37 @@
+// Soft-EM Dawid–Skene (full confusion matrices, or one accuracy per worker) with crowd-kit 1.4.2's
+// exact update order and stopping rule, plus Dirichlet pseudo-counts on the confusion rows.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../common/buffer.hpp"
+#include "crowd.hpp"
+
+namespace luab::aggregate {
+
+struct DSOptions {
+  int n_iter = 100;
+  double tol = 1e-5;
+  bool one_coin = false;
+  int n_threads = 0;
+};
+
+struct DSResult {
+  Buffer<double> post;              // [T, K]
+  std::vector<double> class_prior;  // [K]
+  Buffer<double> theta;             // [W, K(z), K(y)]: p(z | y, w)
+  std::vector<double> skills;       // [W], one-coin only: expected accuracy
+  std::vector<double> loss_history;
+  int n_iter_run = 0;
+};
+
+// init_post [T, K]: the starting posteriors (majority vote, or the previous fit for a warm start).
+// alpha: Dirichlet pseudo-counts indexed [y][z] (true class row), shape [K, K] (alpha_per_worker
+// false) or [W, K, K]; nullptr means none (crowd-kit). One-coin reads alpha[0] and alpha[1] as the
+// pseudo-counts of a correct and of a wrong answer.
+// task_prior [T, K] or nullptr: a per-task prior (e.g. a learner's probabilities), multiplied in.
+DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
+                     const double* task_prior, const DSOptions& opt);
+
+}  // namespace luab::aggregate

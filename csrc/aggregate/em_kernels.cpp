@@ -1,0 +1,135 @@
+#include "em_kernels.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "../common/vmath.hpp"
+
+namespace luab::aggregate {
+namespace {
+
+// Each label reads one random K-row of a table far larger than the caches (log_theta in the E-step,
+// the posteriors in the M-step); fetching the row a few labels ahead hides most of the DRAM latency.
+constexpr int64_t kPrefetchAhead = 16;
+
+inline void prefetch_row(const double* row, int64_t k) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < k * static_cast<int64_t>(sizeof(double)); off += 64) __builtin_prefetch(p + off);
+}
+
+}  // namespace
+
+int resolve_threads(int n_threads) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
+
+void e_step(const Crowd& c, const double* log_class_prior, const double* log_theta, const double* task_prior,
+            double task_prior_eps, double* post, int n_threads, double* entropy, double entropy_clip) {
+  const int64_t K = c.n_classes;
+  const int64_t KK = K * K;
+  const double clip_term = entropy_clip * std::log(entropy_clip);
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<double> shifted(entropy != nullptr ? K : 0);
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < c.n_tasks; ++i) {
+      double* row = post + i * K;
+      for (int64_t y = 0; y < K; ++y) row[y] = log_class_prior[y];
+      if (task_prior != nullptr) {
+        const double* tp = task_prior + i * K;
+        for (int64_t y = 0; y < K; ++y) row[y] += std::log(tp[y] + task_prior_eps);
+      }
+      for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
+        if (j + kPrefetchAhead < c.n_labels)
+          prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
+                           static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);
+        const double* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
+        for (int64_t y = 0; y < K; ++y) row[y] += lt[y];
+      }
+      // shift by the row maximum before exponentiating (the log-sum-exp trick)
+      double m = row[0];
+      for (int64_t y = 1; y < K; ++y) m = std::max(m, row[y]);
+      for (int64_t y = 0; y < K; ++y) row[y] -= m;
+      if (entropy != nullptr) std::copy(row, row + K, shifted.data());
+      vexp(row, K);
+      double s = 0.0;
+      for (int64_t y = 0; y < K; ++y) s += row[y];
+      const double inv = 1.0 / s;
+      for (int64_t y = 0; y < K; ++y) row[y] *= inv;
+      if (entropy != nullptr) {
+        const double log_s = std::log(s);
+        double h = 0.0;
+        for (int64_t y = 0; y < K; ++y)
+          h -= row[y] >= entropy_clip ? row[y] * (shifted[y] - log_s) : clip_term;
+        entropy[i] = h;
+      }
+    }
+  }
+}
+
+void accumulate_counts(const Crowd& c, const double* post, bool hard, double* counts, int n_threads) {
+  const int64_t K = c.n_classes;
+  const int64_t KK = K * K;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 16)
+  for (int64_t w = 0; w < c.n_workers; ++w) {
+    double* cw = counts + w * KK;
+    std::memset(cw, 0, sizeof(double) * KK);
+    for (int64_t j = c.worker_ptr[w]; j < c.worker_ptr[w + 1]; ++j) {
+      if (j + kPrefetchAhead < c.worker_ptr[w + 1]) prefetch_row(post + c.worker_task[j + kPrefetchAhead] * K, K);
+      const double* p = post + c.worker_task[j] * K;
+      double* dst = cw + static_cast<int64_t>(c.worker_label[j]) * K;
+      if (hard) {
+        int64_t best = 0;
+        for (int64_t y = 1; y < K; ++y)
+          if (p[y] > p[best]) best = y;
+        dst[best] += 1.0;
+      } else {
+        for (int64_t y = 0; y < K; ++y) dst[y] += p[y];
+      }
+    }
+  }
+}
+
+void mean_labelled_posterior(const Crowd& c, const double* post, double* out, int n_threads, double* label_totals) {
+  const int64_t K = c.n_classes;
+  const int64_t n_blocks = (c.n_tasks + kReduceBlock - 1) / kReduceBlock;
+  std::vector<double> partial(static_cast<size_t>(n_blocks * 2 * K), 0.0);
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    double* acc = partial.data() + b * 2 * K;
+    double* wacc = acc + K;
+    const int64_t hi = std::min(c.n_tasks, (b + 1) * kReduceBlock);
+    for (int64_t i = b * kReduceBlock; i < hi; ++i) {
+      const double n_i = static_cast<double>(c.task_ptr[i + 1] - c.task_ptr[i]);
+      if (n_i == 0.0) continue;
+      const double* p = post + i * K;
+      for (int64_t y = 0; y < K; ++y) {
+        acc[y] += p[y];
+        wacc[y] += n_i * p[y];
+      }
+    }
+  }
+  std::fill(out, out + K, 0.0);
+  if (label_totals != nullptr) std::fill(label_totals, label_totals + K, 0.0);
+  for (int64_t b = 0; b < n_blocks; ++b)
+    for (int64_t y = 0; y < K; ++y) {
+      out[y] += partial[b * 2 * K + y];
+      if (label_totals != nullptr) label_totals[y] += partial[b * 2 * K + K + y];
+    }
+  const double n = static_cast<double>(std::max<int64_t>(c.n_labelled_tasks, 1));
+  for (int64_t y = 0; y < K; ++y) out[y] /= n;
+}
+
+void argmax_rows(const double* post, int64_t n_rows, int64_t k, int32_t* out, int n_threads) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+  for (int64_t i = 0; i < n_rows; ++i) {
+    const double* p = post + i * k;
+    int64_t best = 0;
+    for (int64_t y = 1; y < k; ++y)
+      if (p[y] > p[best]) best = y;
+    out[i] = static_cast<int32_t>(best);
+  }
+}
+
+}  // namespace luab::aggregate

@@ -1,0 +1,49 @@
+// The shared building blocks of every EM estimator, in log space, OpenMP-parallel.
+//
+// Layouts (row-major, double throughout: posteriors are compared with crowd-kit to 1e-6 and EM
+// sums millions of log-probabilities, so fp32 would drift):
+//   post      [T, K]      posterior over the true class of each task
+//   log_theta [W, K, K]   log p(z | y, w) stored as [w][z][y]: the row for an observed label z is
+//                         contiguous over true classes y, so the E-step adds one row per label.
+//   counts    [W, K, K]   expected counts, same [w][z][y] layout.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "crowd.hpp"
+
+namespace luab::aggregate {
+
+// Number of threads to use: n_threads > 0 as given, otherwise OpenMP's default.
+int resolve_threads(int n_threads);
+
+// post_i(y) ∝ exp(log_class_prior[y] + Σ_{(w,z) ∈ labels(i)} log_theta[w][z][y]
+//                 [+ log(task_prior[i][y] + task_prior_eps)]).
+// A task without labels gets the (class prior × task prior), normalised.
+// entropy [T] or nullptr: -Σ_y q log q with q = max(post, entropy_clip) (crowd-kit's ELBO term), taken
+// from the log-posteriors the E-step already has, so no extra log per cell.
+void e_step(const Crowd& c, const double* log_class_prior, const double* log_theta, const double* task_prior,
+            double task_prior_eps, double* post, int n_threads, double* entropy = nullptr,
+            double entropy_clip = 1e-10);
+
+// counts[w][z][y] = Σ over w's labels (i, z) of post_i(y) (soft), or of [y == argmax post_i] (hard,
+// ties to the lowest class). Parallel over workers: each worker's rows are owned by one thread.
+void accumulate_counts(const Crowd& c, const double* post, bool hard, double* counts, int n_threads);
+
+// Mean of post over the tasks that have at least one label (crowd-kit's class prior update).
+// Blocked in a fixed block size, so the sum order does not depend on the thread count.
+// label_totals [K] or nullptr: Σ_i n_i post_i (each task weighted by its number of labels).
+void mean_labelled_posterior(const Crowd& c, const double* post, double* out, int n_threads,
+                             double* label_totals = nullptr);
+
+// argmax over each row of post (first maximum wins, as numpy/pandas do).
+void argmax_rows(const double* post, int64_t n_rows, int64_t k, int32_t* out, int n_threads);
+
+// Deterministic parallel sum over tasks of f(task): fixed blocks, block sums added in order.
+template <typename F>
+double blocked_task_sum(int64_t n_tasks, int n_threads, F&& f);
+
+}  // namespace luab::aggregate
+
+#include "em_kernels_inl.hpp"

@@ -1,0 +1,16 @@
+// (Weighted) majority vote: the normalised vote share of each class per task.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../common/buffer.hpp"
+#include "crowd.hpp"
+
+namespace luab::aggregate {
+
+// weights [W] or nullptr (every vote counts 1). A task with no votes, or whose votes weigh 0 in
+// total, gets the uniform distribution (the prior of an uninformed vote).
+Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads);
+
+}  // namespace luab::aggregate

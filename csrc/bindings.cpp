@@ -1,0 +1,193 @@
+// The one PYBIND11_MODULE of luab_fast._C. Thin: validates every array (dtype, layout, shape, naming
+// the argument), releases the GIL around the compiled work, and hands results back as numpy arrays
+// that own their buffers (no copies).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <omp.h>
+
+#include <string>
+#include <vector>
+
+#include "aggregate/bayes.hpp"
+#include "aggregate/crowd.hpp"
+#include "aggregate/dawid_skene.hpp"
+#include "aggregate/majority_vote.hpp"
+#include "common/buffer.hpp"
+#include "common/check.hpp"
+
+namespace py = pybind11;
+namespace agg = luab::aggregate;
+
+namespace {
+
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+template <typename T>
+const T* checked(const py::array& a, const char* name, std::vector<int64_t> shape, const char* dtype_name) {
+  LUAB_CHECK(a.dtype().is(py::dtype::of<T>()), name, " must be a ", dtype_name, " array, got dtype ",
+             std::string(py::str(a.dtype())));
+  LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
+  if (!ok) {
+    std::string want = "(";
+    for (size_t d = 0; d < shape.size(); ++d)
+      want += (d ? ", " : "") + (shape[d] < 0 ? std::string("n") : std::to_string(shape[d]));
+    LUAB_CHECK(false, name, " must have shape ", want, (shape.size() == 1 ? ",)" : ")"), ", got ", shape_str(a));
+  }
+  return static_cast<const T*>(a.data());
+}
+
+const double* optional_f64(const py::object& o, const char* name, std::vector<int64_t> shape) {
+  if (o.is_none()) return nullptr;
+  return checked<double>(o.cast<py::array>(), name, std::move(shape), "float64");
+}
+
+template <typename T>
+py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* heap = new std::vector<T>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, heap->data(), owner);
+}
+
+template <typename T>
+py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
+  T* p = b.release();
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  return py::array_t<T>(shape, p, owner);
+}
+
+// Builds the CSR views from the three label columns (ids already dense, checked in C++ too).
+agg::Crowd make_crowd(const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks,
+                      int64_t n_workers, int64_t n_classes) {
+  const int64_t n = task.ndim() == 1 ? task.shape(0) : -1;
+  const int64_t* t = checked<int64_t>(task, "task", {-1}, "int64");
+  const int64_t* w = checked<int64_t>(worker, "worker", {n}, "int64");
+  const int64_t* l = checked<int64_t>(label, "label", {n}, "int64");
+  py::gil_scoped_release nogil;
+  return agg::build_crowd(t, w, l, n, n_tasks, n_workers, n_classes);
+}
+
+// alpha may be [K, K] (shared by all workers) or [W, K, K]; returns whether it is per worker.
+bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
+  if (a.ndim() == 3) {
+    checked<double>(a, name, {W, K, K}, "float64");
+    return true;
+  }
+  checked<double>(a, name, {K, K}, "float64");
+  return false;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "luab_fast compiled core (C++17, OpenMP)";
+  m.def("omp_max_threads", []() { return omp_get_max_threads(); }, "OpenMP's default thread count.");
+
+  auto a = m.def_submodule("aggregate", "EM label-aggregation engine");
+
+  a.def(
+      "majority_vote",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::object& weights, int n_threads) {
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        const double* wts = optional_f64(weights, "weights", {n_workers});
+        luab::Buffer<double> post;
+        {
+          py::gil_scoped_release nogil;
+          post = agg::majority_vote(c, wts, n_threads);
+        }
+        return to_numpy(std::move(post), {n_tasks, n_classes});
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("weights") = py::none(), py::arg("n_threads") = 0,
+      "Vote shares [T, K]; tasks without votes get the uniform distribution.");
+
+  a.def(
+      "dawid_skene",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::array& init_post, const py::object& alpha, const py::object& task_prior,
+         int n_iter, double tol, bool one_coin, int n_threads) {
+        LUAB_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
+        LUAB_CHECK(tol >= 0.0, "tol must be >= 0, got ", tol);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        const double* init = checked<double>(init_post, "init_post", {n_tasks, n_classes}, "float64");
+        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes});
+        const double* al = nullptr;
+        bool per_worker = false;
+        if (!alpha.is_none()) {
+          py::array arr = alpha.cast<py::array>();
+          if (one_coin) {
+            al = checked<double>(arr, "alpha", {2}, "float64");
+          } else {
+            per_worker = alpha_layout(arr, n_workers, n_classes, "alpha");
+            al = static_cast<const double*>(arr.data());
+          }
+        }
+        agg::DSOptions opt;
+        opt.n_iter = n_iter;
+        opt.tol = tol;
+        opt.one_coin = one_coin;
+        opt.n_threads = n_threads;
+        agg::DSResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = agg::dawid_skene(c, init, al, per_worker, tp, opt);
+        }
+        py::dict out;
+        out["post"] = to_numpy(std::move(r.post), {n_tasks, n_classes});
+        out["class_prior"] = to_numpy(std::move(r.class_prior), {n_classes});
+        out["theta"] = to_numpy(std::move(r.theta), {n_workers, n_classes, n_classes});
+        out["skills"] = to_numpy(std::move(r.skills), {static_cast<py::ssize_t>(one_coin ? n_workers : 0)});
+        out["loss_history"] = r.loss_history;
+        out["n_iter"] = r.n_iter_run;
+        return out;
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("init_post"), py::arg("alpha") = py::none(), py::arg("task_prior") = py::none(),
+      py::arg("n_iter") = 100, py::arg("tol") = 1e-5, py::arg("one_coin") = false, py::arg("n_threads") = 0,
+      "Soft-EM Dawid–Skene in crowd-kit's order. theta is [W, z, y] = p(z | y, w).");
+
+  a.def(
+      "bayes",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::array& alpha, const py::object& task_prior, const py::object& init_post,
+         int max_iter, bool hard_criterion, double likelihood_epsilon, int n_threads) {
+        LUAB_CHECK(max_iter >= 0, "max_iter must be >= 0, got ", max_iter);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        const bool per_worker = alpha_layout(alpha, n_workers, n_classes, "alpha");
+        const double* al = static_cast<const double*>(alpha.data());
+        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes});
+        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes});
+        agg::BayesOptions opt;
+        opt.max_iter = max_iter;
+        opt.hard_criterion = hard_criterion;
+        opt.likelihood_epsilon = likelihood_epsilon;
+        opt.n_threads = n_threads;
+        agg::BayesResult r;
+        {
+          py::gil_scoped_release nogil;
+          r = agg::bayes_aggregate(c, al, per_worker, tp, init, opt);
+        }
+        py::dict out;
+        out["post"] = to_numpy(std::move(r.post), {n_tasks, n_classes});
+        out["counts"] = to_numpy(std::move(r.counts), {n_workers, n_classes, n_classes});
+        out["theta"] = to_numpy(std::move(r.theta), {n_workers, n_classes, n_classes});
+        out["z_likelihood"] = r.z_likelihood;
+        out["n_iter"] = r.n_iter_run;
+        out["converged"] = r.converged;
+        out["n_decreases"] = r.n_decreases;
+        return out;
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("alpha"), py::arg("task_prior") = py::none(), py::arg("init_post") = py::none(),
+      py::arg("max_iter") = 10, py::arg("hard_criterion") = false, py::arg("likelihood_epsilon") = 1e-3,
+      py::arg("n_threads") = 0,
+      "The seed's hard-EM Bayes aggregator. counts and theta are [W, z, y].");
+}

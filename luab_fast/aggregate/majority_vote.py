@@ -1,0 +1,60 @@
+"""Majority vote, optionally weighted by per-worker skills (crowd-kit's ``MajorityVote``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .base import BaseAggregator
+from ._input import Encoded
+
+
+class MajorityVote(BaseAggregator):
+    """Normalised (weighted) vote shares per task.
+
+    Ties: ``labels_`` takes the first class in ``classes_`` order (sorted labels), exactly as crowd-kit's
+    ``idxmax``; deterministic. ``skills`` (a Series indexed by worker, or an array [W] for array input)
+    weights each vote; workers missing from it get ``default_skill``, or raise when that is None.
+    Fitted: ``probas_``, ``labels_``, ``skills_`` (each worker's accuracy against the majority).
+    """
+
+    name = "mv"
+
+    def __init__(self, default_skill: float | None = None, n_threads: int | None = None,
+                 on_duplicate: str = "keep") -> None:
+        super().__init__(n_threads=n_threads, on_duplicate=on_duplicate)
+        self.default_skill = default_skill
+
+    def fit(self, data: Any, skills: pd.Series | np.ndarray | None = None, **kwargs: Any) -> "MajorityVote":
+        return super().fit(data, skills=skills, **kwargs)  # type: ignore[return-value]
+
+    def _weights(self, enc: Encoded, skills: pd.Series | np.ndarray | None) -> np.ndarray | None:
+        if skills is None:
+            return None
+        if isinstance(skills, pd.Series):
+            w = skills.reindex(enc.worker_ids).to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            w = np.asarray(skills, dtype=np.float64)
+            if w.shape != (enc.n_workers,):
+                raise ValueError(f"skills must have shape ({enc.n_workers},) (one per worker), got {w.shape}")
+        missing = np.isnan(w)
+        if missing.any():
+            if self.default_skill is None:
+                names = enc.worker_ids[missing][:5].tolist()
+                raise ValueError(f"skills has no value for workers {names}; pass default_skill= to fill them")
+            w = np.where(missing, float(self.default_skill), w)
+        return np.ascontiguousarray(w)
+
+    def _run(self, enc: Encoded, warm: np.ndarray | None, skills: Any = None) -> None:
+        self.posteriors_ = self._majority_vote(enc, self._weights(enc, skills))
+
+    @property
+    def skills_(self) -> pd.Series:
+        """Each worker's share of labels that agree with the aggregated label."""
+        enc = self._check_fitted()
+        agree = (self.label_array_[enc.task] == enc.label).astype(np.float64)
+        acc = np.bincount(enc.worker, agree, enc.n_workers) / np.maximum(np.bincount(enc.worker, None,
+                                                                                      enc.n_workers), 1)
+        return pd.Series(acc, index=enc.worker_ids, name="skill")
