@@ -112,12 +112,12 @@ PYBIND11_MODULE(_C, m) {
   a.def(
       "dawid_skene",
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
-         int64_t n_classes, const py::array& init_post, const py::object& alpha, const py::object& task_prior,
+         int64_t n_classes, const py::object& init_post, const py::object& alpha, const py::object& task_prior,
          int n_iter, double tol, bool one_coin, int n_threads) {
         LUAB_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
         LUAB_CHECK(tol >= 0.0, "tol must be >= 0, got ", tol);
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
-        const double* init = checked<double>(init_post, "init_post", {n_tasks, n_classes}, "float64");
+        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes});
         const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes});
         const double* al = nullptr;
         bool per_worker = false;
@@ -143,14 +143,19 @@ PYBIND11_MODULE(_C, m) {
         py::dict out;
         out["post"] = to_numpy(std::move(r.post), {n_tasks, n_classes});
         out["class_prior"] = to_numpy(std::move(r.class_prior), {n_classes});
-        out["theta"] = to_numpy(std::move(r.theta), {n_workers, n_classes, n_classes});
+        if (one_coin) {
+          out["theta"] = py::none();  // two numbers per worker: rebuilt from the skills on demand
+        } else {
+          out["theta"] = to_numpy(std::move(r.theta), {n_workers, n_classes, n_classes});
+        }
         out["skills"] = to_numpy(std::move(r.skills), {static_cast<py::ssize_t>(one_coin ? n_workers : 0)});
         out["loss_history"] = r.loss_history;
         out["n_iter"] = r.n_iter_run;
         return out;
       },
       py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
-      py::arg("n_classes"), py::arg("init_post"), py::arg("alpha") = py::none(), py::arg("task_prior") = py::none(),
+      py::arg("n_classes"), py::arg("init_post") = py::none(), py::arg("alpha") = py::none(),
+      py::arg("task_prior") = py::none(),
       py::arg("n_iter") = 100, py::arg("tol") = 1e-5, py::arg("one_coin") = false, py::arg("n_threads") = 0,
       "Soft-EM Dawid–Skene in crowd-kit's order. theta is [W, z, y] = p(z | y, w).");
 

@@ -6,6 +6,7 @@
 
 #include "../common/vmath.hpp"
 #include "em_kernels.hpp"
+#include "majority_vote.hpp"
 
 namespace luab::aggregate {
 namespace {
@@ -16,65 +17,69 @@ constexpr double kClip = 1e-10;
 // Full confusion M-step: theta[w][z][y] = max(N + alpha, eps) / Σ_z (...), with crowd-kit's rule that
 // only labels a worker actually gave (observed z) are clipped; with alpha = 0 unobserved rows stay 0,
 // exactly as crowd-kit, which has no row for them at all.
-// worker_obj[w] = Σ_{z,y} (N + alpha)[w][z][y] · log theta[w][z][y]: the worker's share of the expected
-// complete-data log-likelihood (plus its log prior), from the counts, so the ELBO needs no pass over labels.
-void full_m_step(const Crowd& c, const double* counts, const double* alpha, bool per_worker, double* theta,
-                 double* log_theta, double* worker_obj, int nt) {
+// Full confusion M-step, one worker per thread with its K×K block in a thread-local scratch (so the
+// only global table is log_theta): counts N[z][y] = Σ over w's labels (i, z) of post_i(y); then
+// theta[z][y] = max(N + alpha, eps) / Σ_z (...), crowd-kit's rule that only labels the worker actually
+// gave (observed z) are clipped — with alpha = 0 unobserved rows stay 0, as crowd-kit has no row for them.
+// worker_obj[w] = Σ_{z,y} (N + alpha)[z][y] · log theta[z][y]: the worker's share of the expected
+// complete-data log-likelihood plus its log prior, so the ELBO needs no second pass over the labels.
+void full_m_step(const Crowd& c, const double* post, const double* alpha, bool per_worker, double* log_theta,
+                 double* worker_obj, int nt) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
-  for (int64_t w = 0; w < c.n_workers; ++w) {
-    const double* a = alpha == nullptr ? nullptr : alpha + (per_worker ? w * KK : 0);
-    const uint8_t* obs = c.observed.data() + w * K;
-    const double* cw = counts + w * KK;
-    double* tw = theta + w * KK;
-    double* lw = log_theta + w * KK;
-    std::vector<double> denom(K, 0.0);
-    for (int64_t z = 0; z < K; ++z) {
-      const double* cz = cw + z * K;
-      double* tz = tw + z * K;
-      for (int64_t y = 0; y < K; ++y) {
-        double v = cz[y] + (a != nullptr ? a[y * K + z] : 0.0);
-        if (obs[z]) v = std::max(v, kClip);
-        tz[y] = v;
-        denom[y] += v;
+#pragma omp parallel num_threads(nt)
+  {
+    std::vector<double> cnt(KK), th(KK), denom(K);
+#pragma omp for schedule(dynamic, 8)
+    for (int64_t w = 0; w < c.n_workers; ++w) {
+      const double* a = alpha == nullptr ? nullptr : alpha + (per_worker ? w * KK : 0);
+      const uint8_t* obs = c.observed.data() + w * K;
+      double* lw = log_theta + w * KK;
+      std::fill(cnt.begin(), cnt.end(), 0.0);
+      const int64_t end = c.worker_ptr[w + 1];
+      for (int64_t j = c.worker_ptr[w]; j < end; ++j) {
+        if (j + kPrefetchAhead < end) prefetch_row(post + c.worker_task[j + kPrefetchAhead] * K, K);
+        const double* p = post + c.worker_task[j] * K;
+        double* dst = cnt.data() + static_cast<int64_t>(c.worker_label[j]) * K;
+        for (int64_t y = 0; y < K; ++y) dst[y] += p[y];
       }
-    }
-    for (int64_t y = 0; y < K; ++y) denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
-    for (int64_t z = 0; z < K; ++z) {
-      double* tz = tw + z * K;
-      // a worker with no labels and no prior: uniform (never read by the E-step)
-      for (int64_t y = 0; y < K; ++y) tz[y] = denom[y] > 0.0 ? tz[y] * denom[y] : 1.0 / static_cast<double>(K);
-    }
-    // log of every cell at once (vectorised); unobserved rows may be 0 -> -inf, never read
-    for (int64_t z = 0; z < K; ++z) {
-      if (obs[z] || a != nullptr) {
-        vlog(tw + z * K, lw + z * K, K);
-      } else {
-        for (int64_t y = 0; y < K; ++y) lw[z * K + y] = tw[z * K + y] > 0.0 ? std::log(tw[z * K + y]) : -HUGE_VAL;
+      std::fill(denom.begin(), denom.end(), 0.0);
+      for (int64_t z = 0; z < K; ++z)
+        for (int64_t y = 0; y < K; ++y) {
+          double v = cnt[z * K + y] + (a != nullptr ? a[y * K + z] : 0.0);
+          if (obs[z]) v = std::max(v, kClip);
+          th[z * K + y] = v;
+          denom[y] += v;
+        }
+      for (int64_t y = 0; y < K; ++y) denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
+      double obj = 0.0;
+      for (int64_t z = 0; z < K; ++z) {
+        double* tz = th.data() + z * K;
+        // a worker without labels or prior: uniform (never read by the E-step)
+        for (int64_t y = 0; y < K; ++y) tz[y] = denom[y] > 0.0 ? tz[y] * denom[y] : 1.0 / static_cast<double>(K);
+        if (obs[z] || a != nullptr) {
+          vlog(tz, lw + z * K, K);
+        } else {  // unobserved row without prior: zeros, log -inf, never read
+          for (int64_t y = 0; y < K; ++y) lw[z * K + y] = tz[y] > 0.0 ? std::log(tz[y]) : -HUGE_VAL;
+        }
+        if (obs[z])
+          for (int64_t y = 0; y < K; ++y) obj += cnt[z * K + y] * lw[z * K + y];
       }
+      if (a != nullptr)
+        for (int64_t y = 0; y < K; ++y)
+          for (int64_t z = 0; z < K; ++z)
+            if (a[y * K + z] > 0.0) obj += a[y * K + z] * lw[z * K + y];
+      worker_obj[w] = obj;
     }
-    double obj = 0.0;
-    for (int64_t z = 0; z < K; ++z) {
-      if (!obs[z]) continue;  // no labels z from w: counts are 0 (and the log may be -inf)
-      const double* cz = cw + z * K;
-      const double* lz = lw + z * K;
-      for (int64_t y = 0; y < K; ++y) obj += cz[y] * lz[y];
-    }
-    if (a != nullptr)
-      for (int64_t y = 0; y < K; ++y)
-        for (int64_t z = 0; z < K; ++z)
-          if (a[y * K + z] > 0.0) obj += a[y * K + z] * lw[z * K + y];
-    worker_obj[w] = obj;
   }
 }
 
 // One-coin M-step (crowd-kit's OneCoinDawidSkene): skill = expected accuracy over the worker's labels,
-// p(z | y) = skill if z == y else (1 - skill) / (K - 1), clipped to [eps, 1 - eps].
-void one_coin_m_step(const Crowd& c, const double* post, const double* alpha, double* skills, double* theta,
-                     double* log_theta, double* worker_obj, int nt) {
+// p(z | y) = skill if z == y else (1 - skill) / (K - 1), both clipped to [eps, 1 - eps].
+// coin[w] = (log right, log wrong): the E-step needs nothing else, so no K×K table is built.
+void one_coin_m_step(const Crowd& c, const double* post, const double* alpha, double* skills, double* coin,
+                     double* worker_obj, int nt) {
   const int64_t K = c.n_classes;
-  const int64_t KK = K * K;
   const double a_right = alpha != nullptr ? alpha[0] : 0.0;
   const double a_wrong = alpha != nullptr ? alpha[1] : 0.0;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
@@ -87,19 +92,12 @@ void one_coin_m_step(const Crowd& c, const double* post, const double* alpha, do
     // crowd-kit takes the plain mean; with pseudo-counts it is the posterior mean of a Beta prior
     const double s = denom > 0.0 ? (hit + a_right) / denom : 1.0 / static_cast<double>(K);
     skills[w] = s;
-    const double right = std::clamp(s, kClip, 1.0 - kClip);
+    const double right = K > 1 ? std::clamp(s, kClip, 1.0 - kClip) : 1.0;
     const double wrong = K > 1 ? std::clamp((1.0 - s) / static_cast<double>(K - 1), kClip, 1.0 - kClip) : 1.0;
-    double* tw = theta + w * KK;
-    double* lw = log_theta + w * KK;
-    const double p_diag = K > 1 ? right : 1.0;
-    const double log_diag = std::log(p_diag), log_wrong = std::log(wrong);
-    for (int64_t z = 0; z < K; ++z)
-      for (int64_t y = 0; y < K; ++y) {
-        tw[z * K + y] = (z == y) ? p_diag : wrong;
-        lw[z * K + y] = (z == y) ? log_diag : log_wrong;
-      }
-    // Σ over labels of Σ_y p(y) log theta = hit · log p_diag + (n − hit) · log wrong, as Σ_y p(y) = 1
-    double obj = hit * log_diag + (n - hit) * log_wrong;
+    coin[2 * w] = std::log(right);
+    coin[2 * w + 1] = std::log(wrong);
+    // Σ over labels of Σ_y p(y) log theta = hit · log right + (n − hit) · log wrong, as Σ_y p(y) = 1
+    double obj = hit * coin[2 * w] + (n - hit) * coin[2 * w + 1];
     if (alpha != nullptr) obj += a_right * std::log(right) + a_wrong * std::log(1.0 - right);
     worker_obj[w] = obj;
   }
@@ -127,12 +125,16 @@ DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alph
   const int64_t K = c.n_classes;
   const int64_t W = c.n_workers;
   DSResult r;
-  r.post = Buffer<double>(init_post, c.n_tasks * K);
+  if (init_post != nullptr) {
+    r.post = Buffer<double>(init_post, c.n_tasks * K);
+  } else {
+    r.post = majority_vote(c, nullptr, nt);  // crowd-kit initialises from majority vote
+  }
   r.class_prior.assign(K, 0.0);
-  r.theta = Buffer<double>(W * K * K, 0.0);
   r.skills.assign(opt.one_coin ? W : 0, 0.0);
-  Buffer<double> log_theta(W * K * K, 0.0);
-  Buffer<double> counts(opt.one_coin ? 0 : W * K * K, 0.0);
+  // the one global confusion table; turned into theta = exp(log_theta) in place at the end
+  Buffer<double> log_theta(opt.one_coin ? 0 : W * K * K, Uninitialized{});
+  std::vector<double> coin(opt.one_coin ? 2 * W : 0, 0.0);
   std::vector<double> log_prior(K, 0.0);
   std::vector<double> entropy(c.n_tasks, 0.0);
   std::vector<double> worker_obj(W, 0.0);
@@ -140,12 +142,9 @@ DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alph
 
   auto m_step = [&]() {
     if (opt.one_coin) {
-      one_coin_m_step(c, r.post.data(), alpha, r.skills.data(), r.theta.data(), log_theta.data(), worker_obj.data(),
-                      nt);
+      one_coin_m_step(c, r.post.data(), alpha, r.skills.data(), coin.data(), worker_obj.data(), nt);
     } else {
-      accumulate_counts(c, r.post.data(), /*hard=*/false, counts.data(), nt);
-      full_m_step(c, counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), worker_obj.data(),
-                  nt);
+      full_m_step(c, r.post.data(), alpha, alpha_per_worker, log_theta.data(), worker_obj.data(), nt);
     }
   };
 
@@ -156,7 +155,8 @@ DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alph
   const double n_labels = static_cast<double>(std::max<int64_t>(c.n_labels, 1));
   for (int it = 0; it < opt.n_iter; ++it) {
     for (int64_t y = 0; y < K; ++y) log_prior[y] = std::log(std::max(r.class_prior[y], kClip));
-    e_step(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, r.post.data(), nt, entropy.data(), kClip);
+    e_step(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, r.post.data(), nt, entropy.data(), kClip,
+           opt.one_coin ? coin.data() : nullptr);
     mean_labelled_posterior(c, r.post.data(), r.class_prior.data(), nt, label_totals.data());
     m_step();
     const double new_loss =
@@ -165,6 +165,13 @@ DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alph
     r.n_iter_run = it + 1;
     if (new_loss - loss < opt.tol) break;
     loss = new_loss;
+  }
+  if (!opt.one_coin) {
+    double* t = log_theta.data();
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t w = 0; w < W; ++w)
+      for (int64_t k = 0; k < K * K; ++k) t[w * K * K + k] = std::exp(t[w * K * K + k]);
+    r.theta = std::move(log_theta);
   }
   return r;
 }

@@ -20,13 +20,13 @@ struct DSOptions {
 struct DSResult {
   Buffer<double> post;              // [T, K]
   std::vector<double> class_prior;  // [K]
-  Buffer<double> theta;             // [W, K(z), K(y)]: p(z | y, w)
+  Buffer<double> theta;             // [W, K(z), K(y)]: p(z | y, w); empty for one-coin
   std::vector<double> skills;       // [W], one-coin only: expected accuracy
   std::vector<double> loss_history;
   int n_iter_run = 0;
 };
 
-// init_post [T, K]: the starting posteriors (majority vote, or the previous fit for a warm start).
+// init_post [T, K] or nullptr (majority vote): the starting posteriors (e.g. a previous fit's, to warm-start).
 // alpha: Dirichlet pseudo-counts indexed [y][z] (true class row), shape [K, K] (alpha_per_worker
 // false) or [W, K, K]; nullptr means none (crowd-kit). One-coin reads alpha[0] and alpha[1] as the
 // pseudo-counts of a correct and of a wrong answer.

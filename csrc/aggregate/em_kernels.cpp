@@ -9,23 +9,12 @@
 #include "../common/vmath.hpp"
 
 namespace luab::aggregate {
-namespace {
-
-// Each label reads one random K-row of a table far larger than the caches (log_theta in the E-step,
-// the posteriors in the M-step); fetching the row a few labels ahead hides most of the DRAM latency.
-constexpr int64_t kPrefetchAhead = 16;
-
-inline void prefetch_row(const double* row, int64_t k) {
-  const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t off = 0; off < k * static_cast<int64_t>(sizeof(double)); off += 64) __builtin_prefetch(p + off);
-}
-
-}  // namespace
 
 int resolve_threads(int n_threads) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
 
 void e_step(const Crowd& c, const double* log_class_prior, const double* log_theta, const double* task_prior,
-            double task_prior_eps, double* post, int n_threads, double* entropy, double entropy_clip) {
+            double task_prior_eps, double* post, int n_threads, double* entropy, double entropy_clip,
+            const double* coin) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
   const double clip_term = entropy_clip * std::log(entropy_clip);
@@ -40,7 +29,17 @@ void e_step(const Crowd& c, const double* log_class_prior, const double* log_the
         const double* tp = task_prior + i * K;
         for (int64_t y = 0; y < K; ++y) row[y] += std::log(tp[y] + task_prior_eps);
       }
-      for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
+      if (coin != nullptr) {
+        // one-coin: every class gets log(wrong), the given label log(right) instead
+        double wrong_sum = 0.0;
+        for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
+          const double* cw = coin + 2 * static_cast<int64_t>(c.task_worker[j]);
+          wrong_sum += cw[1];
+          row[c.task_label[j]] += cw[0] - cw[1];
+        }
+        for (int64_t y = 0; y < K; ++y) row[y] += wrong_sum;
+      }
+      for (int64_t j = c.task_ptr[i]; coin == nullptr && j < c.task_ptr[i + 1]; ++j) {
         if (j + kPrefetchAhead < c.n_labels)
           prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
                            static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);

@@ -23,9 +23,21 @@ int resolve_threads(int n_threads);
 // A task without labels gets the (class prior × task prior), normalised.
 // entropy [T] or nullptr: -Σ_y q log q with q = max(post, entropy_clip) (crowd-kit's ELBO term), taken
 // from the log-posteriors the E-step already has, so no extra log per cell.
+// coin [W, 2] or nullptr: one-coin workers, log p(z | y) = coin[w][0] if y == z else coin[w][1]; then
+// log_theta is not read and a label costs O(1) plus one O(K) add instead of a random K-row read.
 void e_step(const Crowd& c, const double* log_class_prior, const double* log_theta, const double* task_prior,
             double task_prior_eps, double* post, int n_threads, double* entropy = nullptr,
-            double entropy_clip = 1e-10);
+            double entropy_clip = 1e-10, const double* coin = nullptr);
+
+// Prefetches the K doubles of a table row that a label will read a few labels from now.
+inline void prefetch_row(const double* row, int64_t k) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t off = 0; off < k * static_cast<int64_t>(sizeof(double)); off += 64) __builtin_prefetch(p + off);
+}
+
+// Each label reads one random K-row of a table far larger than the caches (log_theta in the E-step,
+// the posteriors in the M-step); fetching it a few labels ahead hides most of the DRAM latency.
+constexpr int64_t kPrefetchAhead = 8;
 
 // counts[w][z][y] = Σ over w's labels (i, z) of post_i(y) (soft), or of [y == argmax post_i] (hard,
 // ties to the lowest class). Parallel over workers: each worker's rows are owned by one thread.

@@ -16,11 +16,17 @@
 
 namespace luab {
 
+struct Uninitialized {};
+
 template <typename T>
 class Buffer {
  public:
   Buffer() = default;
-  explicit Buffer(size_t n, T fill = T()) : n_(n) {
+  Buffer(size_t n, T fill) : Buffer(n, Uninitialized{}) {
+    for (size_t i = 0; i < n; ++i) data_[i] = fill;
+  }
+  // Contents undefined: for tables every element of which is written before it is read.
+  Buffer(size_t n, Uninitialized) : n_(n) {
     const size_t bytes = n * sizeof(T);
     constexpr size_t kHuge = size_t{2} << 20;
     if (bytes >= 2 * kHuge) {
@@ -35,9 +41,8 @@ class Buffer {
       data_ = static_cast<T*>(std::malloc(bytes > 0 ? bytes : 1));
       if (data_ == nullptr) throw std::bad_alloc();
     }
-    for (size_t i = 0; i < n; ++i) data_[i] = fill;
   }
-  Buffer(const T* src, size_t n) : Buffer(n) { std::memcpy(data_, src, n * sizeof(T)); }
+  Buffer(const T* src, size_t n) : Buffer(n, Uninitialized{}) { std::memcpy(data_, src, n * sizeof(T)); }
   Buffer(Buffer&& o) noexcept : data_(std::exchange(o.data_, nullptr)), n_(std::exchange(o.n_, 0)) {}
   Buffer& operator=(Buffer&& o) noexcept {
     if (this != &o) {

@@ -74,17 +74,22 @@ class DawidSkene(BaseAggregator):
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}")
         C = require_ext(f"{type(self).__name__}.fit")
-        init = warm if warm is not None else self._majority_vote(enc)
         res = C.aggregate.dawid_skene(
-            enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes, init,
+            enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes, warm,
             alpha=self._alpha(enc), task_prior=align_task_prior(task_prior, enc), n_iter=int(self.n_iter),
             tol=float(self.tol), one_coin=self._one_coin, n_threads=self._threads())
         self.posteriors_ = res["post"]
         self.class_prior_ = res["class_prior"]
-        self.theta_ = res["theta"]  # [W, observed, true]
+        self._theta = res["theta"]  # [W, observed, true]; None for one-coin (built from the skills)
         self._skills = res["skills"]
         self.loss_history_ = list(res["loss_history"])
         self.n_iter_ = int(res["n_iter"])
+
+    @property
+    def theta_(self) -> np.ndarray:
+        """p(observed z | true y, worker) as [W, z, y] (crowd-kit's errors_ layout)."""
+        self._check_fitted()
+        return self._theta
 
     @property
     def priors_(self) -> pd.Series:
@@ -127,6 +132,22 @@ class OneCoinDawidSkene(DawidSkene):
     def skills_(self) -> pd.Series:
         self._check_fitted()
         return pd.Series(self._skills, index=self.worker_ids_, name="skill")
+
+    @property
+    def theta_(self) -> np.ndarray:
+        """[W, z, y]: skill on the diagonal, (1 − skill)/(K − 1) elsewhere, clipped as crowd-kit does."""
+        self._check_fitted()
+        if "theta" not in self._cache:
+            K, eps = self.posteriors_.shape[1], 1e-10
+            if K == 1:
+                theta = np.ones((len(self._skills), 1, 1))
+            else:
+                right = np.clip(self._skills, eps, 1 - eps)
+                wrong = np.clip((1 - self._skills) / (K - 1), eps, 1 - eps)
+                theta = np.repeat(wrong[:, None, None], K, 1).repeat(K, 2)
+                theta[:, np.arange(K), np.arange(K)] = right[:, None]
+            self._cache["theta"] = theta
+        return self._cache["theta"]
 
 
 def align_task_prior(task_prior: Any, enc: Encoded) -> np.ndarray | None:
