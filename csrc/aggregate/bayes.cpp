@@ -53,7 +53,10 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   std::vector<double> log_prior(K, std::log(1.0 / static_cast<double>(K) + kSeedEps));
   std::vector<int32_t> yhat(c.n_tasks), prev_yhat(c.n_tasks);
 
-  if (init_post != nullptr) accumulate_counts(c, init_post, /*hard=*/true, r.counts.data(), nt);
+  if (init_post != nullptr) {
+    argmax_rows(init_post, c.n_tasks, K, yhat.data(), nt);
+    accumulate_hard_counts(c, yhat.data(), r.counts.data(), nt);
+  }
   dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
 
   auto z_likelihood = [&]() {
@@ -71,7 +74,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   for (int it = 0; it < opt.max_iter; ++it) {
     e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt);   // E
     argmax_rows(r.post.data(), c.n_tasks, K, yhat.data(), nt);
-    accumulate_counts(c, r.post.data(), /*hard=*/true, r.counts.data(), nt);                   // M (hard)
+    accumulate_hard_counts(c, yhat.data(), r.counts.data(), nt);                               // M (hard)
     dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
     const double lik = z_likelihood();
     r.z_likelihood.push_back(lik);

@@ -67,26 +67,15 @@ void e_step(const Crowd& c, const double* log_class_prior, const double* log_the
   }
 }
 
-void accumulate_counts(const Crowd& c, const double* post, bool hard, double* counts, int n_threads) {
+void accumulate_hard_counts(const Crowd& c, const int32_t* yhat, double* counts, int n_threads) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 16)
   for (int64_t w = 0; w < c.n_workers; ++w) {
     double* cw = counts + w * KK;
     std::memset(cw, 0, sizeof(double) * KK);
-    for (int64_t j = c.worker_ptr[w]; j < c.worker_ptr[w + 1]; ++j) {
-      if (j + kPrefetchAhead < c.worker_ptr[w + 1]) prefetch_row(post + c.worker_task[j + kPrefetchAhead] * K, K);
-      const double* p = post + c.worker_task[j] * K;
-      double* dst = cw + static_cast<int64_t>(c.worker_label[j]) * K;
-      if (hard) {
-        int64_t best = 0;
-        for (int64_t y = 1; y < K; ++y)
-          if (p[y] > p[best]) best = y;
-        dst[best] += 1.0;
-      } else {
-        for (int64_t y = 0; y < K; ++y) dst[y] += p[y];
-      }
-    }
+    for (int64_t j = c.worker_ptr[w]; j < c.worker_ptr[w + 1]; ++j)
+      cw[static_cast<int64_t>(c.worker_label[j]) * K + yhat[c.worker_task[j]]] += 1.0;
   }
 }
 

@@ -39,9 +39,8 @@ inline void prefetch_row(const double* row, int64_t k) {
 // the posteriors in the M-step); fetching it a few labels ahead hides most of the DRAM latency.
 constexpr int64_t kPrefetchAhead = 8;
 
-// counts[w][z][y] = Σ over w's labels (i, z) of post_i(y) (soft), or of [y == argmax post_i] (hard,
-// ties to the lowest class). Parallel over workers: each worker's rows are owned by one thread.
-void accumulate_counts(const Crowd& c, const double* post, bool hard, double* counts, int n_threads);
+// counts[w][z][y] = #{labels (i, z) of w with yhat_i == y}: the hard M-step, from the argmaxes alone.
+void accumulate_hard_counts(const Crowd& c, const int32_t* yhat, double* counts, int n_threads);
 
 // Mean of post over the tasks that have at least one label (crowd-kit's class prior update).
 // Blocked in a fixed block size, so the sum order does not depend on the thread count.

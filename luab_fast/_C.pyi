@@ -1,0 +1,31 @@
+"""Type stub for the compiled core luab_fast._C (csrc/bindings.cpp). All arrays are C-contiguous; ids
+are int64 in [0, n); results are float64 numpy arrays that own their memory."""
+
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+def omp_max_threads() -> int: ...
+
+class _Aggregate(ModuleType):
+    def majority_vote(self, task: I64, worker: I64, label: I64, n_tasks: int, n_workers: int, n_classes: int,
+                      weights: F64 | None = None, n_threads: int = 0) -> F64:
+        """Vote shares [T, K]; tasks without votes get the uniform distribution."""
+    def dawid_skene(self, task: I64, worker: I64, label: I64, n_tasks: int, n_workers: int, n_classes: int,
+                    init_post: F64 | None = None, alpha: F64 | None = None, task_prior: F64 | None = None,
+                    n_iter: int = 100, tol: float = 1e-5, one_coin: bool = False,
+                    n_threads: int = 0) -> dict[str, Any]:
+        """Keys: post [T, K], class_prior [K], theta [W, z, y] (None for one-coin), skills [W],
+        loss_history list, n_iter int."""
+    def bayes(self, task: I64, worker: I64, label: I64, n_tasks: int, n_workers: int, n_classes: int,
+              alpha: F64, task_prior: F64 | None = None, init_post: F64 | None = None, max_iter: int = 10,
+              hard_criterion: bool = False, likelihood_epsilon: float = 1e-3, n_threads: int = 0) -> dict[str, Any]:
+        """Keys: post [T, K], counts [W, z, y], theta [W, z, y], z_likelihood list, n_iter, converged,
+        n_decreases."""
+
+aggregate: _Aggregate
