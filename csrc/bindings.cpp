@@ -113,7 +113,7 @@ PYBIND11_MODULE(_C, m) {
       "dawid_skene",
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
          int64_t n_classes, const py::object& init_post, const py::object& alpha, const py::object& task_prior,
-         int n_iter, double tol, bool one_coin, int n_threads) {
+         int n_iter, double tol, bool one_coin, bool single_precision, int n_threads) {
         LUAB_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
         LUAB_CHECK(tol >= 0.0, "tol must be >= 0, got ", tol);
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
@@ -134,6 +134,7 @@ PYBIND11_MODULE(_C, m) {
         opt.n_iter = n_iter;
         opt.tol = tol;
         opt.one_coin = one_coin;
+        opt.single_precision = single_precision;
         opt.n_threads = n_threads;
         agg::DSResult r;
         {
@@ -141,10 +142,16 @@ PYBIND11_MODULE(_C, m) {
           r = agg::dawid_skene(c, init, al, per_worker, tp, opt);
         }
         py::dict out;
-        out["post"] = to_numpy(std::move(r.post), {n_tasks, n_classes});
+        if (single_precision) {
+          out["post"] = to_numpy(std::move(r.post_f32), {n_tasks, n_classes});
+        } else {
+          out["post"] = to_numpy(std::move(r.post), {n_tasks, n_classes});
+        }
         out["class_prior"] = to_numpy(std::move(r.class_prior), {n_classes});
         if (one_coin) {
           out["theta"] = py::none();  // two numbers per worker: rebuilt from the skills on demand
+        } else if (single_precision) {
+          out["theta"] = to_numpy(std::move(r.theta_f32), {n_workers, n_classes, n_classes});
         } else {
           out["theta"] = to_numpy(std::move(r.theta), {n_workers, n_classes, n_classes});
         }
@@ -156,7 +163,8 @@ PYBIND11_MODULE(_C, m) {
       py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
       py::arg("n_classes"), py::arg("init_post") = py::none(), py::arg("alpha") = py::none(),
       py::arg("task_prior") = py::none(),
-      py::arg("n_iter") = 100, py::arg("tol") = 1e-5, py::arg("one_coin") = false, py::arg("n_threads") = 0,
+      py::arg("n_iter") = 100, py::arg("tol") = 1e-5, py::arg("one_coin") = false,
+      py::arg("single_precision") = false, py::arg("n_threads") = 0,
       "Soft-EM Dawid–Skene in crowd-kit's order. theta is [W, z, y] = p(z | y, w).");
 
   a.def(

@@ -40,7 +40,7 @@ void dirichlet_rows(const Crowd& c, const double* counts, const double* alpha, b
 
 BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_worker, const double* task_prior,
                             const double* init_post, const BayesOptions& opt) {
-  const int nt = resolve_threads(opt.n_threads);
+  const int nt = resolve_threads(opt.n_threads, c.n_labels * c.n_classes);
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
   const int64_t W = c.n_workers;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include "../common/vmath.hpp"
 #include "em_kernels.hpp"
@@ -23,25 +24,26 @@ constexpr double kClip = 1e-10;
 // gave (observed z) are clipped — with alpha = 0 unobserved rows stay 0, as crowd-kit has no row for them.
 // worker_obj[w] = Σ_{z,y} (N + alpha)[z][y] · log theta[z][y]: the worker's share of the expected
 // complete-data log-likelihood plus its log prior, so the ELBO needs no second pass over the labels.
-void full_m_step(const Crowd& c, const double* post, const double* alpha, bool per_worker, double* log_theta,
+template <typename TP, typename TL>
+void full_m_step(const Crowd& c, const TP* post, const double* alpha, bool per_worker, TL* log_theta,
                  double* worker_obj, int nt) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<double> cnt(KK), th(KK), denom(K);
+    std::vector<double> cnt(KK), th(KK), denom(K), lrow(K);
 #pragma omp for schedule(dynamic, 8)
     for (int64_t w = 0; w < c.n_workers; ++w) {
       const double* a = alpha == nullptr ? nullptr : alpha + (per_worker ? w * KK : 0);
       const uint8_t* obs = c.observed.data() + w * K;
-      double* lw = log_theta + w * KK;
+      TL* lw = log_theta + w * KK;
       std::fill(cnt.begin(), cnt.end(), 0.0);
       const int64_t end = c.worker_ptr[w + 1];
       for (int64_t j = c.worker_ptr[w]; j < end; ++j) {
         if (j + kPrefetchAhead < end) prefetch_row(post + c.worker_task[j + kPrefetchAhead] * K, K);
-        const double* p = post + c.worker_task[j] * K;
+        const TP* p = post + c.worker_task[j] * K;
         double* dst = cnt.data() + static_cast<int64_t>(c.worker_label[j]) * K;
-        for (int64_t y = 0; y < K; ++y) dst[y] += p[y];
+        for (int64_t y = 0; y < K; ++y) dst[y] += static_cast<double>(p[y]);
       }
       std::fill(denom.begin(), denom.end(), 0.0);
       for (int64_t z = 0; z < K; ++z)
@@ -58,17 +60,17 @@ void full_m_step(const Crowd& c, const double* post, const double* alpha, bool p
         // a worker without labels or prior: uniform (never read by the E-step)
         for (int64_t y = 0; y < K; ++y) tz[y] = denom[y] > 0.0 ? tz[y] * denom[y] : 1.0 / static_cast<double>(K);
         if (obs[z] || a != nullptr) {
-          vlog(tz, lw + z * K, K);
+          vlog(tz, lrow.data(), K);
         } else {  // unobserved row without prior: zeros, log -inf, never read
-          for (int64_t y = 0; y < K; ++y) lw[z * K + y] = tz[y] > 0.0 ? std::log(tz[y]) : -HUGE_VAL;
+          for (int64_t y = 0; y < K; ++y) lrow[y] = tz[y] > 0.0 ? std::log(tz[y]) : -HUGE_VAL;
         }
+        for (int64_t y = 0; y < K; ++y) lw[z * K + y] = static_cast<TL>(lrow[y]);
         if (obs[z])
-          for (int64_t y = 0; y < K; ++y) obj += cnt[z * K + y] * lw[z * K + y];
+          for (int64_t y = 0; y < K; ++y) obj += cnt[z * K + y] * lrow[y];
+        if (a != nullptr)
+          for (int64_t y = 0; y < K; ++y)
+            if (a[y * K + z] > 0.0) obj += a[y * K + z] * lrow[y];
       }
-      if (a != nullptr)
-        for (int64_t y = 0; y < K; ++y)
-          for (int64_t z = 0; z < K; ++z)
-            if (a[y * K + z] > 0.0) obj += a[y * K + z] * lw[z * K + y];
       worker_obj[w] = obj;
     }
   }
@@ -77,7 +79,8 @@ void full_m_step(const Crowd& c, const double* post, const double* alpha, bool p
 // One-coin M-step (crowd-kit's OneCoinDawidSkene): skill = expected accuracy over the worker's labels,
 // p(z | y) = skill if z == y else (1 - skill) / (K - 1), both clipped to [eps, 1 - eps].
 // coin[w] = (log right, log wrong): the E-step needs nothing else, so no K×K table is built.
-void one_coin_m_step(const Crowd& c, const double* post, const double* alpha, double* skills, double* coin,
+template <typename TP>
+void one_coin_m_step(const Crowd& c, const TP* post, const double* alpha, double* skills, double* coin,
                      double* worker_obj, int nt) {
   const int64_t K = c.n_classes;
   const double a_right = alpha != nullptr ? alpha[0] : 0.0;
@@ -86,7 +89,7 @@ void one_coin_m_step(const Crowd& c, const double* post, const double* alpha, do
   for (int64_t w = 0; w < c.n_workers; ++w) {
     double hit = 0.0;
     for (int64_t j = c.worker_ptr[w]; j < c.worker_ptr[w + 1]; ++j)
-      hit += post[c.worker_task[j] * K + c.worker_label[j]];
+      hit += static_cast<double>(post[c.worker_task[j] * K + c.worker_label[j]]);
     const double n = static_cast<double>(c.worker_ptr[w + 1] - c.worker_ptr[w]);
     const double denom = n + a_right + a_wrong;
     // crowd-kit takes the plain mean; with pseudo-counts it is the posterior mean of a Beta prior
@@ -117,23 +120,25 @@ double objective(const Crowd& c, const double* entropy, const double* class_prio
   return total;
 }
 
-}  // namespace
-
-DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
-                     const double* task_prior, const DSOptions& opt) {
-  const int nt = resolve_threads(opt.n_threads);
+template <typename TP, typename TL>
+DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
+             const double* task_prior, const DSOptions& opt) {
+  const int nt = resolve_threads(opt.n_threads, c.n_labels * c.n_classes);
   const int64_t K = c.n_classes;
   const int64_t W = c.n_workers;
   DSResult r;
-  if (init_post != nullptr) {
-    r.post = Buffer<double>(init_post, c.n_tasks * K);
-  } else {
-    r.post = majority_vote(c, nullptr, nt);  // crowd-kit initialises from majority vote
+  Buffer<TP> post(c.n_tasks * K, Uninitialized{});
+  {
+    // crowd-kit initialises from majority vote
+    Buffer<double> init = init_post != nullptr ? Buffer<double>() : majority_vote(c, nullptr, nt);
+    const double* src = init_post != nullptr ? init_post : init.data();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 65536)
+    for (int64_t i = 0; i < c.n_tasks * K; ++i) post[i] = static_cast<TP>(src[i]);
   }
   r.class_prior.assign(K, 0.0);
   r.skills.assign(opt.one_coin ? W : 0, 0.0);
   // the one global confusion table; turned into theta = exp(log_theta) in place at the end
-  Buffer<double> log_theta(opt.one_coin ? 0 : W * K * K, Uninitialized{});
+  Buffer<TL> log_theta(opt.one_coin ? 0 : W * K * K, Uninitialized{});
   std::vector<double> coin(opt.one_coin ? 2 * W : 0, 0.0);
   std::vector<double> log_prior(K, 0.0);
   std::vector<double> entropy(c.n_tasks, 0.0);
@@ -142,22 +147,22 @@ DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alph
 
   auto m_step = [&]() {
     if (opt.one_coin) {
-      one_coin_m_step(c, r.post.data(), alpha, r.skills.data(), coin.data(), worker_obj.data(), nt);
+      one_coin_m_step(c, post.data(), alpha, r.skills.data(), coin.data(), worker_obj.data(), nt);
     } else {
-      full_m_step(c, r.post.data(), alpha, alpha_per_worker, log_theta.data(), worker_obj.data(), nt);
+      full_m_step(c, post.data(), alpha, alpha_per_worker, log_theta.data(), worker_obj.data(), nt);
     }
   };
 
   // crowd-kit order: prior and confusions from the initial posteriors, then (E, prior, M, loss)*
-  mean_labelled_posterior(c, r.post.data(), r.class_prior.data(), nt);
+  mean_labelled_posterior(c, post.data(), r.class_prior.data(), nt);
   m_step();
   double loss = -std::numeric_limits<double>::infinity();
   const double n_labels = static_cast<double>(std::max<int64_t>(c.n_labels, 1));
   for (int it = 0; it < opt.n_iter; ++it) {
     for (int64_t y = 0; y < K; ++y) log_prior[y] = std::log(std::max(r.class_prior[y], kClip));
-    e_step(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, r.post.data(), nt, entropy.data(), kClip,
+    e_step(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, post.data(), nt, entropy.data(), kClip,
            opt.one_coin ? coin.data() : nullptr);
-    mean_labelled_posterior(c, r.post.data(), r.class_prior.data(), nt, label_totals.data());
+    mean_labelled_posterior(c, post.data(), r.class_prior.data(), nt, label_totals.data());
     m_step();
     const double new_loss =
         objective(c, entropy.data(), r.class_prior.data(), label_totals.data(), worker_obj.data(), nt) / n_labels;
@@ -167,13 +172,27 @@ DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alph
     loss = new_loss;
   }
   if (!opt.one_coin) {
-    double* t = log_theta.data();
-#pragma omp parallel for num_threads(nt) schedule(static)
+    TL* t = log_theta.data();
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
     for (int64_t w = 0; w < W; ++w)
       for (int64_t k = 0; k < K * K; ++k) t[w * K * K + k] = std::exp(t[w * K * K + k]);
+  }
+  if constexpr (std::is_same_v<TP, float>) {
+    r.post_f32 = std::move(post);
+    r.theta_f32 = std::move(log_theta);
+  } else {
+    r.post = std::move(post);
     r.theta = std::move(log_theta);
   }
   return r;
+}
+
+}  // namespace
+
+DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
+                     const double* task_prior, const DSOptions& opt) {
+  if (opt.single_precision) return run<float, float>(c, init_post, alpha, alpha_per_worker, task_prior, opt);
+  return run<double, double>(c, init_post, alpha, alpha_per_worker, task_prior, opt);
 }
 
 }  // namespace luab::aggregate

@@ -10,20 +10,24 @@
 
 namespace luab::aggregate {
 
-int resolve_threads(int n_threads) { return n_threads > 0 ? n_threads : omp_get_max_threads(); }
+int resolve_threads(int n_threads, int64_t work) {
+  if (n_threads > 0) return n_threads;
+  return work < (int64_t{1} << 18) ? 1 : omp_get_max_threads();
+}
 
-void e_step(const Crowd& c, const double* log_class_prior, const double* log_theta, const double* task_prior,
-            double task_prior_eps, double* post, int n_threads, double* entropy, double entropy_clip,
+template <typename TP, typename TL>
+void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
+            double task_prior_eps, TP* post, int n_threads, double* entropy, double entropy_clip,
             const double* coin) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
   const double clip_term = entropy_clip * std::log(entropy_clip);
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<double> shifted(entropy != nullptr ? K : 0);
-#pragma omp for schedule(static)
+    std::vector<double> shifted(entropy != nullptr ? K : 0), scratch(K);
+#pragma omp for schedule(dynamic, 256)
     for (int64_t i = 0; i < c.n_tasks; ++i) {
-      double* row = post + i * K;
+      double* row = scratch.data();
       for (int64_t y = 0; y < K; ++y) row[y] = log_class_prior[y];
       if (task_prior != nullptr) {
         const double* tp = task_prior + i * K;
@@ -43,8 +47,8 @@ void e_step(const Crowd& c, const double* log_class_prior, const double* log_the
         if (j + kPrefetchAhead < c.n_labels)
           prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
                            static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);
-        const double* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
-        for (int64_t y = 0; y < K; ++y) row[y] += lt[y];
+        const TL* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
+        for (int64_t y = 0; y < K; ++y) row[y] += static_cast<double>(lt[y]);
       }
       // shift by the row maximum before exponentiating (the log-sum-exp trick)
       double m = row[0];
@@ -56,6 +60,8 @@ void e_step(const Crowd& c, const double* log_class_prior, const double* log_the
       for (int64_t y = 0; y < K; ++y) s += row[y];
       const double inv = 1.0 / s;
       for (int64_t y = 0; y < K; ++y) row[y] *= inv;
+      TP* out = post + i * K;
+      for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TP>(row[y]);
       if (entropy != nullptr) {
         const double log_s = std::log(s);
         double h = 0.0;
@@ -79,11 +85,12 @@ void accumulate_hard_counts(const Crowd& c, const int32_t* yhat, double* counts,
   }
 }
 
-void mean_labelled_posterior(const Crowd& c, const double* post, double* out, int n_threads, double* label_totals) {
+template <typename TP>
+void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_threads, double* label_totals) {
   const int64_t K = c.n_classes;
   const int64_t n_blocks = (c.n_tasks + kReduceBlock - 1) / kReduceBlock;
   std::vector<double> partial(static_cast<size_t>(n_blocks * 2 * K), 0.0);
-#pragma omp parallel for num_threads(n_threads) schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
   for (int64_t b = 0; b < n_blocks; ++b) {
     double* acc = partial.data() + b * 2 * K;
     double* wacc = acc + K;
@@ -91,10 +98,10 @@ void mean_labelled_posterior(const Crowd& c, const double* post, double* out, in
     for (int64_t i = b * kReduceBlock; i < hi; ++i) {
       const double n_i = static_cast<double>(c.task_ptr[i + 1] - c.task_ptr[i]);
       if (n_i == 0.0) continue;
-      const double* p = post + i * K;
+      const TP* p = post + i * K;
       for (int64_t y = 0; y < K; ++y) {
-        acc[y] += p[y];
-        wacc[y] += n_i * p[y];
+        acc[y] += static_cast<double>(p[y]);
+        wacc[y] += n_i * static_cast<double>(p[y]);
       }
     }
   }
@@ -109,8 +116,15 @@ void mean_labelled_posterior(const Crowd& c, const double* post, double* out, in
   for (int64_t y = 0; y < K; ++y) out[y] /= n;
 }
 
+template void e_step<double, double>(const Crowd&, const double*, const double*, const double*, double, double*,
+                                     int, double*, double, const double*);
+template void e_step<float, float>(const Crowd&, const double*, const float*, const double*, double, float*, int,
+                                   double*, double, const double*);
+template void mean_labelled_posterior<double>(const Crowd&, const double*, double*, int, double*);
+template void mean_labelled_posterior<float>(const Crowd&, const float*, double*, int, double*);
+
 void argmax_rows(const double* post, int64_t n_rows, int64_t k, int32_t* out, int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(static)
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1024)
   for (int64_t i = 0; i < n_rows; ++i) {
     const double* p = post + i * k;
     int64_t best = 0;

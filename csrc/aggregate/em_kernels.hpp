@@ -15,8 +15,9 @@
 
 namespace luab::aggregate {
 
-// Number of threads to use: n_threads > 0 as given, otherwise OpenMP's default.
-int resolve_threads(int n_threads);
+// Number of threads to use: n_threads > 0 as given; otherwise OpenMP's default, except for small
+// problems (work = labels × classes below ~250k), where one thread beats the cost of waking others.
+int resolve_threads(int n_threads, int64_t work);
 
 // post_i(y) ∝ exp(log_class_prior[y] + Σ_{(w,z) ∈ labels(i)} log_theta[w][z][y]
 //                 [+ log(task_prior[i][y] + task_prior_eps)]).
@@ -25,14 +26,18 @@ int resolve_threads(int n_threads);
 // from the log-posteriors the E-step already has, so no extra log per cell.
 // coin [W, 2] or nullptr: one-coin workers, log p(z | y) = coin[w][0] if y == z else coin[w][1]; then
 // log_theta is not read and a label costs O(1) plus one O(K) add instead of a random K-row read.
-void e_step(const Crowd& c, const double* log_class_prior, const double* log_theta, const double* task_prior,
-            double task_prior_eps, double* post, int n_threads, double* entropy = nullptr,
+// TP/TL: storage type of post / log_theta (double, or float to halve the memory traffic of the random
+// row reads); all arithmetic is in double.
+template <typename TP, typename TL>
+void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
+            double task_prior_eps, TP* post, int n_threads, double* entropy = nullptr,
             double entropy_clip = 1e-10, const double* coin = nullptr);
 
 // Prefetches the K doubles of a table row that a label will read a few labels from now.
-inline void prefetch_row(const double* row, int64_t k) {
+template <typename T>
+inline void prefetch_row(const T* row, int64_t k) {
   const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t off = 0; off < k * static_cast<int64_t>(sizeof(double)); off += 64) __builtin_prefetch(p + off);
+  for (int64_t off = 0; off < k * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(p + off);
 }
 
 // Each label reads one random K-row of a table far larger than the caches (log_theta in the E-step,
@@ -45,7 +50,8 @@ void accumulate_hard_counts(const Crowd& c, const int32_t* yhat, double* counts,
 // Mean of post over the tasks that have at least one label (crowd-kit's class prior update).
 // Blocked in a fixed block size, so the sum order does not depend on the thread count.
 // label_totals [K] or nullptr: Σ_i n_i post_i (each task weighted by its number of labels).
-void mean_labelled_posterior(const Crowd& c, const double* post, double* out, int n_threads,
+template <typename TP>
+void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_threads,
                              double* label_totals = nullptr);
 
 // argmax over each row of post (first maximum wins, as numpy/pandas do).

