@@ -101,7 +101,9 @@ void one_coin_m_step(const Crowd& c, const TP* post, const double* alpha, double
     coin[2 * w + 1] = std::log(wrong);
     // Σ over labels of Σ_y p(y) log theta = hit · log right + (n − hit) · log wrong, as Σ_y p(y) = 1
     double obj = hit * coin[2 * w] + (n - hit) * coin[2 * w + 1];
-    if (alpha != nullptr) obj += a_right * std::log(right) + a_wrong * std::log(1.0 - right);
+    // the Beta prior's log density at the (clipped) skill; with one class right is 1, so use s itself
+    const double s_clip = std::clamp(s, kClip, 1.0 - kClip);
+    if (alpha != nullptr) obj += a_right * std::log(s_clip) + a_wrong * std::log(1.0 - s_clip);
     worker_obj[w] = obj;
   }
 }

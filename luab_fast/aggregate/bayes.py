@@ -100,10 +100,13 @@ class BayesAggregator(BaseAggregator):
             raise ValueError(f"criterion must be 'soft' or 'hard', got {self.criterion!r}")
         if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
             raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
+        eps = self.likelihood_epsilon
+        if not isinstance(eps, (int, float, np.floating, np.integer)) or not np.isfinite(eps) or eps < 0:
+            raise ValueError(f"likelihood_epsilon must be a finite number >= 0, got {eps!r}")
         C = require_ext("BayesAggregator.fit")
         res = C.aggregate.bayes(
             enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes, self._alpha(enc),
-            task_prior=align_task_prior(learner_prob, enc), init_post=warm, max_iter=int(self.max_iter),
+            task_prior=align_task_prior(learner_prob, enc, "learner_prob"), init_post=warm, max_iter=int(self.max_iter),
             hard_criterion=self.criterion == "hard", likelihood_epsilon=float(self.likelihood_epsilon),
             n_threads=self._threads())
         self.posteriors_ = res["post"]

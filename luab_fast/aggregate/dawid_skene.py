@@ -43,6 +43,10 @@ class DawidSkene(BaseAggregator):
     every cell plus ``prior_diag`` on the diagonal. ``prior=0.0, prior_diag=0.0`` is crowd-kit's
     ``DawidSkene`` exactly. ``prior`` may also be a [K, K] or [W, K, K] array of pseudo-counts.
 
+    Update order (crowd-kit's): E-step, class prior, M-step, loss. So a task without labels (array
+    input with ``n_tasks`` beyond the labelled ids) ends with the class prior of the *previous*
+    iteration, which differs from ``priors_`` by the last update.
+
     Fitted: ``labels_``, ``probas_``, ``priors_`` (class prior), ``errors_`` (crowd-kit layout:
     (worker, observed label) × true label), ``confusion_`` (ndarray [W, true, observed]),
     ``loss_history_`` (ELBO per label), ``n_iter_``.
@@ -79,8 +83,8 @@ class DawidSkene(BaseAggregator):
     def _run(self, enc: Encoded, warm: np.ndarray | None, task_prior: Any = None) -> None:
         if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 0:
             raise ValueError(f"n_iter must be an integer >= 0, got {self.n_iter!r}")
-        if not self.tol >= 0:
-            raise ValueError(f"tol must be >= 0, got {self.tol!r}")
+        if not isinstance(self.tol, (int, float, np.floating, np.integer)) or not self.tol >= 0:
+            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
         if self.precision not in ("float64", "float32"):
             raise ValueError(f"precision must be 'float64' or 'float32', got {self.precision!r}")
         C = require_ext(f"{type(self).__name__}.fit")
@@ -161,20 +165,20 @@ class OneCoinDawidSkene(DawidSkene):
         return self._cache["theta"]
 
 
-def align_task_prior(task_prior: Any, enc: Encoded) -> np.ndarray | None:
-    """A per-task prior as float64 [T, K] in dense task order, validated."""
+def align_task_prior(task_prior: Any, enc: Encoded, name: str = "task_prior") -> np.ndarray | None:
+    """A per-task prior as float64 [T, K] in dense task order, validated (``name`` is used in errors)."""
     if task_prior is None:
         return None
     if isinstance(task_prior, pd.DataFrame):
         missing = enc.task_ids.difference(task_prior.index)
         if len(missing):
-            raise ValueError(f"task_prior has no row for tasks {missing[:5].tolist()}")
+            raise ValueError(f"{name} has no row for tasks {missing[:5].tolist()}")
         arr = task_prior.reindex(index=enc.task_ids, columns=enc.classes).to_numpy(np.float64)
     else:
         arr = np.asarray(task_prior, dtype=np.float64)
     if arr.shape != (enc.n_tasks, enc.n_classes):
-        raise ValueError(f"task_prior must have shape ({enc.n_tasks}, {enc.n_classes}) (tasks × classes), "
+        raise ValueError(f"{name} must have shape ({enc.n_tasks}, {enc.n_classes}) (tasks × classes), "
                          f"got {arr.shape}")
     if not np.isfinite(arr).all() or (arr < 0).any():
-        raise ValueError("task_prior must hold finite probabilities >= 0")
+        raise ValueError(f"{name} must hold finite probabilities >= 0")
     return np.ascontiguousarray(arr)
