@@ -130,12 +130,12 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   const int64_t W = c.n_workers;
   DSResult r;
   Buffer<TP> post(c.n_tasks * K, Uninitialized{});
-  {
-    // crowd-kit initialises from majority vote
-    Buffer<double> init = init_post != nullptr ? Buffer<double>() : majority_vote(c, nullptr, nt);
-    const double* src = init_post != nullptr ? init_post : init.data();
+  if (init_post != nullptr) {
+    const double* src = init_post;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 65536)
     for (int64_t i = 0; i < c.n_tasks * K; ++i) post[i] = static_cast<TP>(src[i]);
+  } else {
+    majority_vote_into(c, nullptr, nt, post.data());  // crowd-kit initialises from majority vote
   }
   r.class_prior.assign(K, 0.0);
   r.skills.assign(opt.one_coin ? W : 0, 0.0);

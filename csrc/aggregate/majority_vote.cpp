@@ -1,29 +1,45 @@
 #include "majority_vote.hpp"
 
+#include <algorithm>
+#include <vector>
+
 #include "em_kernels.hpp"
 
 namespace luab::aggregate {
 
-Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads) {
-  const int nt = resolve_threads(n_threads, c.n_labels * c.n_classes);
+template <typename TP>
+void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP* out) {
   const int64_t K = c.n_classes;
-  Buffer<double> post(c.n_tasks * K, 0.0);
-  double* out = post.data();
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 256)
-  for (int64_t i = 0; i < c.n_tasks; ++i) {
-    double* row = out + i * K;
-    double total = 0.0;
-    for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
-      const double v = weights != nullptr ? weights[c.task_worker[j]] : 1.0;
-      row[c.task_label[j]] += v;
-      total += v;
-    }
-    if (total != 0.0) {
-      for (int64_t y = 0; y < K; ++y) row[y] /= total;
-    } else {
-      for (int64_t y = 0; y < K; ++y) row[y] = 1.0 / static_cast<double>(K);
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<double> row(K);
+    // each thread writes (and so first-touches) its own rows: no serial zero-fill of the whole table
+#pragma omp for schedule(dynamic, 256)
+    for (int64_t i = 0; i < c.n_tasks; ++i) {
+      std::fill(row.begin(), row.end(), 0.0);
+      double total = 0.0;
+      for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
+        const double v = weights != nullptr ? weights[c.task_worker[j]] : 1.0;
+        row[c.task_label[j]] += v;
+        total += v;
+      }
+      TP* dst = out + i * K;
+      if (total != 0.0) {
+        for (int64_t y = 0; y < K; ++y) dst[y] = static_cast<TP>(row[y] / total);
+      } else {
+        for (int64_t y = 0; y < K; ++y) dst[y] = static_cast<TP>(1.0 / static_cast<double>(K));
+      }
     }
   }
+}
+
+template void majority_vote_into<double>(const Crowd&, const double*, int, double*);
+template void majority_vote_into<float>(const Crowd&, const double*, int, float*);
+
+Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads) {
+  const int nt = resolve_threads(n_threads, c.n_labels * c.n_classes);
+  Buffer<double> post(c.n_tasks * c.n_classes, Uninitialized{});
+  majority_vote_into(c, weights, nt, post.data());
   return post;
 }
 

@@ -13,4 +13,8 @@ namespace luab::aggregate {
 // total, gets the uniform distribution (the prior of an uninformed vote).
 Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads);
 
+// The same into a given [T, K] table of float or double (n_threads already resolved).
+template <typename TP>
+void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP* out);
+
 }  // namespace luab::aggregate
