@@ -53,12 +53,20 @@ void full_m_step(const Crowd& c, const TP* post, const double* alpha, bool per_w
           th[z * K + y] = v;
           denom[y] += v;
         }
-      for (int64_t y = 0; y < K; ++y) denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
-      double obj = 0.0;
+      bool all_positive = true;
+      for (int64_t y = 0; y < K; ++y) {
+        all_positive &= denom[y] > 0.0;
+        denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
+      }
+      // four partial sums: a single chain of dependent adds cannot be vectorised (fixed order either way)
+      double obj4[4] = {0.0, 0.0, 0.0, 0.0};
       for (int64_t z = 0; z < K; ++z) {
         double* tz = th.data() + z * K;
-        // a worker without labels or prior: uniform (never read by the E-step)
-        for (int64_t y = 0; y < K; ++y) tz[y] = denom[y] > 0.0 ? tz[y] * denom[y] : 1.0 / static_cast<double>(K);
+        if (all_positive) {
+          for (int64_t y = 0; y < K; ++y) tz[y] *= denom[y];
+        } else {  // a worker without labels or prior: uniform (never read by the E-step)
+          for (int64_t y = 0; y < K; ++y) tz[y] = denom[y] > 0.0 ? tz[y] * denom[y] : 1.0 / static_cast<double>(K);
+        }
         if (obs[z] || a != nullptr) {
           vlog(tz, lrow.data(), K);
         } else {  // unobserved row without prior: zeros, log -inf, never read
@@ -66,12 +74,12 @@ void full_m_step(const Crowd& c, const TP* post, const double* alpha, bool per_w
         }
         for (int64_t y = 0; y < K; ++y) lw[z * K + y] = static_cast<TL>(lrow[y]);
         if (obs[z])
-          for (int64_t y = 0; y < K; ++y) obj += cnt[z * K + y] * lrow[y];
+          for (int64_t y = 0; y < K; ++y) obj4[y & 3] += cnt[z * K + y] * lrow[y];
         if (a != nullptr)
           for (int64_t y = 0; y < K; ++y)
-            if (a[y * K + z] > 0.0) obj += a[y * K + z] * lrow[y];
+            if (a[y * K + z] > 0.0) obj4[y & 3] += a[y * K + z] * lrow[y];
       }
-      worker_obj[w] = obj;
+      worker_obj[w] = (obj4[0] + obj4[1]) + (obj4[2] + obj4[3]);
     }
   }
 }
