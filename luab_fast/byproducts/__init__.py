@@ -1,0 +1,9 @@
+"""Annotation byproducts (LUAB, "Neglected Free Lunch", ICCV 2023): ImageNet-AB / COCO-AB readers, the
+packed memory-mapped store, and per-crop targets."""
+
+from ._format import StoreError
+from .records import CocoAction, CocoSample, ImageNetRecord, ImageNetSample, ReadProblem
+from .store import ByproductStore, write_imagenet_store
+
+__all__ = ["ByproductStore", "CocoAction", "CocoSample", "ImageNetRecord", "ImageNetSample", "ReadProblem",
+           "StoreError", "write_imagenet_store"]

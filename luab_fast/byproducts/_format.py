@@ -1,0 +1,114 @@
+"""The on-disk container of every packed store: a directory of ``.npy`` arrays (memory-mapped on open)
+and a ``manifest.json`` naming the format, its version, each array's dtype, shape and BLAKE2b checksum,
+and a checksum of the manifest itself. Written into a temporary sibling directory and renamed into
+place only when complete, so a crash never leaves a half-written store under the final name."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+_CHUNK = 8 << 20
+
+
+class StoreError(ValueError):
+    """A store that cannot be opened: missing, corrupt, of another kind or of an unsupported version."""
+
+
+def _digest_file(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_digest(body: Mapping[str, Any]) -> str:
+    return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def write_store(dst: str | os.PathLike, fmt: str, version: int, arrays: Mapping[str, np.ndarray],
+                meta: Mapping[str, Any]) -> Path:
+    """Writes ``arrays`` and a manifest into ``dst`` atomically (temp dir + rename); replaces an existing
+    store at ``dst`` only after the new one is complete."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        entries = {}
+        for name, arr in arrays.items():
+            arr = np.ascontiguousarray(arr)
+            if arr.dtype.hasobject:
+                raise TypeError(f"array {name!r} has dtype object; stores hold plain numpy dtypes only")
+            path = tmp / f"{name}.npy"
+            np.save(path, arr, allow_pickle=False)
+            entries[name] = {"dtype": arr.dtype.str, "shape": list(arr.shape), "blake2b": _digest_file(path)}
+        body = {"format": fmt, "version": version, "arrays": entries, "meta": dict(meta)}
+        manifest = {**body, "manifest_blake2b": _manifest_digest(body)}
+        with open(tmp / MANIFEST, "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        old = None
+        if dst.exists():
+            old = dst.with_name(f".{dst.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(dst, old)
+        os.replace(tmp, dst)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return dst
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_store(path: str | os.PathLike, fmt: str, versions: tuple[int, ...]) -> tuple[dict[str, np.ndarray],
+                                                                                      dict[str, Any]]:
+    """Opens a store: checks format, version, the manifest checksum and every array's dtype and shape;
+    arrays come back memory-mapped (read-only). Full data checksums: :func:`verify_store`."""
+    path = Path(path)
+    mf = path / MANIFEST
+    if not mf.is_file():
+        raise StoreError(f"{path} is not a luab_fast store (no {MANIFEST}); create one with "
+                         f"`python -m luab_fast.byproducts pack SRC {path}`")
+    try:
+        manifest = json.loads(mf.read_text())
+        body = {k: manifest[k] for k in ("format", "version", "arrays", "meta")}
+        digest = manifest["manifest_blake2b"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{mf} is unreadable ({exc}); re-pack the store") from exc
+    if _manifest_digest(body) != digest:
+        raise StoreError(f"{mf} fails its checksum: the store is corrupt; re-pack it")
+    if body["format"] != fmt:
+        raise StoreError(f"{path} is a {body['format']!r} store, expected {fmt!r}")
+    if body["version"] not in versions:
+        raise StoreError(f"{path} has format version {body['version']}, this luab_fast reads {list(versions)}; "
+                         "re-pack it with this version")
+    arrays = {}
+    for name, info in body["arrays"].items():
+        try:
+            arr = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"{path}: array {name!r} is unreadable ({exc}); re-pack the store") from exc
+        if arr.dtype.str != info["dtype"] or list(arr.shape) != info["shape"]:
+            raise StoreError(f"{path}: array {name!r} is {arr.dtype.str}{list(arr.shape)}, the manifest says "
+                             f"{info['dtype']}{info['shape']}; re-pack the store")
+        arrays[name] = arr
+    return arrays, body["meta"]
+
+
+def verify_store(path: str | os.PathLike) -> list[str]:
+    """Recomputes every array's checksum; returns the names that do not match (empty when intact)."""
+    path = Path(path)
+    manifest = json.loads((path / MANIFEST).read_text())
+    return [name for name, info in manifest["arrays"].items()
+            if _digest_file(path / f"{name}.npy") != info["blake2b"]]
