@@ -27,9 +27,10 @@ def _samples():
         ImageNetSample("n01440764_10026", "n01440764", records=[_rec("47DBDD543E", True, [(0.65, 0.6133)],
                                                                      [(0.1, 0.2), (0.2, 0.3), (1.003, 0.5)])]),
         # two annotators: mean of each selected record's FIRST click = ((0.5+0.3)/2, (0.5+0.1)/2)
-        ImageNetSample("n01440764_18", "n01440764", 500, 375, np.array([[100, 50, 400, 300]], np.float32), ["x"],
-                       [_rec("W1", True, [(0.5, 0.5)], [(0.4, 0.4)]),
-                        _rec("W2", True, [(0.3, 0.1), (0.9, 0.9)], [(0.3, 0.3), (0.35, 0.3)])]),
+        ImageNetSample("n01440764_18", "n01440764", width=500, height=375,
+                       boxes=np.array([[100, 50, 400, 300]], np.float32), box_names=["n01440764"],
+                       records=[_rec("W1", True, [(0.5, 0.5)], [(0.4, 0.4)]),
+                                _rec("W2", True, [(0.3, 0.1), (0.9, 0.9)], [(0.3, 0.3), (0.35, 0.3)])]),
         ImageNetSample("n01443537_2", "n01443537", records=[_rec("W3", False)]),  # no click: weight 0
         ImageNetSample("n01443537_7", "n01443537"),  # no records at all
     ]
