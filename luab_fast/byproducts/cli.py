@@ -26,8 +26,6 @@ def _summarise(problems, limit: int = 10) -> str:
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
-    from .imagenet_ab import read_imagenet_ab
-
     src = Path(args.src)
     if not src.exists():
         print(f"error: SRC {src} does not exist", file=sys.stderr)
@@ -36,6 +34,8 @@ def cmd_pack(args: argparse.Namespace) -> int:
         print("error: COCO-AB packing is not implemented yet (issue 3 is in progress); "
               "ImageNet-AB (.tar.gz or directory) is", file=sys.stderr)
         return 2
+    from .imagenet_ab import read_imagenet_ab
+
     t0 = time.perf_counter()
     reader = read_imagenet_ab(src, strict=args.strict, progress=not args.quiet)
     try:

@@ -1,0 +1,35 @@
+"""python -m luab_fast.byproducts info / show on a packed store; errors on bad stores and ids."""
+
+from __future__ import annotations
+
+from luab_fast.byproducts import write_imagenet_store
+from luab_fast.byproducts.cli import main
+from test_byproducts_store import _samples
+
+
+def test_info_prints_statistics(tmp_path, capsys):
+    path = write_imagenet_store(_samples(), tmp_path / "s")
+    assert main(["info", str(path), "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "checksums: ok" in out
+    stats = {line.split()[0]: line.split()[1:] for line in out.splitlines()[2:] if line.strip()}
+    assert stats["samples"] == ["4"] and stats["records"] == ["4"] and stats["trace_points"] == ["6"]
+    assert stats["samples_with_click_target"] == ["2"] and stats["trace_points_out_of_range"] == ["1"]
+
+
+def test_show_draws_a_png_atomically(tmp_path, capsys):
+    path = write_imagenet_store(_samples(), tmp_path / "s")
+    out = tmp_path / "fig.png"
+    assert main(["show", str(path), "n01440764_18", "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 5_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png", "s"]
+
+
+def test_errors_are_clear(tmp_path, capsys):
+    path = write_imagenet_store(_samples(), tmp_path / "s")
+    assert main(["show", str(path), "n00000000_0", "--out", str(tmp_path / "x.png")]) == 2
+    assert "not in" in capsys.readouterr().err
+    assert main(["info", str(tmp_path)]) == 2
+    assert "not a luab_fast store" in capsys.readouterr().err
+    assert main(["pack", str(tmp_path / "missing.tar.gz"), str(tmp_path / "d")]) == 2
+    assert "does not exist" in capsys.readouterr().err
