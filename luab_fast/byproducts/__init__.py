@@ -7,3 +7,7 @@ from .store import ByproductStore, write_imagenet_store
 
 __all__ = ["ByproductStore", "CocoAction", "CocoSample", "ImageNetRecord", "ImageNetSample", "ReadProblem",
            "StoreError", "write_imagenet_store"]
+
+from .store_coco import CocoByproductStore, write_coco_store  # noqa: E402
+
+__all__ += ["CocoByproductStore", "write_coco_store"]

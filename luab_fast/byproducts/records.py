@@ -44,6 +44,7 @@ class ImageNetRecord:
     trace_t: np.ndarray = field(default_factory=_i64)  # int64 [p] epoch ms
     hover_enter: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # bool [h]: enter (True) / leave
     hover_t: np.ndarray = field(default_factory=_i64)  # int64 [h] epoch ms
+    image_id_tag: str = ""  # <imageID> text ("<wnid>/<stem>") where the record has one, else ""
 
 
 @dataclass
@@ -54,6 +55,7 @@ class ImageNetSample:
     wnid: str  # the folder, e.g. "n01440764"
     width: int = 0  # <size> of enriched files (original px); 0 when absent
     height: int = 0
+    depth: int = 0  # <size><depth> (colour channels); 0 when absent
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))  # ILSVRC xmin,ymin,xmax,ymax px
     box_names: list[str] = field(default_factory=list)
     records: list[ImageNetRecord] = field(default_factory=list)
@@ -82,11 +84,12 @@ class CocoSample:
     original_height: int = 0
     time_spent: int = 0
     actions: list[CocoAction] = field(default_factory=list)
-    category_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # [c]
+    category_index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))  # [c] 0–10
     category_time: np.ndarray = field(default_factory=_i64)  # [c] ms since page start
     category_keyboard: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # [c]
     trace_xy: np.ndarray = field(default_factory=_f32)  # float32 [p, 2]
     trace_t: np.ndarray = field(default_factory=_i64)  # int64 [p] ms since page start
+    category_name: list[str] = field(default_factory=list)  # [c] as released, e.g. "Animal" ("" when null)
 
 
 @dataclass
