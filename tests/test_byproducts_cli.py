@@ -33,3 +33,20 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "not a luab_fast store" in capsys.readouterr().err
     assert main(["pack", str(tmp_path / "missing.tar.gz"), str(tmp_path / "d")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_coco_pack_info_show(tmp_path, capsys):
+    from fixtures.coco_ab import write_coco_ab_fixture
+
+    fx = write_coco_ab_fixture(tmp_path / "fx")
+    dst = tmp_path / "coco.store"
+    assert main(["pack", str(fx["path"]), str(dst), "--quiet"]) == 0
+    assert "packed 3 records" in capsys.readouterr().out
+    assert main(["info", str(dst)]) == 0
+    out = capsys.readouterr().out
+    assert "coco byproduct store" in out and "add_move_remove" in out and "5 / 1 / 2" in out
+    png = tmp_path / "c.png"
+    assert main(["show", str(dst), "9", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["pack", str(fx["path"]), str(tmp_path / "last.store"), "--quiet", "--duplicates", "last"]) == 0
+    assert "packed 2 records" in capsys.readouterr().out

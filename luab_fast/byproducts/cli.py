@@ -15,6 +15,17 @@ from pathlib import Path
 
 from ._format import StoreError
 from .store import ByproductStore, write_imagenet_store
+from .store_coco import CocoByproductStore, write_coco_store
+
+
+def open_any(path):
+    """Opens an ImageNet-AB or a COCO-AB store, whichever ``path`` holds."""
+    try:
+        return ByproductStore.open(path)
+    except StoreError as exc:
+        if "holds 'coco'" in str(exc):
+            return CocoByproductStore.open(path)
+        raise
 
 
 def _summarise(problems, limit: int = 10) -> str:
@@ -30,45 +41,50 @@ def cmd_pack(args: argparse.Namespace) -> int:
     if not src.exists():
         print(f"error: SRC {src} does not exist", file=sys.stderr)
         return 2
-    if src.suffix == ".json":
-        print("error: COCO-AB packing is not implemented yet (issue 3 is in progress); "
-              "ImageNet-AB (.tar.gz or directory) is", file=sys.stderr)
-        return 2
-    from .imagenet_ab import read_imagenet_ab
-
     t0 = time.perf_counter()
-    reader = read_imagenet_ab(src, strict=args.strict, progress=not args.quiet)
+    if src.suffix == ".json":  # COCO-AB: one JSON list, streamed
+        from .coco_ab import read_coco_ab
+
+        reader = read_coco_ab(src, duplicates=args.duplicates, strict=args.strict, progress=not args.quiet)
+        write = write_coco_store
+    else:  # ImageNet-AB: a .tar.gz read as a stream, or an extracted directory
+        from .imagenet_ab import read_imagenet_ab
+
+        reader = read_imagenet_ab(src, strict=args.strict, progress=not args.quiet)
+        write = write_imagenet_store
     try:
-        path = write_imagenet_store(reader, args.dst, meta={"source": str(src)})
+        path = write(reader, args.dst, meta={"source": str(src)})
     except ValueError as exc:  # strict mode: the first problem is fatal, nothing is written
         print(f"error: {exc}", file=sys.stderr)
         return 1
     dt = time.perf_counter() - t0
-    store = ByproductStore.open(path)
-    print(f"packed {len(store):,} samples from {src} into {path} in {dt:.1f} s ({len(store) / dt:,.0f} files/s)")
+    store = open_any(path)
+    unit = "records" if store.kind == "coco" else "files"
+    print(f"packed {len(store):,} {unit} from {src} into {path} in {dt:.1f} s ({len(store) / dt:,.0f} {unit}/s)")
     if reader.problems:
         print(_summarise(reader.problems))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .inspect import format_stats, store_stats
+    from .inspect import coco_stats, format_stats, store_stats
 
-    store = ByproductStore.open(args.store)
+    store = open_any(args.store)
     if args.verify:
         store.verify()
         print("checksums: ok")
     print(f"{args.store}: {store.kind} byproduct store, format version {store.meta.get('version', 1)}")
-    print(format_stats(store_stats(store)))
+    print(format_stats(store_stats(store) if store.kind == "imagenet" else coco_stats(store)))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     from .inspect import draw
 
-    store = ByproductStore.open(args.store)
+    store = open_any(args.store)
     try:
-        out = draw(store, args.image_id, args.out, image=args.image)
+        image_id = int(args.image_id) if store.kind == "coco" else args.image_id
+        out = draw(store, image_id, args.out, image=args.image)
     except KeyError:
         print(f"error: IMAGE_ID {args.image_id!r} is not in {args.store}", file=sys.stderr)
         return 2
@@ -81,10 +97,12 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     pk = sub.add_parser("pack", help="parse a release into a memory-mapped store")
-    pk.add_argument("src", help="ImageNet-AB .tar.gz (read as a stream) or an extracted directory")
+    pk.add_argument("src", help="ImageNet-AB .tar.gz (read as a stream) or extracted directory, or COCO-AB .json")
     pk.add_argument("dst", help="store directory to create (written to a temporary path, then renamed)")
     pk.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping it")
     pk.add_argument("--quiet", action="store_true", help="no progress bar")
+    pk.add_argument("--duplicates", choices=["keep", "last"], default="keep",
+                    help="COCO-AB: keep every record of an image id (default) or only the last")
     pk.set_defaults(fn=cmd_pack)
     inf = sub.add_parser("info", help="statistics of a store")
     inf.add_argument("store")
@@ -92,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     inf.set_defaults(fn=cmd_info)
     sh = sub.add_parser("show", help="draw one image's traces, clicks and boxes")
     sh.add_argument("store")
-    sh.add_argument("image_id", help="file stem, e.g. n01440764_18")
+    sh.add_argument("image_id", help="file stem (ImageNet-AB, e.g. n01440764_18) or COCO image id")
     sh.add_argument("--image", help="the image file to draw over (default: a blank canvas of its size)")
     sh.add_argument("--out", required=True, help="output PNG")
     sh.set_defaults(fn=cmd_show)

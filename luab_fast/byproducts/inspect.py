@@ -55,12 +55,32 @@ def store_stats(store: ByproductStore) -> dict[str, Any]:
     }
 
 
+def coco_stats(store) -> dict[str, Any]:
+    """Counts and distributions of a COCO-AB store."""
+    a = store.arrays
+    kinds = np.asarray(a["action_kind"])
+    trace_len = np.diff(a["trace_offsets"])
+    return {
+        "records": len(store),
+        "images": int(len(np.unique(a["image_id"]))),
+        "workers": int(len(np.unique(a["worker"]))) if len(store) else 0,
+        "actions_per_record": _pct(np.diff(a["action_offsets"])),
+        "add_move_remove": f"{(kinds == 0).sum():,} / {(kinds == 1).sum():,} / {(kinds == 2).sum():,}",
+        "unknown_icons": int((np.asarray(a["action_icon"]) < 0).sum()),
+        "points_per_trace": _pct(trace_len),
+        "empty_traces": int((trace_len == 0).sum()),
+        "time_spent_ms": _pct(np.asarray(a["time_spent"])),
+    }
+
+
 def format_stats(stats: dict[str, Any]) -> str:
     lines = []
     for key, value in stats.items():
         if isinstance(value, dict):
             body = ", ".join(f"{k} {v:,.1f}" for k, v in value.items()) or "-"
             lines.append(f"{key:<28} {body}")
+        elif isinstance(value, str):
+            lines.append(f"{key:<28} {value}")
         elif isinstance(value, float):
             lines.append(f"{key:<28} {value:.4f}")
         else:
@@ -76,6 +96,8 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if getattr(store, "kind", "imagenet") == "coco":
+        return _draw_coco(store, int(image_id), out, image)
     i = store.row(image_id)
     w, h = store.size(i)
     fig, ax = plt.subplots(figsize=(7, 7 * (h / w) if w and h else 7))
@@ -113,6 +135,47 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
     ax.set_title(f"{image_id}: {rec_hi - rec_lo} annotation records")
     if rec_hi > rec_lo and len(store.clicks(i)[0]):
         ax.legend(loc="lower right", fontsize=7)
+    return _save(fig, out)
+
+
+def _draw_coco(store, image_id: int, out, image) -> Path:
+    """COCO-AB: the record's trace coloured by time and its icons' final positions, labelled."""
+    import matplotlib.pyplot as plt
+
+    from ._pack_coco import COCO_CLASSES
+
+    i = store.row(image_id)
+    a = store.arrays
+    w, h = (int(v) for v in a["original"][i])
+    fig, ax = plt.subplots(figsize=(7, 7 * (h / w) if w and h else 7))
+    if image is not None:
+        from PIL import Image
+
+        img = Image.open(image).convert("RGB")
+        w, h = img.size
+        ax.imshow(img)
+    else:
+        w, h = (w or 1), (h or 1)
+        ax.add_patch(plt.Rectangle((0, 0), w, h, color="0.92"))
+    xy, t = store.trace(i)
+    if len(xy):
+        sc = ax.scatter(xy[:, 0] * w, xy[:, 1] * h, c=t, cmap="viridis", s=12, zorder=3)
+        ax.plot(xy[:, 0] * w, xy[:, 1] * h, color="0.4", lw=0.6, alpha=0.6)
+        fig.colorbar(sc, ax=ax, shrink=0.7, label="ms since the page started")
+    pts = np.asarray(a["add_points"][i])
+    for c in np.flatnonzero(np.isfinite(pts).all(1)):
+        ax.scatter(pts[c, 0] * w, pts[c, 1] * h, marker="x", s=80, color="red", zorder=4)
+        ax.annotate(COCO_CLASSES[c], (pts[c, 0] * w, pts[c, 1] * h), color="red", fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_title(f"COCO image {image_id}: trace and placed icons (last record)")
+    return _save(fig, out)
+
+
+def _save(fig, out) -> Path:
+    import matplotlib.pyplot as plt
+
     out = Path(out)
     fd, tmp = tempfile.mkstemp(suffix=out.suffix or ".png", dir=out.parent if str(out.parent) else ".")
     os.close(fd)
