@@ -51,6 +51,7 @@ class Recorder:
         med = stats.get("median_s")
         entry = {"impl": impl, **stats, "n_iter": n_iter, "accuracy_vs_truth": accuracy,
                  "throughput": n / med if med else None,
+                 "throughput_unit": f"{getattr(plan.size, 'unit', 'labels')}/s",
                  "label_iterations_per_s": n * n_iter / med if med and n_iter else None,
                  "peak_rss_mb": None, "peak_increase_mb": None, "memory_method": None}
         if memory:
@@ -76,7 +77,7 @@ class Recorder:
             out.append({**row, "ours_s": o_s, "baseline_s": b_s,
                         "ratio": b_s / o_s if o_s and b_s else None,
                         "memory_ratio": b_m / o_m if o_m and b_m else None,
-                        "throughput_unit": UNIT, "status": status})
+                        "throughput_unit": ours.get("throughput_unit", UNIT), "status": status})
         return out
 
 
@@ -87,13 +88,13 @@ def _seconds(s: float | None) -> str:
     return f"{s * 1e3:.3g} ms" if s < 0.1 else f"{s:.3g} s"
 
 
-def _rate(r: float | None) -> str:
+def _rate(r: float | None, unit: str = UNIT) -> str:
     if not r:
         return "n/a"
     for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if r >= div:
-            return f"{r / div:.3g}{suffix} {UNIT}"
-    return f"{r:.3g} {UNIT}"
+            return f"{r / div:.3g}{suffix} {unit}"
+    return f"{r:.3g} {unit}"
 
 
 def _mb(mb: float | None) -> str:
@@ -105,7 +106,7 @@ def _mb(mb: float | None) -> str:
 def _side_cell(side: dict[str, Any] | None) -> str:
     if not side:
         return "n/a"
-    cell = f"{_seconds(side.get('median_s'))} · {_rate(side.get('throughput'))}"
+    cell = f"{_seconds(side.get('median_s'))} · {_rate(side.get('throughput'), side.get('throughput_unit', UNIT))}"
     if side.get("peak_increase_mb") is not None:
         cell += f" · +{_mb(side['peak_increase_mb'])} peak"
     return cell

@@ -18,6 +18,8 @@
 #include "common/check.hpp"
 
 namespace py = pybind11;
+
+void init_byproducts_imagenet(py::module_& m);  // byproducts/bindings_imagenet.cpp
 namespace agg = luab::aggregate;
 
 namespace {
@@ -89,6 +91,7 @@ bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "luab_fast compiled core (C++17, OpenMP)";
   m.def("omp_max_threads", []() { return omp_get_max_threads(); }, "OpenMP's default thread count.");
+  init_byproducts_imagenet(m);
 
   auto a = m.def_submodule("aggregate", "EM label-aggregation engine");
 

@@ -29,3 +29,14 @@ class _Aggregate(ModuleType):
         n_decreases."""
 
 aggregate: _Aggregate
+
+class _Byproducts(ModuleType):
+    def parse_imagenet_xml(self, docs: list[bytes], n_threads: int = 0) -> dict[str, Any]:
+        """ImageNet-AB XML documents → columns (csrc/byproducts/imagenet_xml.hpp): ok [n] bool, error [n] str,
+        folder / filename [n] str, size [n, 3] int64, box_off [n+1], boxes [B, 4] float32, box_names [B],
+        rec_off [n+1], rec_int [R, 11] int64, rec_str [R*4] str, click/trace/hover_off [R+1],
+        click_xy / trace_xy [*, 2] float32, click_t / trace_t / hover_t int64, hover_enter [H] bool."""
+    def tar_header_sum(self, buf: bytes, offset: int) -> int:
+        """Unsigned checksum of the 512-byte tar header at buf[offset:] (checksum field as spaces)."""
+
+byproducts: _Byproducts
