@@ -44,6 +44,9 @@ def store(tmp_path):
 def test_round_trip_lookup_and_ragged_accessors(store, tmp_path):
     assert len(store) == 4 and list(store.ids) == [s.image_id for s in _samples()]
     assert store.row("n01440764_18") == 1 and store.row("n01443537_7") == 3
+    assert store.row("train/n01440764/n01440764_18.JPEG") == 1 == store.row("train_xml/n01440764/n01440764_18.xml")
+    with pytest.raises(KeyError):
+        store.row("n01440764_18" * 5)  # longer than any stored id
     with pytest.raises(KeyError):
         store.row("n09999999_1")
     np.testing.assert_array_equal(store.rows(["n01443537_2", "nope", "n01440764_10026"]), [2, -1, 0])

@@ -10,4 +10,7 @@ __all__ = ["ByproductStore", "CocoAction", "CocoSample", "ImageNetRecord", "Imag
 
 from .store_coco import CocoByproductStore, write_coco_store  # noqa: E402
 
-__all__ += ["CocoByproductStore", "write_coco_store"]
+from .coco_ab import read_coco_ab  # noqa: E402
+from .imagenet_ab import read_imagenet_ab  # noqa: E402
+
+__all__ += ["CocoByproductStore", "read_coco_ab", "read_imagenet_ab", "write_coco_store"]

@@ -18,6 +18,7 @@ import numpy as np
 from ._format import StoreError, read_store, verify_store, write_store
 from ._index import lookup
 from ._pack_imagenet import pack_imagenet_arrays
+from .imagenet_ab import image_stem
 from .records import ImageNetSample
 
 FORMAT = "luab_fast.byproducts"
@@ -62,16 +63,18 @@ class ByproductStore:
         return self.arrays["ids"].astype(str)
 
     def rows(self, image_ids: Iterable[str] | np.ndarray) -> np.ndarray:
-        """Rows of many ids at once (int64, −1 where absent); O(1) each, from the on-disk hash table."""
+        """Rows of many ids at once (int64, −1 where absent); O(1) each, from the on-disk hash table. An id
+        is a file stem (``n01440764_18``) or any path or file name ending in one
+        (``train/n01440764/n01440764_18.JPEG``, ``train_xml/n01440764/n01440764_18.xml``)."""
         keys = self.arrays["ids"]
-        q = np.asarray([s.encode() if isinstance(s, str) else s for s in image_ids], dtype=keys.dtype)
-        return lookup(self.arrays["index"], keys, q)
+        stems = [image_stem(s.decode() if isinstance(s, bytes) else s).encode() for s in image_ids]
+        width = keys.dtype.itemsize
+        out = lookup(self.arrays["index"], keys, np.asarray([s[:width] for s in stems], dtype=keys.dtype))
+        out[[len(s) > width for s in stems]] = -1  # longer than any stored id: absent
+        return out
 
     def row(self, image_id: str) -> int:
-        """Row of one image id (its file stem, e.g. ``n01440764_10026``); KeyError when absent."""
-        width = self.arrays["ids"].dtype.itemsize
-        if len(image_id.encode()) > width:
-            raise KeyError(image_id)
+        """Row of one image (file stem, or a path / file name ending in it); KeyError when absent."""
         r = int(self.rows([image_id])[0])
         if r < 0:
             raise KeyError(image_id)
