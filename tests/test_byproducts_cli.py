@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from luab_fast.byproducts import write_imagenet_store
 from luab_fast.byproducts.cli import main
 from test_byproducts_store import _samples
@@ -50,3 +52,39 @@ def test_coco_pack_info_show(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["pack", str(fx["path"]), str(tmp_path / "last.store"), "--quiet", "--duplicates", "last"]) == 0
     assert "packed 2 records" in capsys.readouterr().out
+
+
+def test_imagenet_pack_from_tar_and_directory_then_targets(tmp_path, capsys):
+    import torch
+
+    from fixtures.imagenet_ab import write_imagenet_ab_fixture
+    from luab_fast.byproducts import ByproductStore
+
+    fx = write_imagenet_ab_fixture(tmp_path / "fx")
+    for src, name in ((fx["tar"], "tar.store"), (fx["train_xml_root"], "dir.store"), (fx["enriched_root"], "enr.store")):
+        assert main(["pack", str(src), str(tmp_path / name), "--quiet"]) == 0
+        assert "packed 3 files" in capsys.readouterr().out  # the ._ junk member is skipped
+        store = ByproductStore.open(tmp_path / name)
+        assert sorted(store.ids) == sorted(fx["image_ids"][:3])
+    # n01440764_18: two selected records, first clicks (0.5, 0.5) and the first of two → their mean
+    i = store.row("n01440764_18")
+    want = np.mean([fx["expected"]["n01440764_18"].records[k].click_xy[0] for k in range(2)], 0)
+    pts, w = store.point_targets(torch.tensor([i]), torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([False]))
+    np.testing.assert_allclose(pts[0].numpy(), want, atol=1e-6)
+    assert w.tolist() == [1.0]
+    assert len(store.boxes(i)) == 1
+
+
+def test_imagenet_pack_strict_leaves_nothing_behind(tmp_path, capsys):
+    from fixtures.imagenet_ab import write_imagenet_ab_fixture
+
+    fx = write_imagenet_ab_fixture(tmp_path / "fx")
+    bad = fx["train_xml_root"] / "train_xml" / "n01440764" / "n01440764_99.xml"
+    bad.write_bytes(b"<annotation><filename>n01440764_99</filename><metadata><selected>Tru")
+    dst = tmp_path / "out.store"
+    assert main(["pack", str(fx["train_xml_root"]), str(dst), "--quiet", "--strict"]) == 1
+    assert "n01440764_99" in capsys.readouterr().err
+    assert not dst.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    assert main(["pack", str(fx["train_xml_root"]), str(dst), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "packed 3 files" in out and "1 problem(s) skipped" in out and "n01440764_99" in out
