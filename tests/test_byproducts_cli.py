@@ -88,3 +88,14 @@ def test_imagenet_pack_strict_leaves_nothing_behind(tmp_path, capsys):
     assert main(["pack", str(fx["train_xml_root"]), str(dst), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "packed 3 files" in out and "1 problem(s) skipped" in out and "n01440764_99" in out
+
+
+def test_show_over_a_real_image(tmp_path, capsys):
+    from PIL import Image
+
+    path = write_imagenet_store(_samples(), tmp_path / "s")
+    img = tmp_path / "n01440764_18.JPEG"
+    Image.fromarray((np.random.default_rng(0).random((375, 500, 3)) * 255).astype(np.uint8)).save(img)
+    out = tmp_path / "over.png"
+    assert main(["show", str(path), "n01440764_18", "--image", str(img), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 50_000

@@ -147,3 +147,16 @@ def test_older_version_is_refused_with_the_fix(tmp_path):
     write_store(tmp_path / "old", FORMAT, 0, {"ids": np.zeros(0, "S1")}, {"kind": "imagenet"})
     with pytest.raises(StoreError, match="version 0.*re-pack"):
         ByproductStore.open(tmp_path / "old")
+
+
+@pytest.mark.cuda
+def test_gpu_targets_equal_cpu(store):
+    rows, flips = torch.tensor([1, 0, 2, 3]), torch.tensor([True, False, False, True])
+    boxes = torch.tensor([[0.1, 0.1, 0.9, 0.9], [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.2, 0.0, 0.4, 0.3]])
+    cpu = store.point_targets(rows, boxes, flips)
+    gpu = store.point_targets(rows.cuda(), boxes.cuda(), flips.cuda())
+    assert gpu[0].is_cuda
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0], rtol=0, atol=0)
+    torch.testing.assert_close(gpu[1].cpu(), cpu[1], rtol=0, atol=0)
+    for a, b in zip(store.traces_for(rows.cuda()), store.traces_for(rows)):
+        torch.testing.assert_close(a.cpu(), b, rtol=0, atol=0)
