@@ -1,0 +1,189 @@
+"""``python -m luab_fast.relabel``: pack ReLabel's label maps into a store, inspect it, draw one map, or
+generate maps for any image folder with a timm classifier.
+
+    python -m luab_fast.relabel pack relabel_imagenet/ relabel.store [--float16] [--strict]
+    python -m luab_fast.relabel info relabel.store [--verify]
+    python -m luab_fast.relabel show relabel.store n01440764_10026 [--image img.JPEG] --out fig.png
+    python -m luab_fast.relabel generate --model resnet50 --images train/ --out maps/ [--topk 5] [--size 475]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from ..byproducts._format import StoreError
+from .store import LabelMapStore, pack_label_maps
+
+
+def _summarise(problems, limit: int = 10) -> str:
+    by_reason = collections.Counter(p.reason.split(":")[0] for p in problems)
+    lines = [f"{len(problems):,} problem(s) skipped:"]
+    lines += [f"  {n:>8,} × {reason}" for reason, n in by_reason.most_common()]
+    lines += [f"  e.g. {p.source}: {p.reason}" for p in problems[:limit]]
+    return "\n".join(lines)
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    src = Path(args.src)
+    if not src.is_dir():
+        print(f"error: SRC {src} is not a directory of <wnid>/<stem>.pt label maps", file=sys.stderr)
+        return 2
+    try:
+        res = pack_label_maps(src, args.dst, score_dtype="float16" if args.float16 else "float32",
+                              strict=args.strict, progress=not args.quiet, num_classes=args.num_classes)
+    except ValueError as exc:  # strict mode, or nothing valid: nothing is written
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"packed {res.rows:,} label maps from {src} into {res.path} in {res.seconds:.1f} s "
+          f"({res.rows / max(res.seconds, 1e-9):,.0f} files/s)")
+    if res.problems:
+        print(_summarise(res.problems))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    store = LabelMapStore.open(args.store)
+    if args.verify:
+        store.verify()
+        print("checksums: ok")
+    size = sum(p.stat().st_size for p in Path(args.store).iterdir())
+    m = store.meta
+    print(f"{args.store}: ReLabel label-map store, format version 1")
+    for key, value in [("rows", len(store)), ("topk", store.topk), ("size", f"{store.size}x{store.size}"),
+                       ("num_classes", store.num_classes), ("score_dtype", m.get("score_dtype")),
+                       ("wnids", len(store.arrays["wnids"])), ("problems_at_pack", m.get("problems", 0)),
+                       ("bytes_on_disk", f"{size:,}"), ("source", m.get("source"))]:
+        print(f"{key:<20} {value}")
+    return 0
+
+
+def draw_map(store: LabelMapStore, image_id: str, out: str | os.PathLike, image: str | os.PathLike | None = None
+             ) -> Path:
+    """Top-1 class index and score of every cell as an S×S grid over the image (rows = y, squashed onto the
+    whole image like the generator) or over a blank canvas, saved atomically to ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    i = store.row(image_id)
+    scores, idx = (t[0].numpy() for t in store.gather([i]))
+    best = scores.argmax(0)
+    top_s = np.take_along_axis(scores, best[None], 0)[0]
+    top_c = np.take_along_axis(idx, best[None], 0)[0]
+    s = store.size
+    fig, ax = plt.subplots(figsize=(9, 9))
+    w = h = float(s)
+    if image is not None:
+        from PIL import Image
+
+        img = Image.open(image).convert("RGB")
+        ax.imshow(img, extent=(0, s, s, 0))
+    hm = ax.imshow(top_s, extent=(0, s, s, 0), cmap="viridis", alpha=0.45 if image is not None else 0.9)
+    fig.colorbar(hm, ax=ax, shrink=0.7, label="top-1 score (as stored)")
+    for y in range(s):
+        for x in range(s):
+            ax.text(x + 0.5, y + 0.5, f"{top_c[y, x]}\n{top_s[y, x]:.2g}", ha="center", va="center",
+                    fontsize=max(4, 90 // s), color="white")
+    for k in range(s + 1):
+        ax.axhline(k, color="k", lw=0.4)
+        ax.axvline(k, color="k", lw=0.4)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_title(f"{store.ids[i]} ({store.wnids[i]}): top-1 class / score per cell")
+    return _save(fig, out)
+
+
+def _save(fig, out) -> Path:
+    import matplotlib.pyplot as plt
+
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(suffix=out.suffix or ".png", dir=out.parent if str(out.parent) else ".")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.replace(tmp, out)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    store = LabelMapStore.open(args.store)
+    try:
+        out = draw_map(store, args.image_id, args.out, image=args.image)
+    except KeyError:
+        print(f"error: IMAGE_ID {args.image_id!r} is not in {args.store}", file=sys.stderr)
+        return 2
+    print(f"saved {out}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generate import generate_label_maps
+
+    try:
+        n = generate_label_maps(args.model, args.images, args.out, topk=args.topk, size=args.size,
+                                scores=args.scores, batch_size=args.batch_size, device=args.device,
+                                arch=args.arch, progress=not args.quiet)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {n:,} label maps under {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m luab_fast.relabel", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pk = sub.add_parser("pack", help="pack <wnid>/<stem>.pt label maps into a memory-mapped store")
+    pk.add_argument("src", help="directory of <wnid>/<stem>.pt files ([2, K, S, S] float32)")
+    pk.add_argument("dst", help="store directory to create (written to a temporary path, then renamed)")
+    pk.add_argument("--float16", action="store_true", help="store scores as float16 (half the size)")
+    pk.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
+    pk.add_argument("--num-classes", type=int, default=1000, help="class indices must be below this (1000)")
+    pk.add_argument("--quiet", action="store_true", help="no progress bar")
+    pk.set_defaults(fn=cmd_pack)
+    inf = sub.add_parser("info", help="shape and provenance of a store")
+    inf.add_argument("store")
+    inf.add_argument("--verify", action="store_true", help="also recompute every array's checksum")
+    inf.set_defaults(fn=cmd_info)
+    sh = sub.add_parser("show", help="draw one image's top-1 class and score per cell")
+    sh.add_argument("store")
+    sh.add_argument("image_id", help="file stem (e.g. n01440764_10026) or a path ending in one")
+    sh.add_argument("--image", help="the image file to draw under the grid (default: a blank canvas)")
+    sh.add_argument("--out", required=True, help="output PNG")
+    sh.set_defaults(fn=cmd_show)
+    g = sub.add_parser("generate", help="write label maps for an image folder with a timm classifier")
+    g.add_argument("--model", required=True, help="timm model name (random weights, offline) or checkpoint path")
+    g.add_argument("--arch", help="timm architecture of a checkpoint that does not name it")
+    g.add_argument("--images", required=True, help="directory of images (<wnid>/<file> or loose files)")
+    g.add_argument("--out", required=True, help="output root: <wnid>/<stem>.pt files")
+    g.add_argument("--topk", type=int, default=5)
+    g.add_argument("--size", type=int, help="input side in pixels (default: the model's; ReLabel: 475)")
+    g.add_argument("--scores", choices=["logits", "softmax"], default="logits",
+                   help="store raw logits like the release (default) or per-location softmax probabilities")
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--device", help="default: cuda when available, else cpu")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(fn=cmd_generate)
+    args = p.parse_args(argv)
+    try:
+        return args.fn(args)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

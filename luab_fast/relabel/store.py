@@ -1,0 +1,183 @@
+"""The packed, memory-mapped ReLabel label-map store: every image's top-K label map, indexed by row and id.
+
+>>> pack_label_maps("relabel_imagenet/", "relabel.store", score_dtype="float16")
+>>> store = LabelMapStore.open("relabel.store").to("cuda")   # copies the arrays to the GPU once
+>>> rows = store.rows(["n01440764_10026", "n01440764_10027"])
+>>> scores, indices = store.gather(rows)    # Tensor[B, K, S, S] float32, Tensor[B, K, S, S] int64
+
+Arrays: ``scores`` [N, K, S, S] float32 or float16 (raw teacher scores, rank-major as released), ``indices``
+[N, K, S, S] int16 (class ids), ``ids`` [N] fixed-width bytes (file stems), ``index`` (an on-disk hash table
+over ``ids``), ``wnids`` [W] and ``label`` [N] int32 (the ``<wnid>/`` folder of each row).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from ..byproducts._format import MANIFEST, StoreError, read_store, verify_store, write_store
+from ..byproducts._index import lookup
+from ..byproducts.records import ReadProblem
+from ._pack import pack_label_map_arrays
+
+FORMAT = "luab_fast.relabel"
+VERSION = 1
+
+
+def image_stem(image_id: str | bytes) -> str:
+    """``n01440764_18`` from itself, ``n01440764/n01440764_18.pt`` or ``train/n01440764/n01440764_18.JPEG``."""
+    s = image_id.decode() if isinstance(image_id, bytes) else str(image_id)
+    return s.replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+@dataclass
+class PackResult:
+    """What :func:`pack_label_maps` wrote: the store path, its row count and the files it skipped."""
+
+    path: Path
+    rows: int
+    seconds: float
+    problems: list[ReadProblem] = field(default_factory=list)
+
+
+def pack_label_maps(src_dir: str | os.PathLike, dst: str | os.PathLike, score_dtype: str = "float32",
+                    strict: bool = False, progress: bool = True, num_classes: int = 1000,
+                    workers: int | None = None) -> PackResult:
+    """Packs every ``src_dir/<wnid>/<stem>.pt`` (``Tensor[2, K, S, S]``: scores, then class indices as
+    floats) into one store at ``dst``, written atomically (a temp sibling, renamed when complete).
+
+    Each file is checked: shape ``[2, K, S, S]`` with K and S shared by all files, finite scores, integral
+    indices in ``[0, num_classes)``. A bad file is skipped and reported in ``.problems``; ``strict=True``
+    raises ``ValueError`` naming the first bad file instead, and nothing is written."""
+    src = Path(src_dir)
+    if not src.is_dir():
+        raise ValueError(f"src_dir must be a directory of <wnid>/<stem>.pt label maps, got {src}")
+    t0 = time.perf_counter()
+    arrays, problems = pack_label_map_arrays(src, score_dtype, num_classes, strict, progress, workers)
+    n, k, s, _ = arrays["scores"].shape
+    meta = {"source": str(src), "num_classes": num_classes, "topk": k, "size": s, "score_dtype": score_dtype,
+            "problems": len(problems)}
+    path = write_store(dst, FORMAT, VERSION, arrays, meta)
+    return PackResult(path, n, time.perf_counter() - t0, problems)
+
+
+class LabelMapStore:
+    """A packed label-map store, memory-mapped: opening reads only the manifest and maps the arrays."""
+
+    def __init__(self, path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.path, self.arrays, self.meta = path, arrays, meta
+        self.device: Any = None  # None: gather from the memory map; else the device of ``_tensors``
+        self._tensors: tuple[Any, Any] | None = None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "LabelMapStore":
+        """Maps a store; ``StoreError`` for a missing, corrupt, foreign or other-version store."""
+        path = Path(path)
+        if not (path / MANIFEST).is_file():
+            raise StoreError(f"{path} is not a luab_fast label-map store (no {MANIFEST}); create one with "
+                             f"`python -m luab_fast.relabel pack SRC {path}`")
+        arrays, meta = read_store(path, FORMAT, (VERSION,))
+        return cls(path, arrays, meta)
+
+    def verify(self) -> None:
+        """Recomputes every array's checksum (reads the whole store); raises StoreError on a mismatch."""
+        bad = verify_store(self.path)
+        if bad:
+            raise StoreError(f"{self.path}: arrays {bad} fail their checksums; re-pack the store")
+
+    # -- shape and lookup ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.arrays["ids"])
+
+    def __repr__(self) -> str:
+        return (f"LabelMapStore({str(self.path)!r}, rows={len(self)}, topk={self.topk}, size={self.size}, "
+                f"scores={self.arrays['scores'].dtype}, device={self.device})")
+
+    @property
+    def topk(self) -> int:
+        return int(self.arrays["scores"].shape[1])
+
+    @property
+    def size(self) -> int:
+        """S: the side of the square label-map grid."""
+        return int(self.arrays["scores"].shape[2])
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        """Image ids (file stems) in row order, as a numpy str array."""
+        return self.arrays["ids"].astype(str)
+
+    @cached_property
+    def wnids(self) -> np.ndarray:
+        """The ``<wnid>/`` folder of each row, as a numpy str array."""
+        return self.arrays["wnids"].astype(str)[self.arrays["label"]]
+
+    def rows(self, image_ids: Iterable[str] | np.ndarray) -> np.ndarray:
+        """Rows of many ids at once (int64, −1 where absent), O(1) each from the on-disk hash table. An id
+        is a file stem or any path / file name ending in one."""
+        keys = self.arrays["ids"]
+        stems = [image_stem(s).encode() for s in image_ids]
+        width = keys.dtype.itemsize
+        out = lookup(self.arrays["index"], keys, np.asarray([s[:width] for s in stems], dtype=keys.dtype))
+        out[[len(s) > width for s in stems]] = -1  # longer than any stored id: absent
+        return out
+
+    def row(self, image_id: str) -> int:
+        """Row of one image (file stem, or a path / file name ending in it); KeyError when absent."""
+        r = int(self.rows([image_id])[0])
+        if r < 0:
+            raise KeyError(image_id)
+        return r
+
+    # -- tensors ---------------------------------------------------------------------------------------
+    def to(self, device: Any) -> "LabelMapStore":
+        """Copies ``scores`` and ``indices`` to ``device`` once (as stored: float32/float16 and int16) and
+        gathers there from now on; returns ``self``. ``to("cpu")`` loads them into RAM."""
+        import torch
+
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # "cuda" means the current device: compare as such
+            device = torch.device("cuda", torch.cuda.current_device())
+        if self._tensors is None or self._tensors[0].device != device:
+            self._tensors = tuple(torch.from_numpy(np.array(self.arrays[n])).to(device)
+                                  for n in ("scores", "indices"))  # type: ignore[assignment]
+            self.device = device
+        return self
+
+    def tensors(self) -> tuple[Any, Any]:
+        """(scores ``Tensor[N, K, S, S]`` float32/float16, indices ``Tensor[N, K, S, S]`` int16), as stored, on
+        the store's device — for kernels that gather by row themselves. Needs :meth:`to` first."""
+        if self._tensors is None:
+            raise RuntimeError("the store is not on a device yet; call store.to(device) first")
+        return self._tensors
+
+    def gather(self, rows) -> tuple[Any, Any]:
+        """(scores ``Tensor[B, K, S, S]`` float32, indices ``Tensor[B, K, S, S]`` int64) of ``rows`` (ints,
+        a numpy array or a tensor, [B]), on the store's device (CPU until :meth:`to`)."""
+        import torch
+
+        r = torch.as_tensor(rows).reshape(-1) if not isinstance(rows, np.ndarray) else torch.from_numpy(
+            np.ascontiguousarray(rows).reshape(-1))
+        if r.numel() and (r.dtype.is_floating_point or r.dtype == torch.bool or r.is_complex()):
+            raise ValueError(f"rows must be integer, got {r.dtype}")
+        r = r.long()
+        if r.numel() and (int(r.min()) < 0 or int(r.max()) >= len(self)):
+            raise IndexError(f"rows must be in [0, {len(self)}), got values in [{int(r.min())}, {int(r.max())}]")
+        if self._tensors is not None:
+            s, i = self._tensors
+            r = r.to(s.device)
+            return s.index_select(0, r).float(), i.index_select(0, r).long()
+        idx = r.numpy()
+        scores = torch.from_numpy(np.asarray(self.arrays["scores"][idx], dtype=np.float32))
+        indices = torch.from_numpy(self.arrays["indices"][idx].astype(np.int64))
+        return scores, indices
