@@ -1,0 +1,67 @@
+// luab_fast._C.ops.label_pool: numpy in, numpy out; validates layouts here and values in the kernel,
+// and releases the GIL around the pooling.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "common/check.hpp"
+#include "ops/label_pool.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+std::string shape_of(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+py::array label_pool_py(const py::array& scores, const py::array& indices, const py::array& boxes,
+                        int64_t num_classes, int64_t out_h, int64_t out_w, bool legacy, bool softmax,
+                        int n_threads) {
+  LUAB_CHECK(scores.ndim() == 4, "scores must be [B, K, S, S], got shape ", shape_of(scores));
+  LUAB_CHECK(scores.dtype().is(py::dtype::of<float>()), "scores must be float32, got dtype ",
+             std::string(py::str(scores.dtype())));
+  LUAB_CHECK(scores.flags() & py::array::c_style, "scores must be C-contiguous");
+  const int64_t B = scores.shape(0), K = scores.shape(1), S = scores.shape(2);
+  LUAB_CHECK(scores.shape(3) == S, "scores must be [B, K, S, S] (square map), got shape ", shape_of(scores));
+  LUAB_CHECK(indices.ndim() == 4 && indices.shape(0) == B && indices.shape(1) == K && indices.shape(2) == S &&
+                 indices.shape(3) == S,
+             "indices must have the shape of scores ", shape_of(scores), ", got ", shape_of(indices));
+  const int ib = static_cast<int>(indices.itemsize());
+  const char kind = indices.dtype().kind();
+  LUAB_CHECK(kind == 'i' && (ib == 2 || ib == 4 || ib == 8), "indices must be int16, int32 or int64, got dtype ",
+             std::string(py::str(indices.dtype())));
+  LUAB_CHECK(indices.flags() & py::array::c_style, "indices must be C-contiguous");
+  LUAB_CHECK(boxes.ndim() == 2 && boxes.shape(0) == B && boxes.shape(1) == 4, "boxes must be [B=", B,
+             ", 4], got shape ", shape_of(boxes));
+  LUAB_CHECK(boxes.dtype().is(py::dtype::of<float>()), "boxes must be float32, got dtype ",
+             std::string(py::str(boxes.dtype())));
+  LUAB_CHECK(boxes.flags() & py::array::c_style, "boxes must be C-contiguous");
+  LUAB_CHECK(num_classes >= 1, "num_classes must be >= 1, got ", num_classes);
+  LUAB_CHECK(out_h >= 1 && out_w >= 1, "output_size must be >= 1, got (", out_h, ", ", out_w, ")");
+
+  luab::ops::LabelPoolArgs a{static_cast<const float*>(scores.data()), indices.data(), ib,
+                             static_cast<const float*>(boxes.data()), B, K, S, num_classes, out_h, out_w, legacy,
+                             softmax, n_threads};
+  py::array_t<float> out({B, num_classes, out_h, out_w});
+  float* o = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    luab::ops::label_pool(a, o);
+  }
+  return out;
+}
+
+}  // namespace
+
+void init_ops_label_pool(py::module_& m) {
+  auto ops = m.def_submodule("ops", "CPU kernels of the public ops (luab_fast.ops)");
+  ops.def("label_pool", &label_pool_py, py::arg("scores"), py::arg("indices"), py::arg("boxes"),
+          py::arg("num_classes"), py::arg("out_h") = 1, py::arg("out_w") = 1, py::arg("legacy") = false,
+          py::arg("softmax") = false, py::arg("n_threads") = 0,
+          "Sparse LabelPooling: scores f32[B,K,S,S], indices int[B,K,S,S], boxes f32[B,4] (x0,y0,x1,y1) -> "
+          "f32[B,C,out_h,out_w] (softmax over C if softmax), bit-identical to torchvision's CPU roi_align (docs/label-pooling.md s.7).");
+}
