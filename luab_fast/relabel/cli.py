@@ -13,13 +13,13 @@ import argparse
 import collections
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..byproducts._format import StoreError
 from .store import LabelMapStore, pack_label_maps
+from ..byproducts.inspect import _save as save_figure  # the one atomic PNG writer
 
 
 def _summarise(problems, limit: int = 10) -> str:
@@ -98,23 +98,7 @@ def draw_map(store: LabelMapStore, image_id: str, out: str | os.PathLike, image:
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_title(f"{store.ids[i]} ({store.wnids[i]}): top-1 class / score per cell")
-    return _save(fig, out)
-
-
-def _save(fig, out) -> Path:
-    import matplotlib.pyplot as plt
-
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(suffix=out.suffix or ".png", dir=out.parent if str(out.parent) else ".")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, out)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return save_figure(fig, out)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
