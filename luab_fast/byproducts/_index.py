@@ -68,3 +68,19 @@ def lookup(table: np.ndarray, keys_of_rows: np.ndarray, queries: np.ndarray) -> 
         pending = pending[~done]
         pos[pending] = (pos[pending] + 1) & (cap - 1)
     return out
+
+
+def file_stem(image_id: str | bytes) -> str:
+    """``n01440764_18`` from itself, ``n01440764/n01440764_18.pt``, ``train/n01440764/n01440764_18.JPEG``
+    or ``.../n01440764_18.xml``."""
+    s = image_id.decode() if isinstance(image_id, bytes) else str(image_id)
+    return s.replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0]
+
+
+def lookup_stems(table: np.ndarray, keys_of_rows: np.ndarray, image_ids) -> np.ndarray:
+    """Rows of image ids given as stems or any path / file name ending in one (int64, −1 where absent)."""
+    stems = [file_stem(s).encode() for s in image_ids]
+    width = keys_of_rows.dtype.itemsize
+    out = lookup(table, keys_of_rows, np.asarray([s[:width] for s in stems], dtype=keys_of_rows.dtype))
+    out[[len(s) > width for s in stems]] = -1  # longer than any stored id: absent
+    return out

@@ -84,10 +84,7 @@ def pack_coco_arrays(samples: Iterable[CocoSample]) -> dict[str, np.ndarray]:
                 c.flush()
 
     def offsets(name: str) -> np.ndarray:
-        counts = col[name].array()
-        out = np.zeros(len(counts) + 1, np.int64)
-        np.cumsum(counts, out=out[1:])
-        return out
+        return col[name].offsets()
 
     arrays = {"action_offsets": offsets("n_actions"), "cat_offsets": offsets("n_cats"),
               "trace_offsets": offsets("n_trace"), "workers": workers.table(), "hits": hits.table(),

@@ -67,6 +67,13 @@ class _Column:
         self.flush()
         return _cat(self.chunks, self.dtype, self.shape)
 
+    def offsets(self) -> np.ndarray:
+        """CSR offsets [n + 1] from a column of counts."""
+        counts = self.array()
+        out = np.zeros(len(counts) + 1, np.int64)
+        np.cumsum(counts, out=out[1:])
+        return out
+
 
 def pack_imagenet_arrays(samples: Iterable[ImageNetSample]) -> dict[str, np.ndarray]:
     workers, hits, assignments = _Interner(), _Interner(), _Interner()
@@ -117,10 +124,7 @@ def pack_imagenet_arrays(samples: Iterable[ImageNetSample]) -> dict[str, np.ndar
                 c.flush()
 
     def offsets(name: str) -> np.ndarray:
-        counts = col[name].array()
-        out = np.zeros(len(counts) + 1, np.int64)
-        np.cumsum(counts, out=out[1:])
-        return out
+        return col[name].offsets()
 
     ids_arr = np.array(ids, dtype="S") if ids else np.zeros(0, "S1")
     rec_off, click_off = offsets("n_recs"), offsets("n_click")

@@ -26,6 +26,7 @@ from typing import Iterable, Iterator
 
 from .._ext import HAS_EXT, require_ext
 from ._imagenet_xml import assemble, parse_xml_reference
+from ._index import file_stem
 from ._tar_stream import Prefetch, TarStreamError, iter_decompressed, iter_members
 from .records import ImageNetSample, ReadProblem
 
@@ -35,11 +36,7 @@ _LAYOUTS = ("train_xml", "Annotations/CLS-LOC/train_enriched", "CLS-LOC/train_en
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
-def image_stem(image_id: str) -> str:
-    """``n01440764_18`` from ``n01440764_18``, ``n01440764/n01440764_18``, ``train/n01440764/n01440764_18.JPEG``
-    or ``.../n01440764_18.xml``."""
-    base = str(image_id).replace("\\", "/").rsplit("/", 1)[-1]
-    return base.split(".", 1)[0]
+image_stem = file_stem  # stem of an id, path or file name
 
 
 def xml_root(src: Path) -> Path:

@@ -16,9 +16,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from ._format import StoreError, read_store, verify_store, write_store
-from ._index import lookup
+from ._index import lookup_stems
 from ._pack_imagenet import pack_imagenet_arrays
-from .imagenet_ab import image_stem
 from .records import ImageNetSample
 
 FORMAT = "luab_fast.byproducts"
@@ -66,12 +65,7 @@ class ByproductStore:
         """Rows of many ids at once (int64, −1 where absent); O(1) each, from the on-disk hash table. An id
         is a file stem (``n01440764_18``) or any path or file name ending in one
         (``train/n01440764/n01440764_18.JPEG``, ``train_xml/n01440764/n01440764_18.xml``)."""
-        keys = self.arrays["ids"]
-        stems = [image_stem(s.decode() if isinstance(s, bytes) else s).encode() for s in image_ids]
-        width = keys.dtype.itemsize
-        out = lookup(self.arrays["index"], keys, np.asarray([s[:width] for s in stems], dtype=keys.dtype))
-        out[[len(s) > width for s in stems]] = -1  # longer than any stored id: absent
-        return out
+        return lookup_stems(self.arrays["index"], self.arrays["ids"], image_ids)
 
     def row(self, image_id: str) -> int:
         """Row of one image (file stem, or a path / file name ending in it); KeyError when absent."""

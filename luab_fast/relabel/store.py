@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..byproducts._format import MANIFEST, StoreError, read_store, verify_store, write_store
-from ..byproducts._index import lookup
+from ..byproducts._index import file_stem, lookup_stems
 from ..byproducts.records import ReadProblem
 from ._pack import pack_label_map_arrays
 
@@ -30,10 +30,7 @@ FORMAT = "luab_fast.relabel"
 VERSION = 1
 
 
-def image_stem(image_id: str | bytes) -> str:
-    """``n01440764_18`` from itself, ``n01440764/n01440764_18.pt`` or ``train/n01440764/n01440764_18.JPEG``."""
-    s = image_id.decode() if isinstance(image_id, bytes) else str(image_id)
-    return s.replace("\\", "/").rsplit("/", 1)[-1].split(".", 1)[0]
+image_stem = file_stem  # kept as a public name of this module
 
 
 @dataclass
@@ -125,12 +122,7 @@ class LabelMapStore:
     def rows(self, image_ids: Iterable[str] | np.ndarray) -> np.ndarray:
         """Rows of many ids at once (int64, −1 where absent), O(1) each from the on-disk hash table. An id
         is a file stem or any path / file name ending in one."""
-        keys = self.arrays["ids"]
-        stems = [image_stem(s).encode() for s in image_ids]
-        width = keys.dtype.itemsize
-        out = lookup(self.arrays["index"], keys, np.asarray([s[:width] for s in stems], dtype=keys.dtype))
-        out[[len(s) > width for s in stems]] = -1  # longer than any stored id: absent
-        return out
+        return lookup_stems(self.arrays["index"], self.arrays["ids"], image_ids)
 
     def row(self, image_id: str) -> int:
         """Row of one image (file stem, or a path / file name ending in it); KeyError when absent."""
