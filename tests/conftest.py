@@ -7,9 +7,6 @@ import os
 import random
 from pathlib import Path
 
-# Triton kernels run on the CPU under the interpreter (fp32, small shapes); must be set before import.
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import numpy as np
 import pytest
 
@@ -27,6 +24,11 @@ def _has_cuda() -> bool:
 
 
 HAS_CUDA = _has_cuda()
+
+# Without a GPU, Triton kernels run on CPU tensors under the interpreter (fp32, small shapes). The variable
+# must be set before any @triton.jit runs: luab_fast imports its kernels lazily, after this file.
+if not HAS_CUDA:
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -16,7 +16,14 @@ Backends (one ``if`` in ``_pick_backend``; ``backend=`` forces one):
   ``"reference"``  ReLabel's path: densify + ``torchvision.ops.roi_align`` (any device);
   ``"cpu"``        C++ (``luab_fast._C.ops.label_pool``), sparse, OpenMP over the batch, bit-identical to
                    torchvision's CPU roi_align (§7) for every output_size and both box orders;
-  ``"triton"``     not written yet (CUDA tensors use the reference meanwhile).
+  ``"triton"``     one fused launch (luab_fast/kernels/label_pool.py): gathers by ``rows`` from the
+                   GPU-resident store, pools sparsely, applies the softmax; deterministic, within ~1e-7
+                   relative of torchvision (exact fixed-point class sums; |scores| < 2**22).
+                   CUDA tensors; CPU tensors only under ``TRITON_INTERPRET=1`` (tests).
+
+Store-resident maps: pass the whole store's ``scores``/``indices`` ([N, K, S, S], e.g.
+``LabelMapStore.to("cuda").tensors()``) with ``rows`` [B] int64; the "triton" kernel reads the rows in place,
+the other backends gather them first.
 
 Inputs: scores float16/bfloat16/float32 (upcast to float32 exactly, as ReLabel's loader does with
 ``.float()``); indices int16/int32/int64 or a float tensor holding integers (ReLabel's release stores them
@@ -24,16 +31,19 @@ as floats and casts with ``.long()``); boxes float32 or float64 (cast to float32
 ``.cuda().float()``). Indices must lie in [0, num_classes) and be distinct along K at each cell (top-k
 maps are; with duplicates ReLabel's ``scatter_`` would keep an unspecified one). ``B = 0`` returns an empty
 ``[0, C]`` result. Bad input raises ``ValueError`` naming the argument; value checks (ranges, finiteness)
-run inside the op so that ``torch.compile`` sees no data-dependent branch.
+run inside the op so that ``torch.compile`` sees no data-dependent branch. On a GPU they cost one device
+sync per call; ``validate=False`` skips them for maps already validated (a packed LabelMapStore is), and
+the kernel then still never reads outside the inputs (bad rows/classes contribute nothing).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 
 from .._ext import HAS_EXT, require_ext
+from ..kernels import HAS_TRITON, triton_runs_on
 
 __all__ = ["label_pool", "label_pool_reference", "label_pool_targets"]
 
@@ -44,25 +54,55 @@ _INDEX_DTYPES = (torch.int16, torch.int32, torch.int64, torch.float16, torch.bfl
                  torch.float64)
 
 
-# ---------------------------------------------------------------------------------------------- reference
-def _check_values(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int) -> None:
-    """Data-dependent checks of the reference path (the C++ kernel makes the same ones)."""
-    if scores.numel() and not bool(torch.isfinite(scores).all()):
-        raise ValueError("scores must be finite, got NaN or inf")
+_BACKENDS = ("reference", "cpu", "triton")
+_BOX_ORDERS = ("xyxy", "legacy")
+_SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+_INDEX_DTYPES = (torch.int16, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
+                 torch.float64)
+MAX_ABS_SCORE = 2.0 ** 22  # the "triton" kernel's fixed-point range (luab_fast/kernels/label_pool.py)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+def check_values(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
+                 rows: Optional[torch.Tensor] = None, score_limit: Optional[float] = None) -> None:
+    """Data-dependent checks (the C++ kernel makes the same ones itself), evaluated on the device and read
+    back in one sync. With ``rows``, only the maps they select are checked (never the whole store)."""
+    problems: list[tuple[str, torch.Tensor]] = []
+    if rows is not None and rows.numel():
+        n = scores.shape[0]
+        problems.append((f"rows must lie in [0, {n}) (the store's rows)", ((rows < 0) | (rows >= n)).any()))
+        safe = rows.clamp(0, max(n - 1, 0))
+        scores, indices = scores.index_select(0, safe), indices.index_select(0, safe)
+    if scores.numel():
+        problems.append(("scores must be finite, got NaN or inf", ~torch.isfinite(scores).all()))
+        if score_limit is not None:
+            problems.append((f"scores must satisfy |score| < {score_limit:.0f} for backend='triton' "
+                             "(fixed-point range)", (scores.float().abs() >= score_limit).any()))
     if indices.numel():
-        if not bool(((indices >= 0) & (indices < num_classes)).all()):
-            raise ValueError(f"indices must lie in [0, num_classes={num_classes}), got values in "
-                             f"[{int(indices.min())}, {int(indices.max())}]")
-        srt = indices.sort(dim=1).values
-        if srt.shape[1] > 1 and bool((srt[:, 1:] == srt[:, :-1]).any()):
-            raise ValueError("indices must be distinct along K at each cell")
+        if indices.is_floating_point():
+            problems.append(("indices stored as floats must hold finite integers",
+                             ~(torch.isfinite(indices) & (indices == indices.trunc())).all()))
+        problems.append((f"indices must lie in [0, num_classes={num_classes})",
+                         ((indices < 0) | (indices >= num_classes)).any()))
+        if indices.shape[1] > 1:
+            srt = indices.sort(dim=1).values
+            problems.append(("indices must be distinct along K at each cell", (srt[:, 1:] == srt[:, :-1]).any()))
     if boxes.numel():
         ok = torch.isfinite(boxes).all() & (boxes >= 0).all() & (boxes <= 1).all()
         ok = ok & (boxes[:, 0] < boxes[:, 2]).all() & (boxes[:, 1] < boxes[:, 3]).all()
-        if not bool(ok):
-            raise ValueError("boxes must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
+        problems.append(("boxes must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1",
+                         ~ok))
+    if not problems:
+        return
+    failed = torch.stack([bad for _, bad in problems]).tolist()  # the one device sync
+    for (message, _), bad in zip(problems, failed):
+        if bad:
+            if message.startswith("indices must lie") and indices.numel():
+                message += f", got values in [{int(indices.min())}, {int(indices.max())}]"
+            raise ValueError(message)
 
 
+# ---------------------------------------------------------------------------------------------- reference
 def _roi_rows(boxes: torch.Tensor, size: int, legacy: bool) -> torch.Tensor:
     """[B, 5] roi_align rows (batch index, x1, y1, x2, y2) = fl(fl(box·S) − 0.5), as ReLabel builds them."""
     b = boxes[:, [1, 0, 3, 2]] if legacy else boxes
@@ -84,72 +124,93 @@ def label_pool_reference(scores: torch.Tensor, indices: torch.Tensor, boxes: tor
                      sampling_ratio=-1, aligned=False)
 
 
-def _prepare(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor):
-    """float32 scores and boxes, integer indices, all contiguous (value checks are the backends' job)."""
+def softmax_classes(pooled: torch.Tensor) -> torch.Tensor:
+    """Softmax over C (dim 1) as ReLabel does on out.squeeze() ([B, C], last dim); torch's last-dim kernel is
+    also the accurate one (a dim-1 softmax of [B, C, oh, ow] sums in plain float32 order: ~1e-5 relative)."""
+    return pooled.movedim(1, -1).softmax(-1).movedim(-1, 1).contiguous()
+
+
+def pool_gathered(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, rows: Optional[torch.Tensor],
+                  num_classes: int, out_h: int, out_w: int, legacy: bool, softmax: bool, backend: str,
+                  validate: bool = True) -> torch.Tensor:
+    """The op's body for every backend: f32[B, C, out_h, out_w] pooled scores (or their softmax over C)."""
+    scores, indices, boxes = scores.detach(), indices.detach(), boxes.detach().float().contiguous()
+    if backend == "triton":
+        from ..kernels.label_pool import label_pool_triton
+
+        if validate:
+            check_values(scores, indices, boxes, num_classes, rows, score_limit=MAX_ABS_SCORE)
+        return label_pool_triton(scores.contiguous(), indices.contiguous(), boxes,
+                                 None if rows is None else rows.detach().long().contiguous(),
+                                 num_classes, out_h, out_w, legacy, softmax)
+    if rows is not None:
+        if rows.numel() and bool(((rows < 0) | (rows >= scores.shape[0])).any()):
+            raise ValueError(f"rows must lie in [0, {scores.shape[0]}) (the store's rows)")
+        scores, indices = scores.index_select(0, rows), indices.index_select(0, rows)
     if indices.is_floating_point():
         if indices.numel() and not bool((torch.isfinite(indices) & (indices == indices.trunc())).all()):
             raise ValueError("indices stored as floats must hold finite integers")
         indices = indices.long()  # ReLabel's .long()
-    return scores.float().contiguous(), indices.contiguous(), boxes.float().contiguous()
-
-
-# ------------------------------------------------------------------------------------- torch.library op
-@torch.library.custom_op("luab_fast::label_pool", mutates_args=())
-def _label_pool_op(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
-                   out_h: int, out_w: int, legacy: bool, softmax: bool, backend: str) -> torch.Tensor:
-    """f32[B, C, out_h, out_w] pooled scores, or ReLabel's targets (their softmax over C) when ``softmax``;
-    the backend was resolved by ``label_pool``."""
-    scores, indices, boxes = _prepare(scores.detach(), indices.detach(), boxes.detach())
+    scores, indices = scores.float().contiguous(), indices.contiguous()
     if backend == "cpu":
         ext = require_ext("label_pool(backend='cpu')")
         # float32 [B, C, oh, ow]; the kernel validates every value and raises ValueError naming it
         return torch.from_numpy(ext.ops.label_pool(scores.numpy(), indices.numpy(), boxes.numpy(), num_classes,
                                                    out_h, out_w, legacy, softmax))
-    _check_values(scores, indices, boxes, num_classes)
+    check_values(scores, indices, boxes, num_classes)
     out = label_pool_reference(scores, indices, boxes, num_classes, out_h, out_w, legacy)
-    if not softmax:
-        return out
-    # softmax over C as ReLabel does (on out.squeeze(): [B, C], last dim); torch's last-dim kernel is also
-    # the accurate one (a dim-1 softmax of [B, C, oh, ow] sums in plain float32 order: ~1e-5 relative)
-    return out.movedim(1, -1).softmax(-1).movedim(-1, 1).contiguous()
+    return softmax_classes(out) if softmax else out
+
+
+# ------------------------------------------------------------------------------------- torch.library op
+@torch.library.custom_op("luab_fast::label_pool", mutates_args=())
+def _label_pool_op(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, rows: Optional[torch.Tensor],
+                   num_classes: int, out_h: int, out_w: int, legacy: bool, softmax: bool, backend: str,
+                   validate: bool) -> torch.Tensor:
+    """f32[B, C, out_h, out_w] pooled scores, or ReLabel's targets (their softmax over C) when ``softmax``;
+    the backend was resolved by ``label_pool``."""
+    return pool_gathered(scores, indices, boxes, rows, num_classes, out_h, out_w, legacy, softmax, backend, validate)
 
 
 @_label_pool_op.register_fake
-def _(scores, indices, boxes, num_classes, out_h, out_w, legacy, softmax, backend):
-    return scores.new_empty((scores.shape[0], num_classes, out_h, out_w), dtype=torch.float32)
+def _(scores, indices, boxes, rows, num_classes, out_h, out_w, legacy, softmax, backend, validate):
+    return scores.new_empty((boxes.shape[0], num_classes, out_h, out_w), dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------------------------- public API
-def _pick_backend(scores: torch.Tensor, backend: str | None) -> str:
-    if backend is not None:
-        if backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS} or None, got {backend!r}")
-        if backend == "cpu" and scores.device.type != "cpu":
-            raise ValueError(f"backend='cpu' needs CPU tensors, got device {scores.device}")
-        if backend == "triton":
-            raise NotImplementedError("label_pool backend='triton' is not written yet")
-        return backend
-    if scores.device.type == "cpu" and HAS_EXT:
-        return "cpu"
-    # CUDA + Triton will pick "triton" once luab_fast/kernels/label_pool.py exists; until then CUDA tensors
-    # (and CPU without _C) use the reference. A fallback changes speed, never the answer.
-    return "reference"
+def pick_backend(device: torch.device, backend: Optional[str]) -> str:
+    """The house dispatch rule (docs/architecture.md), or the forced ``backend`` after checking it can run."""
+    if backend is None:
+        if device.type == "cuda" and HAS_TRITON:
+            return "triton"
+        if device.type == "cpu" and HAS_EXT:
+            return "cpu"
+        return "reference"  # a fallback changes speed, never the answer
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS} or None, got {backend!r}")
+    if backend == "cpu" and device.type != "cpu":
+        raise ValueError(f"backend='cpu' needs CPU tensors, got device {device}")
+    if backend == "triton" and not triton_runs_on(device.type):
+        raise ValueError(f"backend='triton' needs CUDA tensors and triton (CPU tensors only under "
+                         f"TRITON_INTERPRET=1), got device {device}, triton {'present' if HAS_TRITON else 'absent'}")
+    return backend
 
 
-def _output_hw(output_size: int | Sequence[int]) -> tuple[int, int]:
+def output_hw(output_size: int | Sequence[int]) -> tuple[int, int]:
     hw = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw):
         raise ValueError(f"output_size must be an int >= 1 or a pair of them, got {output_size!r}")
     return hw  # type: ignore[return-value]
 
 
-def _check_static(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
-                  box_order: str) -> None:
+def check_static(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
+                 box_order: str, rows: Optional[torch.Tensor] = None) -> None:
+    """Shapes, dtypes, devices and options (no data read): cheap, and visible to torch.compile."""
     if not isinstance(scores, torch.Tensor) or scores.dim() != 4 or scores.shape[2] != scores.shape[3]:
         raise ValueError(f"scores must be Tensor[B, K, S, S], got shape {tuple(getattr(scores, 'shape', ()))}")
     if scores.dtype not in _SCORE_DTYPES:
         raise ValueError(f"scores must be float16, bfloat16 or float32, got {scores.dtype}")
-    B, K, S, _ = scores.shape
+    N, K, S, _ = scores.shape
     if K < 1 or S < 1:
         raise ValueError(f"scores must have K >= 1 and S >= 1, got shape {tuple(scores.shape)}")
     if not isinstance(indices, torch.Tensor) or indices.shape != scores.shape:
@@ -157,6 +218,14 @@ def _check_static(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tens
                          f"got {tuple(getattr(indices, 'shape', ()))}")
     if indices.dtype not in _INDEX_DTYPES:
         raise ValueError(f"indices must be int16, int32, int64 or a float tensor holding integers, got {indices.dtype}")
+    if rows is not None:
+        if not isinstance(rows, torch.Tensor) or rows.dim() != 1:
+            raise ValueError(f"rows must be Tensor[B] of store rows, got shape {tuple(getattr(rows, 'shape', ()))}")
+        if rows.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"rows must be int64 (or int32), got {rows.dtype}")
+        if rows.device != scores.device:
+            raise ValueError(f"rows must be on the device of scores ({scores.device}), got {rows.device}")
+    B = N if rows is None else rows.shape[0]
     if not isinstance(boxes, torch.Tensor) or boxes.shape != (B, 4):
         raise ValueError(f"boxes must be Tensor[B={B}, 4], got shape {tuple(getattr(boxes, 'shape', ()))}")
     if boxes.dtype not in (torch.float32, torch.float64):
@@ -171,43 +240,49 @@ def _check_static(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tens
 
 
 def label_pool(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
-               output_size: int | Sequence[int] = 1, box_order: str = "xyxy",
-               backend: str | None = None) -> torch.Tensor:
+               output_size: int | Sequence[int] = 1, box_order: str = "xyxy", backend: Optional[str] = None,
+               *, rows: Optional[torch.Tensor] = None, validate: bool = True) -> torch.Tensor:
     """Pools top-k label maps over crop boxes (ReLabel's LabelPooling, before the softmax).
 
     Args:
-        scores: Tensor[B, K, S, S] float (teacher logits, top-k rank along K).
-        indices: Tensor[B, K, S, S] class of each score (int16/32/64, or floats holding integers).
+        scores: Tensor[B, K, S, S] float (teacher logits, top-k rank along K); or the store's [N, K, S, S]
+            with ``rows``.
+        indices: the class of each score, same shape (int16/32/64, or floats holding integers).
         boxes: Tensor[B, 4] float32 (x0, y0, x1, y1) normalised to the map's image, 0 <= x0 < x1 <= 1.
         num_classes: C.
         output_size: 1 (→ [B, C]) or an int / (oh, ow) pair (→ [B, C, oh, ow], token-labelling style).
         box_order: "xyxy" (correct for rows-first maps) or "legacy" (the official code's swapped axes).
         backend: None (dispatch), "reference", "cpu" or "triton".
+        rows: Tensor[B] int64, the maps to pool from a store-sized ``scores``/``indices`` (gathered in the
+            kernel by "triton").
+        validate: check the values (one device sync on a GPU); False for already-validated store maps.
 
     Returns:
         float32 Tensor[B, C] (or [B, C, oh, ow]); classes never sampled are exactly 0. B = 0 gives [0, C].
     """
-    return _run(scores, indices, boxes, num_classes, output_size, box_order, backend, softmax=False)
+    return _run(scores, indices, boxes, num_classes, output_size, box_order, backend, rows, validate, softmax=False)
 
 
-def _run(scores, indices, boxes, num_classes, output_size, box_order, backend, softmax: bool) -> torch.Tensor:
-    _check_static(scores, indices, boxes, num_classes, box_order)
-    oh, ow = _output_hw(output_size)
-    out = _label_pool_op(scores, indices, boxes, num_classes, oh, ow, box_order == "legacy", softmax,
-                         _pick_backend(scores, backend))
+def _run(scores, indices, boxes, num_classes, output_size, box_order, backend, rows, validate,
+         softmax: bool) -> torch.Tensor:
+    check_static(scores, indices, boxes, num_classes, box_order, rows)
+    oh, ow = output_hw(output_size)
+    out = _label_pool_op(scores, indices, boxes, rows, num_classes, oh, ow, box_order == "legacy", softmax,
+                         pick_backend(scores.device, backend), bool(validate))
     return out.flatten(1) if (oh, ow) == (1, 1) else out
 
 
 def label_pool_targets(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
                        output_size: int | Sequence[int] = 1, box_order: str = "xyxy",
-                       backend: str | None = None) -> torch.Tensor:
+                       backend: Optional[str] = None, *, rows: Optional[torch.Tensor] = None,
+                       validate: bool = True) -> torch.Tensor:
     """ReLabel's soft targets: softmax over all C classes of ``label_pool(...)`` (dim 1).
 
     As in ReLabel (docs/label-pooling.md §2.3, §4 "Quirk", §7 step 2) the classes absent from the pooled
     vector enter the softmax as exact zeros, not −inf: each gets exp(0 − m)/Z, so a modest top logit
     leaves much of the mass spread over the ~995 absent classes. float32 [B, C] (or [B, C, oh, ow]).
-    The "cpu" backend fuses the softmax into the kernel (§6 closed form: one exp shared by the absent
-    classes, sums in float64); it matches ``torch.softmax`` of the bit-identical pooled scores within 1e-6
-    relative, not bitwise (§7 step 2).
+    The "cpu" and "triton" backends fuse the softmax into the kernel (§6 closed form / online softmax);
+    they match ``torch.softmax`` of the reference pooled scores within 1e-6 relative, not bitwise (§7
+    step 2).
     """
-    return _run(scores, indices, boxes, num_classes, output_size, box_order, backend, softmax=True)
+    return _run(scores, indices, boxes, num_classes, output_size, box_order, backend, rows, validate, softmax=True)
