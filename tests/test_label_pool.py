@@ -174,8 +174,11 @@ def test_targets_follow_the_spec(backend):
     assert (absent.nan_to_num(0).amax(1) > 0).all()  # absent classes share the mass equally, never 0
     assert t.dtype == torch.float32 and t.shape == (8, C)
     ref = label_pool_targets(scores, indices, boxes, C, (2, 3), "legacy", backend="reference")
+    # "cpu" pools bit-identically, so only the softmax differs; "triton" pools a few float32 ulps away from
+    # torchvision (tests/test_label_pool_triton.py), so its targets are within 1e-6 of the targets' scale
+    atol = 1e-9 if backend != "triton" else TARGET_RTOL * float(ref.max())
     torch.testing.assert_close(label_pool_targets(scores, indices, boxes, C, (2, 3), "legacy", backend=backend), ref,
-                               rtol=TARGET_RTOL, atol=1e-9)
+                               rtol=TARGET_RTOL, atol=atol)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
