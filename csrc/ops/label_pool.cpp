@@ -154,19 +154,16 @@ void bin_samples(float start_h, float start_w, float bin_h, float bin_w, int64_t
   }
 }
 
-// ReLabel's target over the C strided values p[c * P] (docs/label-pooling.md section 6): classes absent
-// from the pooled vector are exactly 0, so they all share exp(0 - m); only the present ones (gathered into
-// buf) need an exp, done in float64 by luab::vexp (SIMD, <= 4 ulp of a double). Sum in float64; the
+// ReLabel's target over the C strided values p[c * P] (docs/label-pooling.md section 6). Every class not in
+// `listed` (the classes the bin's samples touched) is exactly 0, so they all share exp(0 - m) and only the
+// listed ones need an exp, done in float64 by luab::vexp (SIMD, <= 4 ulp of a double). Sum in float64; the
 // result is within ~1 ulp of torch's float32 softmax (docs section 7 step 2 asks for 1e-6 relative).
-void softmax_classes(float* p, int64_t C, int64_t P, std::vector<double>& buf, std::vector<int32_t>& at) {
-  float m = p[0];
-  int64_t n = 0;
-  for (int64_t c = 0; c < C; ++c) {  // branch-free gather: about a third of the classes are present
-    m = std::max(m, p[c * P]);
-    at[n] = static_cast<int32_t>(c);
-    n += p[c * P] != 0.f;
-  }
-  for (int64_t j = 0; j < n; ++j) buf[j] = static_cast<double>(p[at[j] * P]) - m;
+// Nothing here walks all C classes but the final fill, which the compiler vectorises.
+void softmax_classes(float* p, int64_t C, int64_t P, const std::vector<int32_t>& listed, int64_t n,
+                     std::vector<double>& buf) {
+  float m = n < C ? 0.f : p[static_cast<int64_t>(listed[0]) * P];  // the unlisted zeros take part in the max
+  for (int64_t j = 0; j < n; ++j) m = std::max(m, p[static_cast<int64_t>(listed[j]) * P]);
+  for (int64_t j = 0; j < n; ++j) buf[j] = static_cast<double>(p[static_cast<int64_t>(listed[j]) * P]) - m;
   buf[n] = -static_cast<double>(m);
   luab::vexp(buf.data(), n + 1);
   const double e0 = buf[n];
@@ -174,8 +171,12 @@ void softmax_classes(float* p, int64_t C, int64_t P, std::vector<double>& buf, s
   for (int64_t j = 0; j < n; ++j) z += buf[j];
   const double inv = 1.0 / z;
   const float t0 = static_cast<float>(e0 * inv);
-  for (int64_t c = 0; c < C; ++c) p[c * P] = t0;
-  for (int64_t j = 0; j < n; ++j) p[at[j] * P] = static_cast<float>(buf[j] * inv);
+  if (P == 1) {
+    std::fill(p, p + C, t0);
+  } else {
+    for (int64_t c = 0; c < C; ++c) p[c * P] = t0;
+  }
+  for (int64_t j = 0; j < n; ++j) p[static_cast<int64_t>(listed[j]) * P] = static_cast<float>(buf[j] * inv);
 }
 
 // One parallel region (validation of row b, then its pooling): a second fork/join costs more than the
@@ -192,7 +193,8 @@ void pool_rows(const LabelPoolArgs& a, float* out, std::vector<int>& code, std::
     std::vector<int64_t> touched(static_cast<size_t>(4 * K));
     std::vector<Sample> samples;
     std::vector<double> ebuf(a.softmax ? static_cast<size_t>(C + 1) : 0);  // softmax scratch
-    std::vector<int32_t> eat(a.softmax ? static_cast<size_t>(C) : 0);
+    std::vector<int32_t> listed(static_cast<size_t>(C) + 1);  // classes the bin touched (+1: a write-past slot)
+    std::vector<uint8_t> seen(static_cast<size_t>(C), 0);
 #pragma omp for schedule(dynamic, 4)
     for (int64_t b = 0; b < a.B; ++b) {
       float* ob = out + b * C * P;
@@ -214,6 +216,7 @@ void pool_rows(const LabelPoolArgs& a, float* out, std::vector<int>& code, std::
       for (int64_t ph = 0; ph < a.out_h; ++ph) {
         for (int64_t pw = 0; pw < a.out_w; ++pw) {
           float* acc = ob + ph * a.out_w + pw;  // acc[c * P]
+          int64_t n_listed = 0;
           bin_samples(r[1], r[0], bin_h, bin_w, ph, pw, gh, gw, S, samples);
           for (const Sample& smp : samples) {
             // s_c = (((+0 + w1 v1) + w2 v2) + w3 v3) + w4 v4 over the corners where c is present, in corner
@@ -233,10 +236,18 @@ void pool_rows(const LabelPoolArgs& a, float* out, std::vector<int>& code, std::
               const int64_t c = touched[j];
               acc[c * P] += s[c];
               s[c] = 0.f;
+              listed[n_listed] = static_cast<int32_t>(c);
+              n_listed += !seen[c];
+              seen[c] = 1;
             }
           }
-          for (int64_t c = 0; c < C; ++c) acc[c * P] = acc[c * P] / count;
-          if (a.softmax) softmax_classes(acc, C, P, ebuf, eat);
+          // unlisted classes hold +0, and +0 / count is +0: only the listed ones need the division
+          for (int64_t j = 0; j < n_listed; ++j) {
+            const int64_t c = listed[j];
+            acc[c * P] = acc[c * P] / count;
+            seen[c] = 0;
+          }
+          if (a.softmax) softmax_classes(acc, C, P, listed, n_listed, ebuf);
         }
       }
     }
