@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/check.hpp"
@@ -53,18 +55,32 @@ int validate_row(const LabelPoolArgs& a, int64_t b, int64_t* where) {
   if (!(bx[0] < bx[2]) || !(bx[1] < bx[3])) return *where = 0, 1;
   const int64_t SS = a.S * a.S, base = b * a.K * SS;
   const float* sc = a.scores + base;
-  bool finite = true;
-  for (int64_t i = 0; i < a.K * SS; ++i) finite &= std::isfinite(sc[i]);  // branch-free; located below
-  if (!finite)
+  // Fast paths: branch-free integer reductions (a bool reduction, or std::isfinite, keeps GCC scalar; these
+  // vectorise), then the slow paths locate the first problem for the message.
+  uint32_t nonfinite = 0;
+  for (int64_t i = 0; i < a.K * SS; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, sc + i, sizeof bits);
+    nonfinite |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);  // exponent all ones: inf/NaN
+  }
+  if (nonfinite)
     for (int64_t i = 0; i < a.K * SS; ++i)
       if (!std::isfinite(sc[i])) return *where = i, 2;
   const I* ix = static_cast<const I*>(a.indices) + base;
-  // fast path, branch-free and vectorisable: any index out of range, any pair of ranks equal at a cell
-  bool bad = false;
-  for (int64_t i = 0; i < a.K * SS; ++i) bad |= (ix[i] < 0) | (static_cast<int64_t>(ix[i]) >= a.C);
+  const I C = static_cast<I>(std::min<int64_t>(a.C, std::numeric_limits<I>::max()));
+  const bool all_fit = a.C <= static_cast<int64_t>(std::numeric_limits<I>::max());
+  uint32_t bad = 0;
+  if (all_fit) {
+    for (int64_t i = 0; i < a.K * SS; ++i) bad |= static_cast<uint32_t>((ix[i] < 0) | (ix[i] >= C));
+  } else {  // num_classes beyond I's range: only negative indices can be out of range
+    for (int64_t i = 0; i < a.K * SS; ++i) bad |= static_cast<uint32_t>(ix[i] < 0);
+  }
   for (int64_t k = 1; k < a.K; ++k)
-    for (int64_t k2 = 0; k2 < k; ++k2)
-      for (int64_t cell = 0; cell < SS; ++cell) bad |= ix[k * SS + cell] == ix[k2 * SS + cell];
+    for (int64_t k2 = 0; k2 < k; ++k2) {
+      const I* x = ix + k * SS;
+      const I* y = ix + k2 * SS;
+      for (int64_t cell = 0; cell < SS; ++cell) bad |= static_cast<uint32_t>(x[cell] == y[cell]);
+    }
   if (!bad) return 0;
   for (int64_t cell = 0; cell < SS; ++cell) {  // slow path: locate the first problem for the message
     for (int64_t k = 0; k < a.K; ++k) {
