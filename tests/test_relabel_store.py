@@ -91,6 +91,12 @@ def _bad(src):
     torch.save(frac, w / "bad_frac.pt")
     (w / "bad_pickle.pt").write_bytes(b"not a pickle")
     torch.save(_map(k=3), w / "bad_k.pt")
+    dup = _map()
+    dup[1, 1, 2, 2] = dup[1, 0, 2, 2]
+    torch.save(dup, w / "bad_dup.pt")
+    huge = _map()
+    huge[0, 0, 0, 0] = 2.0 ** 23
+    torch.save(huge, w / "bad_huge.pt")
 
 
 def test_problems_reported_and_strict(tmp_path, release):
@@ -100,11 +106,12 @@ def test_problems_reported_and_strict(tmp_path, release):
     assert res.rows == len(maps)
     reasons = {p.source.rsplit("/", 1)[-1]: p.reason for p in res.problems}
     assert set(reasons) == {"bad_shape.pt", "bad_nan.pt", "bad_range.pt", "bad_frac.pt", "bad_pickle.pt",
-                            "bad_k.pt"}
+                            "bad_k.pt", "bad_dup.pt", "bad_huge.pt"}
+    assert "repeated along K" in reasons["bad_dup.pt"] and "scores out of range" in reasons["bad_huge.pt"]
     assert reasons["bad_shape.pt"].startswith("wrong shape") and "non-finite" in reasons["bad_nan.pt"]
     assert "out of range" in reasons["bad_range.pt"] and "integral" in reasons["bad_frac.pt"]
     assert reasons["bad_pickle.pt"].startswith("unreadable") and "like the other maps" in reasons["bad_k.pt"]
-    assert LabelMapStore.open(res.path).meta["problems"] == 6
+    assert LabelMapStore.open(res.path).meta["problems"] == 8
     with pytest.raises(ValueError, match=r"bad_\w+\.pt"):
         pack_label_maps(src, tmp_path / "strict", strict=True, progress=False)
     assert not (tmp_path / "strict").exists()
@@ -169,7 +176,7 @@ def test_cli_pack_info_show(tmp_path, release, capsys):
     dst = tmp_path / "st"
     assert main(["pack", str(src), str(dst), "--float16", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "packed 6 label maps" in out and "6 problem(s) skipped" in out and "non-finite" in out
+    assert "packed 6 label maps" in out and "8 problem(s) skipped" in out and "non-finite" in out
     assert main(["pack", str(src), str(tmp_path / "s2"), "--strict", "--quiet"]) == 1
     assert "bad_" in capsys.readouterr().err and not (tmp_path / "s2").exists()
     assert main(["info", str(dst), "--verify"]) == 0

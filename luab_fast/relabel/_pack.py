@@ -20,6 +20,7 @@ import numpy as np
 
 from ..byproducts._index import build_index
 from ..byproducts.records import ReadProblem
+from ..ops.label_pool import MAX_ABS_SCORE
 
 PARALLEL_MIN = 4096  # below this many files a process pool costs more than it saves
 SHAPE_VOTE = 1024  # the first this many valid maps vote on the store's (K, S, S)
@@ -75,6 +76,11 @@ def check_label_map(obj, num_classes: int, shape: tuple[int, int, int] | None) -
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= num_classes:
         return f"class index out of range: expected [0, {num_classes}), got [{lo}, {hi}]"
+    srt = idx.sort(dim=0).values
+    if srt.shape[0] > 1 and bool((srt[1:] == srt[:-1]).any()):
+        return "a class repeated along K at one cell (top-k maps list distinct classes)"
+    if float(scores.abs().max()) >= MAX_ABS_SCORE:  # what label_pool accepts everywhere (its GPU kernel's range)
+        return f"scores out of range: expected |score| < {MAX_ABS_SCORE:.0f}, got {float(scores.abs().max()):g}"
     return None
 
 
