@@ -20,7 +20,8 @@
 namespace py = pybind11;
 
 void init_byproducts_imagenet(py::module_& m);  // byproducts/bindings_imagenet.cpp
-void init_ops_label_pool(py::module_& m);       // ops/bindings_label_pool.cpp
+void init_ops_label_pool(py::module_& ops);     // ops/bindings_label_pool.cpp
+void init_ops_rasterize(py::module_& ops);      // ops/bindings_rasterize.cpp
 namespace agg = luab::aggregate;
 
 namespace {
@@ -93,7 +94,9 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "luab_fast compiled core (C++17, OpenMP)";
   m.def("omp_max_threads", []() { return omp_get_max_threads(); }, "OpenMP's default thread count.");
   init_byproducts_imagenet(m);
-  init_ops_label_pool(m);
+  auto ops = m.def_submodule("ops", "CPU kernels of the public ops (luab_fast.ops)");
+  init_ops_label_pool(ops);
+  init_ops_rasterize(ops);
 
   auto a = m.def_submodule("aggregate", "EM label-aggregation engine");
 

@@ -47,6 +47,18 @@ for logits, loss, grad, dtype in [("*bf16", "*fp32", True, tl.float32), ("*fp64"
     consts = dict(HAS_ROWS=True, LEGACY=False, COMPUTE_GRAD=grad, DTYPE=dtype, CELLS=256, BLOCK_C=1024)
     k = triton.compile(ASTSource(_relabel_ce_kernel, sig, consts), target=target, options={"enable_fp_fusion": False})
     assert len(k.asm["cubin"]) > 0
+from luab_fast.kernels.rasterize import _rasterize_kernel
+RAST = {"xy_ptr": "*fp32", "t_ptr": "*i64", "off_ptr": "*i64", "cxy_ptr": "*fp32", "coff_ptr": "*i64",
+        "rows_ptr": "*i64", "boxes_ptr": "*fp32", "flips_ptr": "*u8", "out_ptr": "*fp32", "N": "i32", "P": "i32",
+        "Q": "i32", "H": "i32", "W": "i32", "two_s2": "fp32", "inv_two_s2": "fp32", "click_mass": "fp32",
+        "dwell_cap_ms": "fp32"}
+for dwell, clicks, norm, tile in [(True, True, 1, 64), (False, False, 0, 16), (True, False, 2, 32)]:
+    sig = dict(RAST, **{k: "constexpr" for k in ("DWELL", "HAS_CLICKS", "NORMALIZE", "TILE_H", "TILE_W", "BLOCK_P")})
+    consts = dict(DWELL=dwell, HAS_CLICKS=clicks, NORMALIZE=norm, TILE_H=tile, TILE_W=tile, BLOCK_P=32)
+    k = triton.compile(ASTSource(_rasterize_kernel, sig, consts), target=target)
+    assert len(k.asm["cubin"]) > 0
+    # IEEE float32 products (not TF32): the maps must match the reference to 1e-5
+    assert "tf32" not in k.asm["ptx"], "rasterize's tl.dot must not use TF32"
 print("compiled")
 '''
 

@@ -6,17 +6,14 @@
 #include <string>
 
 #include "common/check.hpp"
+#include "common/pyarray.hpp"
 #include "ops/label_pool.hpp"
 
 namespace py = pybind11;
 
 namespace {
 
-std::string shape_of(const py::array& a) {
-  std::string s = "(";
-  for (py::ssize_t d = 0; d < a.ndim(); ++d) s += (d ? ", " : "") + std::to_string(a.shape(d));
-  return s + (a.ndim() == 1 ? ",)" : ")");
-}
+using luab::shape_of;
 
 py::array label_pool_py(const py::array& scores, const py::array& indices, const py::array& boxes,
                         int64_t num_classes, int64_t out_h, int64_t out_w, bool legacy, bool softmax,
@@ -57,8 +54,7 @@ py::array label_pool_py(const py::array& scores, const py::array& indices, const
 
 }  // namespace
 
-void init_ops_label_pool(py::module_& m) {
-  auto ops = m.def_submodule("ops", "CPU kernels of the public ops (luab_fast.ops)");
+void init_ops_label_pool(py::module_& ops) {
   ops.def("label_pool", &label_pool_py, py::arg("scores"), py::arg("indices"), py::arg("boxes"),
           py::arg("num_classes"), py::arg("out_h") = 1, py::arg("out_w") = 1, py::arg("legacy") = false,
           py::arg("softmax") = false, py::arg("n_threads") = 0,

@@ -121,6 +121,11 @@ class ByproductStore:
         device of ``boxes``; see :meth:`ByproductTensors.point_targets`."""
         return self.to(boxes.device).point_targets(rows, boxes, flips)
 
+    def raster_inputs(self, device) -> dict:
+        """The whole store's traces and clicks on ``device``, as ``luab_fast.ops.rasterize_traces`` takes
+        them (``rasterize_traces(**store.raster_inputs(dev), rows=rows, boxes=boxes, flips=flips)``)."""
+        return self.to(device).raster_inputs()
+
     def traces_for(self, rows):
         """(points [P, 2], times [P], offsets [B + 1]) of a batch, on the device of ``rows``."""
         return self.to(rows.device).traces_for(rows)

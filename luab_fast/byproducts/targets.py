@@ -35,6 +35,19 @@ def to_crop(xy: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch
     return torch.stack([u, v], 1)
 
 
+def selected_clicks(arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(click_xy [Q, 2] float32, offsets [N + 1] int64): each sample's clicks from its selecting records."""
+    rec_off = np.asarray(arrays["rec_offsets"], np.int64)
+    click_off = np.asarray(arrays["click_offsets"], np.int64)
+    per_rec = np.diff(click_off)
+    keep_rec = np.asarray(arrays["rec_selected"], bool)
+    keep = np.repeat(keep_rec, per_rec)  # one flag per click, from its record
+    xy = np.asarray(arrays["click_xy"], np.float32).reshape(-1, 2)[keep]
+    kept = np.zeros(len(per_rec) + 1, np.int64)  # kept clicks before each record
+    np.cumsum(np.where(keep_rec, per_rec, 0), out=kept[1:])
+    return np.ascontiguousarray(xy), kept[rec_off]
+
+
 class ByproductTensors:
     """The arrays a training step needs, as torch tensors on one device."""
 
@@ -47,6 +60,14 @@ class ByproductTensors:
         self.trace_offsets = t(np.asarray(arrays["trace_offsets"])[rec_off])  # [N + 1]: per-sample trace ranges
         self.trace_xy = t(arrays["trace_xy"])
         self.trace_t = t(arrays["trace_t"])
+        self.click_xy, self.click_offsets = (t(a) for a in selected_clicks(arrays))
+
+    def raster_inputs(self) -> dict[str, object]:
+        """The whole store's ragged arrays as ``rasterize_traces`` takes them (the kernels gather by row):
+        ``dict(points=[P, 2], times=[P], offsets=[N + 1], clicks=(click_points [Q, 2], click_offsets [N + 1]))``;
+        the clicks are those of the records that selected the image (as for the click point)."""
+        return {"points": self.trace_xy, "times": self.trace_t, "offsets": self.trace_offsets,
+                "clicks": (self.click_xy, self.click_offsets)}
 
     def point_targets(self, rows: torch.Tensor, boxes: torch.Tensor,
                       flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,188 @@
+// Trace rasterisation on the CPU: OpenMP over the batch, one sample's map per thread.
+//
+// The splat is separable: a normalised isotropic Gaussian at (px, py) is gx(j) * gy(i) / (2 pi sigma^2),
+// truncated to the square of pixel centres within 4 sigma of the point along x and along y (the footprint
+// of rasterize.py, decided by the same float32 predicate in every backend). Each point costs W + H
+// exponentials (one vectorised luab::vexp call per sample) and a rank-1 update of its footprint only.
+// Sums run in float64, the result is rounded once to float32.
+#include "ops/rasterize.hpp"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "common/check.hpp"
+#include "common/vmath.hpp"
+
+namespace luab::ops {
+namespace {
+
+constexpr double kPi = 3.14159265358979323846;
+
+// Error codes of one row, reported (with `where`) after the parallel loop: exceptions cannot leave it.
+enum Code : int { kOk = 0, kRow, kOffsets, kBox, kPoint, kClickOffsets, kClick };
+
+constexpr float kMaxArg = 8.f;  // (4 sigma)^2 / (2 sigma^2): the footprint's edge, see rasterize.py
+
+struct Splat {
+  std::vector<double> g;       // [n, W + H]: gx then gy of each point (0 outside the footprint)
+  std::vector<double> weight;  // [n]: the point's mass times the Gaussian's normalisation
+  std::vector<int32_t> cols;   // [n, 2]: the footprint's columns [lo, hi)
+};
+
+// exp's argument at pixel centre c: -(d * d * inv) in float32, or +1 (a marker: exp > 1 is impossible for
+// a kept pixel) outside the footprint.
+inline double arg_at(int64_t c, float p, float inv_two_s2) {
+  const float d = (static_cast<float>(c) + 0.5f) - p;
+  const float a = d * d * inv_two_s2;
+  return a <= kMaxArg ? -static_cast<double>(a) : 1.0;
+}
+
+// Maps points[s:e] of one sample into its crop and fills its Gaussians' factors.
+// Returns the index of the first non-finite point, or -1.
+int64_t prepare(const RasterizeArgs& a, const float* pts, const int64_t* times, int64_t s, int64_t e,
+                const float* box, bool flip, float mass, Splat& sp) {
+  const int64_t n = e - s, W = a.W, H = a.H;
+  sp.g.resize(static_cast<size_t>(n * (W + H)));
+  sp.weight.resize(static_cast<size_t>(n));
+  sp.cols.resize(static_cast<size_t>(2 * n));
+  const float two_s2 = 2.f * a.sigma * a.sigma, inv_two_s2 = 1.f / two_s2;
+  const double norm = 1.0 / (kPi * static_cast<double>(two_s2));  // 1 / (2 pi sigma^2)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = pts[2 * (s + i)], y = pts[2 * (s + i) + 1];
+    if (!std::isfinite(x) || !std::isfinite(y)) return s + i;
+    // the project's crop convention (luab_fast/byproducts/targets.py to_crop), same float32 operations
+    float u = (x - box[0]) / (box[2] - box[0]);
+    const float v = (y - box[1]) / (box[3] - box[1]);
+    if (flip) u = 1.f - u;
+    const float px = u * static_cast<float>(W), py = v * static_cast<float>(H);
+    double* g = sp.g.data() + i * (W + H);
+    int32_t lo = static_cast<int32_t>(W), hi = 0;
+    for (int64_t j = 0; j < W; ++j) {
+      g[j] = arg_at(j, px, inv_two_s2);
+      if (g[j] <= 0.0) lo = std::min(lo, static_cast<int32_t>(j)), hi = static_cast<int32_t>(j) + 1;
+    }
+    sp.cols[static_cast<size_t>(2 * i)] = lo;
+    sp.cols[static_cast<size_t>(2 * i + 1)] = hi;
+    for (int64_t r = 0; r < H; ++r) g[W + r] = arg_at(r, py, inv_two_s2);
+    double w = mass;
+    if (times != nullptr) {  // dwell: time until the next point of the sample, capped; see rasterize.py
+      const int64_t dt = i + 1 < n ? times[s + i + 1] - times[s + i] : -1;
+      const double ms = dt >= 0 ? std::min(static_cast<double>(dt), static_cast<double>(a.dwell_cap_ms))
+                                : static_cast<double>(a.dwell_cap_ms);
+      w = ms / 1000.0;
+    }
+    sp.weight[static_cast<size_t>(i)] = w * norm;
+  }
+  luab::vexp(sp.g.data(), n * (W + H));  // arguments in [-8, 1]: well inside libmvec's accurate range
+  for (double& v : sp.g) v = v > 1.5 ? 0.0 : v;  // exp(+1) marks a pixel outside the footprint
+  return -1;
+}
+
+// heat[H, W] += sum over the prepared points of weight * gy (x) gx. AVX2 clone where the CPU has it.
+__attribute__((target_clones("avx2", "default"))) void accumulate(const Splat& sp, int64_t n, int64_t H,
+                                                                   int64_t W, double* heat) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double* gx = sp.g.data() + i * (W + H);
+    const double* gy = gx + W;
+    const double w = sp.weight[static_cast<size_t>(i)];
+    const int64_t lo = sp.cols[static_cast<size_t>(2 * i)], hi = sp.cols[static_cast<size_t>(2 * i + 1)];
+    for (int64_t r = 0; r < H; ++r) {
+      const double c = w * gy[r];
+      if (c == 0.0) continue;  // the row is outside the footprint
+      double* out = heat + r * W;
+      for (int64_t j = lo; j < hi; ++j) out[j] += c * gx[j];
+    }
+  }
+}
+
+int rasterize_row(const RasterizeArgs& a, int64_t b, Splat& sp, std::vector<double>& heat, float* out,
+                  int64_t* where) {
+  const int64_t row = a.rows[b];
+  if (row < 0 || row >= a.N) return *where = row, kRow;
+  const int64_t s = a.offsets[row], e = a.offsets[row + 1];
+  if (s < 0 || s > e || e > a.P) return *where = row, kOffsets;
+  const float* box = a.boxes + 4 * b;
+  for (int k = 0; k < 4; ++k)
+    if (!std::isfinite(box[k]) || box[k] < 0.f || box[k] > 1.f) return *where = k, kBox;
+  if (!(box[0] < box[2]) || !(box[1] < box[3])) return *where = 0, kBox;
+  const bool flip = a.flips[b] != 0;
+  std::fill(heat.begin(), heat.end(), 0.0);
+
+  int64_t bad = prepare(a, a.points, a.dwell ? a.times : nullptr, s, e, box, flip, 1.f, sp);
+  if (bad >= 0) return *where = bad, kPoint;
+  accumulate(sp, e - s, a.H, a.W, heat.data());
+  if (a.click_points != nullptr) {
+    const int64_t cs = a.click_offsets[row], ce = a.click_offsets[row + 1];
+    if (cs < 0 || cs > ce || ce > a.Q) return *where = row, kClickOffsets;
+    bad = prepare(a, a.click_points, nullptr, cs, ce, box, flip, a.click_mass, sp);
+    if (bad >= 0) return *where = bad, kClick;
+    accumulate(sp, ce - cs, a.H, a.W, heat.data());
+  }
+
+  double scale = 1.0;
+  if (a.normalize == Normalize::kSum) {
+    double total = 0.0;
+    for (double v : heat) total += v;
+    scale = total > 0.0 ? 1.0 / total : 1.0;  // an empty map stays all zeros
+  } else if (a.normalize == Normalize::kMax) {
+    const double m = *std::max_element(heat.begin(), heat.end());
+    scale = m > 0.0 ? 1.0 / m : 1.0;
+  }
+  float* o = out + b * a.H * a.W;
+  for (int64_t k = 0; k < a.H * a.W; ++k) o[k] = static_cast<float>(heat[static_cast<size_t>(k)] * scale);
+  return kOk;
+}
+
+void report(const RasterizeArgs& a, const std::vector<int>& code, const std::vector<int64_t>& where) {
+  for (int64_t b = 0; b < a.B; ++b) {
+    const int64_t w = where[static_cast<size_t>(b)];
+    switch (code[static_cast<size_t>(b)]) {
+      case kOk: break;
+      case kRow: luab::fail("rows[", b, "] must be in [0, ", a.N, "), got ", w);
+      case kOffsets:
+        luab::fail("offsets must be non-decreasing within [0, P=", a.P, "], got offsets[", w, "]=", a.offsets[w],
+                   ", offsets[", w + 1, "]=", a.offsets[w + 1]);
+      case kBox:
+        luab::fail("boxes[", b, "] must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, "
+                   "got (", a.boxes[4 * b], ", ", a.boxes[4 * b + 1], ", ", a.boxes[4 * b + 2], ", ",
+                   a.boxes[4 * b + 3], ")");
+      case kPoint: luab::fail("points must be finite, got (", a.points[2 * w], ", ", a.points[2 * w + 1], ") at ", w);
+      case kClickOffsets:
+        luab::fail("click offsets must be non-decreasing within [0, Q=", a.Q, "], got [", a.click_offsets[w], ", ",
+                   a.click_offsets[w + 1], "] at row ", w);
+      default:
+        luab::fail("clicks must be finite, got (", a.click_points[2 * w], ", ", a.click_points[2 * w + 1], ") at ",
+                   w);
+    }
+  }
+}
+
+}  // namespace
+
+void rasterize_traces(const RasterizeArgs& a, float* out) {
+  LUAB_CHECK(a.H >= 1 && a.W >= 1, "out_size must be >= 1, got (", a.H, ", ", a.W, ")");
+  LUAB_CHECK(std::isfinite(a.sigma) && a.sigma > 0.f, "sigma must be finite and > 0, got ", a.sigma);
+  LUAB_CHECK(std::isfinite(a.click_mass) && a.click_mass >= 0.f, "click_mass must be finite and >= 0, got ",
+             a.click_mass);
+  LUAB_CHECK(!a.dwell || (std::isfinite(a.dwell_cap_ms) && a.dwell_cap_ms > 0.f),
+             "dwell_cap_ms must be finite and > 0, got ", a.dwell_cap_ms);
+  LUAB_CHECK(a.N >= 0 && a.P >= 0 && a.offsets[0] == 0 && a.offsets[a.N] == a.P,
+             "offsets must start at 0 and end at P=", a.P, ", got ", a.offsets[0], " ... ", a.offsets[a.N]);
+  LUAB_CHECK(a.click_points == nullptr || (a.click_offsets[0] == 0 && a.click_offsets[a.N] == a.Q),
+             "click offsets must start at 0 and end at Q=", a.Q);
+  std::vector<int> code(static_cast<size_t>(a.B), kOk);
+  std::vector<int64_t> where(static_cast<size_t>(a.B), 0);
+#pragma omp parallel num_threads(a.n_threads > 0 ? a.n_threads : omp_get_max_threads())
+  {
+    Splat sp;
+    std::vector<double> heat(static_cast<size_t>(a.H * a.W));
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < a.B; ++b) code[static_cast<size_t>(b)] = rasterize_row(a, b, sp, heat, out, &where[b]);
+  }
+  report(a, code, where);
+}
+
+}  // namespace luab::ops
