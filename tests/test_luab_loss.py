@@ -30,7 +30,9 @@ def device_of(backend: str) -> str:
 def make(B=4, C=11, h=3, w=5, seed=0, soft=False, dtype=torch.float32, device="cpu"):
     """Predictions (leaves requiring grad) and targets, as keyword arguments of luab_loss."""
     gen = torch.Generator().manual_seed(seed)
-    target = torch.rand(B, C, generator=gen).softmax(1) if soft else torch.randint(0, C, (B,), generator=gen)
+    # soft rows summing to 0.5..1: F.cross_entropy does not normalise them, and nor may we
+    target = (torch.rand(B, C, generator=gen).softmax(1) * (0.5 + torch.rand(B, 1, generator=gen) / 2) if soft
+              else torch.randint(0, C, (B,), generator=gen))
     heat_target = torch.rand(B, h, w, generator=gen) * (torch.rand(B, h, w, generator=gen) < 0.5)
     heat_target[0] = 0  # one empty map: excluded from the heat term
     args = dict(logits=torch.randn(B, C, generator=gen) * 3, target=target,
@@ -118,6 +120,21 @@ def test_triton_equals_reference_autograd(B, C, h, w, soft):
         torch.testing.assert_close(got[1][k], want[1][k], rtol=1e-5, atol=1e-5)
     for g, r in zip(got[2], want[2]):
         torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-6)
+
+
+@needs_triton
+@pytest.mark.parametrize("soft", [False, True])
+def test_op_outputs_agree_between_backends(soft):
+    """The op's raw outputs, per-sample terms and unscaled gradients included (those of an empty heat map
+    are scaled by m_b = 0 in the loss, so only this test sees them)."""
+    a = make(4, 9, 2, 3, seed=3, soft=soft, device=device_of("triton"))
+    args = [a[k].detach() for k in ("logits", "target", "point_pred", "point_target", "point_weight", "heat_pred",
+                                    "heat_target")]
+    got = _luab_loss_op(*args, 0.2, "triton", True, True)
+    want = _luab_loss_op(*args, 0.2, "reference", True, True)
+    assert float(got[5][0]) == 0.0 and float(got[4][0]) == 0.0  # the empty map: mask 0, KL 0
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
 
 
 def test_reference_backend_closed_form_equals_autograd():

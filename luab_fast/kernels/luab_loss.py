@@ -73,7 +73,7 @@ def _luab_loss_kernel(x_ptr,    # [B, C] f16/bf16/f32/f64 logits, contiguous
         loss = lse - ((1.0 - eps) * x_y + eps * sx / C)
         loss = tl.where(valid, loss, float("nan"))
     else:
-        t_sum = st  # soft targets need not sum to 1 (as in F.cross_entropy)
+        t_sum = (1.0 - eps) * st + eps  # soft targets need not sum to 1 (as in F.cross_entropy)
         loss = t_sum * lse - ((1.0 - eps) * stx + eps * sx / C)
     tl.store(cls_ptr + b, loss)
     if COMPUTE_GRAD:
