@@ -1,0 +1,115 @@
+"""The two decode backends: each turns a batch of (file, crop window, flip) into a normalised image batch.
+
+``dali``: NVIDIA DALI, fed the encoded files and the host-sampled windows through ``external_source``;
+``decoders.image_slice`` decodes only the window (``device="mixed"``: nvJPEG on the GPU; ``"cpu"`` with
+``device_id=None`` on machines without one), then resize, mirror, normalise. ``torchvision``: PIL decode,
+crop, resize, flip in a thread pool (PIL releases the GIL), normalised with torch on the target device.
+Both apply the same window and flip; their pixels differ only by decoder and resampling filter.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+import numpy as np
+import torch
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+
+def image_sizes(files: Sequence[str], threads: int = 8) -> np.ndarray:
+    """int64 [N, 2] (H, W) from the files' headers (no decode)."""
+    from PIL import Image
+
+    def size(f: str) -> tuple[int, int]:
+        with Image.open(f) as im:
+            return im.size[1], im.size[0]
+
+    with ThreadPoolExecutor(threads) as pool:
+        return np.asarray(list(pool.map(size, files)), dtype=np.int64).reshape(-1, 2)
+
+
+class TorchvisionDecoder:
+    """PIL decode + crop + bilinear resize (antialiased) + flip; uint8 → normalised float on ``device``."""
+
+    def __init__(self, image_size: int, device: torch.device, threads: int) -> None:
+        self.image_size, self.device = image_size, device
+        self.pool = ThreadPoolExecutor(max(1, threads))
+        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1) * 255
+        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1) * 255
+
+    def _one(self, args) -> np.ndarray:
+        from PIL import Image
+
+        f, (y0, x0, h, w), flip = args
+        with Image.open(f) as im:
+            im = im.convert("RGB").crop((int(x0), int(y0), int(x0 + w), int(y0 + h)))
+            im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
+            if flip:
+                im = im.transpose(Image.FLIP_LEFT_RIGHT)
+            return np.asarray(im)
+
+    def __call__(self, files: Sequence[str], windows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
+        arrays = list(self.pool.map(self._one, zip(files, windows, flips)))
+        x = torch.from_numpy(np.stack(arrays)).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+
+class DaliDecoder:
+    """A DALI pipeline fed one batch at a time (``feed_input`` + ``run``): windows and flips come from the
+    host, so its crops are exactly the reported ones, on the GPU and in CPU-only mode alike."""
+
+    def __init__(self, batch_size: int, image_size: int, device: torch.device, threads: int, seed: int) -> None:
+        from nvidia.dali import fn, pipeline_def, types
+
+        gpu = device.type == "cuda"
+        self.device, self.batch_size = device, batch_size
+
+        @pipeline_def(batch_size=batch_size, num_threads=max(1, threads),
+                      device_id=(device.index if device.index is not None else torch.cuda.current_device())
+                      if gpu else None, seed=seed, exec_async=False, exec_pipelined=False)
+        def pipe():
+            jpegs = fn.external_source(name="jpegs", dtype=types.UINT8, ndim=1)
+            anchor = fn.external_source(name="anchor", dtype=types.INT64, ndim=1)
+            shape = fn.external_source(name="shape", dtype=types.INT64, ndim=1)
+            mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
+            images = fn.decoders.image_slice(jpegs, anchor, shape, axes=[0, 1], device="mixed" if gpu else "cpu",
+                                             output_type=types.RGB)
+            images = fn.resize(images, size=[image_size, image_size], interp_type=types.INTERP_LINEAR,
+                               antialias=True)
+            return fn.crop_mirror_normalize(images, mirror=mirror, mean=[m * 255 for m in MEAN],
+                                            std=[s * 255 for s in STD], output_layout="CHW", dtype=types.FLOAT)
+
+        self.pipe = pipe()
+        self.pipe.build()
+
+    def __call__(self, files: Sequence[str], windows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
+        n = len(files)
+        if n != self.batch_size:  # a partial last batch (drop_last=False): pad, then cut
+            pad = self.batch_size - n
+            files, windows, flips = list(files) + [files[-1]] * pad, np.concatenate(
+                [windows, np.repeat(windows[-1:], pad, 0)]), np.concatenate([flips, np.repeat(flips[-1:], pad)])
+        self.pipe.feed_input("jpegs", [np.fromfile(f, dtype=np.uint8) for f in files])
+        self.pipe.feed_input("anchor", [np.ascontiguousarray(w[:2]) for w in windows])
+        self.pipe.feed_input("shape", [np.ascontiguousarray(w[2:]) for w in windows])
+        self.pipe.feed_input("mirror", [np.int32(f) for f in flips])
+        (out,) = self.pipe.run()
+        return _to_torch(out, self.device)[:n]
+
+    def close(self) -> None:
+        del self.pipe
+
+
+def _to_torch(batch, device: torch.device) -> torch.Tensor:
+    """A dense DALI TensorList → a torch tensor on ``device`` (one copy)."""
+    from nvidia.dali.plugin.pytorch import feed_ndarray
+
+    t = batch.as_tensor()
+    out = torch.empty(t.shape(), dtype=torch.float32, device=device)
+    feed_ndarray(t, out, cuda_stream=torch.cuda.current_stream(device) if device.type == "cuda" else None)
+    return out

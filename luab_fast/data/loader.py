@@ -1,0 +1,163 @@
+"""``build_loader``: batches of images with the crop window each was cut from, and the per-crop targets.
+
+Each batch is a dict of torch tensors on the training device (docs/architecture.md conventions):
+``images`` float [B, 3, S, S] (ImageNet mean/std), ``labels`` int64 [B], ``rows`` int64 [B] (the sample's row
+in the source's fixed order), ``boxes`` float32 [B, 4] (x0, y0, x1, y1) normalised, ``flips`` bool [B],
+``sizes`` int64 [B, 2] (original H, W); with stores: ``point`` [B, 2] + ``point_weight`` [B] and ``heat``
+[B, h, w] (``byproducts=``), ``soft_labels`` [B, C] (``label_maps=``: ReLabel's pooled targets), and
+``labels``/``soft_labels`` from ``labels=`` (aggregated labels [N] or posteriors [N, C] by row). Targets are
+built on the device by the ops, for the whole batch at once.
+
+Order: one permutation of the rows per (seed, epoch), cut into ``world_size`` disjoint shards; crop windows
+and flips are drawn on the host per (seed, epoch, rank, batch), so a seed fixes everything and a resumed run
+(``start_batch``) sees the same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from .crops import center_windows, random_resized_windows, windows_to_boxes
+from .decode import image_sizes
+from .source import ImageList, Source, check_rank, list_images, shard_rows
+
+log = logging.getLogger("luab_fast.data")
+_LOGGED: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _LOGGED:
+        _LOGGED.add(message)
+        log.warning(message)
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+
+        return True
+    except Exception:
+        return False
+
+
+class Loader:
+    """Iterable over one epoch's batches (``set_epoch`` picks the epoch); ``len`` = batches per epoch."""
+
+    def __init__(self, images: ImageList, batch_size: int, train: bool, device: torch.device, image_size: int,
+                 rank: int, world_size: int, seed: int, backend: str, drop_last: bool, channels_last: bool,
+                 threads: int, targets: Optional["Targets"] = None) -> None:
+        self.images, self.batch_size, self.train = images, batch_size, train
+        self.device, self.image_size, self.seed = device, image_size, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.channels_last, self.backend, self.targets = channels_last, backend, targets
+        self.epoch = 0
+        self.sizes = image_sizes(images.files)
+        self.labels = torch.from_numpy(images.labels).to(device)
+        self._files = np.asarray(images.files, dtype=object)
+        if backend == "dali":
+            from .decode import DaliDecoder
+
+            self.decode = DaliDecoder(batch_size, image_size, device, threads, seed)
+        else:
+            from .decode import TorchvisionDecoder
+
+            self.decode = TorchvisionDecoder(image_size, device, threads)
+        self.last_epoch_seconds: Optional[float] = None
+        self.last_epoch_images = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def epoch_rows(self, epoch: Optional[int] = None) -> np.ndarray:
+        """The rows this rank reads in ``epoch`` (default: the current one), in order."""
+        return shard_rows(len(self.images), self.epoch if epoch is None else epoch, self.seed, self.rank,
+                          self.world_size, self.train, self.drop_last, self.batch_size)
+
+    def __len__(self) -> int:
+        n = len(self.epoch_rows(0))
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def throughput(self) -> Optional[float]:
+        """Images per second over the last complete epoch (None before one)."""
+        if not self.last_epoch_seconds:
+            return None
+        return self.last_epoch_images / self.last_epoch_seconds
+
+    def batch(self, rows: np.ndarray, index: int) -> dict[str, torch.Tensor]:
+        """The batch of ``rows``, the ``index``-th of the epoch (it seeds the crops)."""
+        sizes = self.sizes[rows]
+        if self.train:
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, index])
+            windows = random_resized_windows(sizes, rng)
+            flips = rng.random(len(rows)) < 0.5
+        else:
+            windows, flips = center_windows(sizes), np.zeros(len(rows), dtype=bool)
+        images = self.decode(self._files[rows].tolist(), windows, flips)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        dev = self.device
+        rows_t = torch.from_numpy(rows.astype(np.int64)).to(dev)
+        out = {"images": images, "labels": self.labels[rows_t], "rows": rows_t,
+               "boxes": torch.from_numpy(windows_to_boxes(windows, sizes)).to(dev),
+               "flips": torch.from_numpy(flips).to(dev), "sizes": torch.from_numpy(sizes).to(dev)}
+        if self.targets is not None:
+            out.update(self.targets(out))
+        return out
+
+    def __iter__(self, start_batch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        rows = self.epoch_rows()
+        n_batches = len(self)
+        t0, seen = time.perf_counter(), 0
+        for i in range(start_batch, n_batches):
+            batch = self.batch(rows[i * self.batch_size:(i + 1) * self.batch_size], i)
+            seen += len(batch["rows"])
+            yield batch
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.last_epoch_seconds, self.last_epoch_images = time.perf_counter() - t0, seen
+
+    def iter_from(self, start_batch: int) -> Iterator[dict[str, torch.Tensor]]:
+        """This epoch's batches from ``start_batch`` on (resuming mid-epoch)."""
+        return self.__iter__(start_batch)
+
+
+def build_loader(source: Source, batch_size: int, train: bool = True, device: str | torch.device = "cuda",
+                 image_size: int = 224, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 backend: Optional[str] = None, drop_last: Optional[bool] = None, channels_last: bool = False,
+                 threads: int = 4, byproducts: Any = None, label_maps: Any = None, labels: Any = None,
+                 heat_size: tuple[int, int] = (7, 7), heat_sigma: float = 1.0,
+                 label_box_order: str = "xyxy") -> Loader:
+    """A loader over ``source`` (an ImageFolder directory, a 'path label' list file or (files, labels)).
+
+    ``backend``: "dali" (default when importable) or "torchvision"; the choice is logged once.
+    ``device``: where batches live ("cuda" decodes on the GPU with DALI; "cpu" runs DALI's CPU-only mode).
+    ``drop_last`` defaults to ``train``. Stores (paths or opened stores) add targets; see the module doc.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' but no CUDA device is available; pass device='cpu'")
+    if not (isinstance(batch_size, int) and batch_size >= 1):
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if not (isinstance(image_size, int) and image_size >= 8):
+        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+    check_rank(rank, world_size)
+    if backend is None:
+        backend = "dali" if dali_available() else "torchvision"
+        _log_once(f"luab_fast.data: {backend} decode backend" +
+                  ("" if backend == "dali" else " (nvidia-dali not importable)"))
+    if backend not in ("dali", "torchvision"):
+        raise ValueError(f"backend must be 'dali', 'torchvision' or None, got {backend!r}")
+    if backend == "dali" and not dali_available():
+        raise ValueError("backend='dali' but nvidia-dali is not importable; install nvidia-dali-cuda130 or use "
+                         "backend='torchvision'")
+    images = list_images(source)
+    from .targets import Targets
+
+    targets = Targets.build(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
+    return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend,
+                  train if drop_last is None else bool(drop_last), channels_last, threads, targets)

@@ -1,0 +1,106 @@
+"""Per-crop training targets from the stores, built on the device for a whole batch (no per-sample Python).
+
+Each store is keyed by image id (file stem); the mapping from the loader's rows to store rows is looked up
+once, at build time. A row absent from a store gets weight 0 (no point, an empty heat map) or its hard label.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .source import ImageList
+
+
+def _open(store: Any, kind: str):
+    if isinstance(store, (str, Path)):
+        if kind == "byproducts":
+            from ..byproducts import ByproductStore
+
+            return ByproductStore.open(store)
+        from ..relabel import LabelMapStore
+
+        return LabelMapStore.open(store)
+    return store
+
+
+def _labels_table(labels: Any, images: ImageList) -> torch.Tensor:
+    """int64 [N] hard labels or float32 [N, C] posteriors by row, from an array or a CSV (task, label[, ...])."""
+    if isinstance(labels, (str, Path)):
+        df = pd.read_csv(labels)
+        if "task" not in df.columns:
+            raise ValueError(f"labels CSV {labels} must have a 'task' column (image id) and 'label' or class "
+                             f"probability columns, got {list(df.columns)}")
+        df = df.set_index(df["task"].astype(str))
+        missing = [s for s in images.stems if s not in df.index]
+        if missing:
+            raise ValueError(f"labels CSV {labels} lacks {len(missing)} of the source's images, e.g. {missing[:3]}")
+        df = df.loc[images.stems]
+        if "label" in df.columns:
+            return torch.from_numpy(df["label"].to_numpy(np.int64).copy())
+        return torch.from_numpy(df.drop(columns=["task"]).to_numpy(np.float32).copy())
+    t = torch.as_tensor(np.asarray(labels))
+    if t.shape[0] != len(images) or t.dim() not in (1, 2):
+        raise ValueError(f"labels must be [N={len(images)}] classes or [N, C] posteriors by row, got {tuple(t.shape)}")
+    return t.long() if t.dim() == 1 else t.float()
+
+
+class Targets:
+    """Callable on a batch dict; returns the extra target tensors."""
+
+    def __init__(self) -> None:
+        self.byproducts = self.label_maps = self.labels = None
+
+    @classmethod
+    def build(cls, images: ImageList, device: torch.device, byproducts: Any, label_maps: Any, labels: Any,
+              heat_size: tuple[int, int], heat_sigma: float, box_order: str) -> Optional["Targets"]:
+        if byproducts is None and label_maps is None and labels is None:
+            return None
+        t = cls()
+        t.device, t.heat_size, t.heat_sigma, t.box_order = device, tuple(heat_size), float(heat_sigma), box_order
+        stems = images.stems
+        if byproducts is not None:
+            store = _open(byproducts, "byproducts")
+            t.bp_rows = torch.from_numpy(np.asarray(store.rows(stems), np.int64)).to(device)
+            t.byproducts = store.to(device)
+            t.raster = store.raster_inputs(device)
+        if label_maps is not None:
+            store = t.label_maps = _open(label_maps, "label_maps").to(device)
+            t.lm_rows = torch.from_numpy(np.asarray(store.rows(stems), np.int64)).to(device)
+            t.lm_tensors, t.num_classes = store.tensors(), store.num_classes
+        if labels is not None:
+            t.labels = _labels_table(labels, images).to(device)
+        return t
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        from ..ops import label_pool_targets, rasterize_traces
+
+        out: dict[str, torch.Tensor] = {}
+        rows, boxes, flips = batch["rows"], batch["boxes"], batch["flips"]
+        if self.labels is not None:
+            if self.labels.dim() == 1:
+                out["labels"] = self.labels[rows]
+            else:
+                out["soft_labels"] = self.labels[rows]
+        if self.byproducts is not None:
+            srow = self.bp_rows[rows]
+            known = srow >= 0
+            srow = srow.clamp(min=0)
+            point, weight = self.byproducts.point_targets(srow, boxes, flips)
+            out["point"], out["point_weight"] = point, weight * known
+            heat = rasterize_traces(**self.raster, rows=srow, boxes=boxes, flips=flips, out_size=self.heat_size,
+                                    sigma=self.heat_sigma, weighting="dwell", normalize="sum", validate=False)
+            out["heat"] = heat * known[:, None, None]
+        if self.label_maps is not None:
+            lrow = self.lm_rows[rows]
+            known = lrow >= 0
+            scores, indices = self.lm_tensors
+            soft = label_pool_targets(scores, indices, boxes, self.num_classes, box_order=self.box_order,
+                                      rows=lrow.clamp(min=0), validate=False)
+            hard = torch.nn.functional.one_hot(batch["labels"], self.num_classes).float()
+            out["soft_labels"] = torch.where(known[:, None], soft, hard)
+        return out
