@@ -177,3 +177,17 @@ def test_bad_input(folder, tmp_path):
     lst.write_text(f"{next(folder.glob('*/*.JPEG'))} x\n")
     with pytest.raises(ValueError, match="line 1"):
         build_loader(lst, 2, device="cpu")
+
+
+def test_demo_train_split_with_its_byproducts(tmp_path):
+    """The built-in demo end to end: its packed ImageNet-AB store gives most crops a click and a trace map."""
+    from luab_fast.data import make_demo
+
+    paths = make_demo(tmp_path / "demo", seed=0, size="tiny")
+    loader = build_loader(paths.train, 32, device="cpu", image_size=64, backend="torchvision", byproducts=paths.store,
+                          heat_size=(8, 8))
+    batch = next(iter(loader))
+    assert batch["images"].shape == (32, 3, 64, 64) and batch["labels"].max() < 10
+    non_empty = batch["heat"].flatten(1).sum(1) > 0.99
+    assert float(non_empty.float().mean()) > 0.5  # crops keep 8-100% of the image: most keep the trace
+    assert float(batch["point_weight"].mean()) > 0.3  # the click falls in most crops

@@ -1,0 +1,351 @@
+"""The built-in demo dataset: the default data of ``python -m luab_fast.train``, of the annotation
+simulation and of CI. Generated once, deterministically (same seed → byte-identical files), from
+scikit-learn's bundled handwritten digits — no download.
+
+    paths = ensure_demo(size="tiny")        # cached in $LUAB_FAST_CACHE or ~/.cache/luab_fast
+    ImageFolder(paths.train); ByproductStore.open(paths.store)
+
+Layout of ``root`` (``DemoPaths`` names each part):
+
+- ``train/``, ``iid/``, ``ood/``: ImageFolder trees ``<split>/<wnid>/<wnid>_<n>.JPEG``, 96×96 RGB JPEG.
+  Class ``k`` (digit k) has the synthetic wnid ``n0000000k``; ``n`` is unique over all splits. The
+  background texture is class ``k``'s with probability ``correlation`` in train and iid (else another
+  class's) and independent of the digit in ood.
+- ``byproducts.tar.gz``: ImageNet-AB-format XML (``train_xml/<wnid>/<stem>.xml``) of simulated annotators
+  for every train image; ``byproducts.store``: the same, packed (``pack_demo_byproducts``).
+- ``labels.csv`` (``task,worker,label``: task = image stem, label = class index) from simulated crowd
+  workers, and ``truth.csv`` (``task,label``), train split only — the input of ``python -m
+  luab_fast.aggregate labels.csv --truth truth.csv``.
+- ``manifest.json``, written last: format version, parameters, class ids, counts per split, and per image
+  its split, stem, class, digit box (canvas px, x0/y0 inclusive, x1/y1 exclusive), background class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..byproducts import ByproductStore, StoreError
+from . import _demo_render as R
+from ._demo_render import SPLITS, WNIDS, plan_images
+from ._demo_byproducts import write_byproducts
+from ._demo_crowd import simulate_crowd, worker_ids
+
+__all__ = ["DEMO_VERSION", "DemoPaths", "default_cache_dir", "demo_problem", "ensure_demo", "make_demo",
+           "pack_demo_byproducts"]
+
+DEMO_VERSION = 1  # bump whenever generation changes: caches of another version are regenerated
+FORMAT = "luab_fast.demo"
+# images per split, crowd workers, byproduct annotators in the pool
+SIZES = {"default": dict(train=5000, iid=1000, ood=1000, crowd_workers=50, annotator_pool=40),
+         "tiny": dict(train=200, iid=60, ood=60, crowd_workers=10, annotator_pool=8)}
+# make_demo's keyword defaults, which ensure_demo forwards and compares with a cached manifest
+_DEFAULTS = dict(miss_rate=0.1, reselect_rate=0.05, annotators=(2, 4), labels_per_task=3, mean_accuracy=0.75)
+
+
+@dataclass(frozen=True)
+class DemoPaths:
+    """Where the parts of a demo dataset live (nothing is checked or created by building one)."""
+
+    root: Path
+    train: Path  # ImageFolder roots
+    iid: Path
+    ood: Path
+    byproducts: Path  # ImageNet-AB-format .tar.gz (train split)
+    store: Path  # packed ByproductStore directory
+    labels: Path  # crowd labels CSV
+    truth: Path  # true labels CSV
+    manifest: Path
+
+    @classmethod
+    def at(cls, root: str | os.PathLike) -> "DemoPaths":
+        r = Path(root)
+        return cls(root=r, train=r / "train", iid=r / "iid", ood=r / "ood", byproducts=r / "byproducts.tar.gz",
+                   store=r / "byproducts.store", labels=r / "labels.csv", truth=r / "truth.csv",
+                   manifest=r / "manifest.json")
+
+    def split(self, name: str) -> Path:
+        """The ImageFolder root of split ``name`` (train, iid or ood)."""
+        if name not in SPLITS:
+            raise ValueError(f"name must be one of {SPLITS}, got {name!r}")
+        return getattr(self, name)
+
+    def load_manifest(self) -> dict[str, Any]:
+        return json.loads(self.manifest.read_text())
+
+
+def _params(seed: int, size: str, correlation: float, miss_rate: float, reselect_rate: float,
+            annotators: tuple[int, int], labels_per_task: int, mean_accuracy: float) -> dict[str, Any]:
+    """Checks the generation parameters (errors name the argument) and returns them as JSON values."""
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    for name, v in (("correlation", correlation), ("miss_rate", miss_rate), ("reselect_rate", reselect_rate)):
+        if not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {v}")
+    lo, hi = annotators
+    if not 1 <= lo <= hi <= SIZES[size]["annotator_pool"]:
+        raise ValueError(f"annotators must be (lo, hi) with 1 <= lo <= hi <= {SIZES[size]['annotator_pool']}, "
+                         f"got {annotators}")
+    if not 1 <= labels_per_task <= SIZES[size]["crowd_workers"]:
+        raise ValueError(f"labels_per_task must be in [1, {SIZES[size]['crowd_workers']}], got {labels_per_task}")
+    if not 0.0 < mean_accuracy <= 1.0:
+        raise ValueError(f"mean_accuracy must be in (0, 1], got {mean_accuracy}")
+    return dict(seed=int(seed), size=size, correlation=float(correlation), miss_rate=float(miss_rate),
+                reselect_rate=float(reselect_rate), annotators=[int(lo), int(hi)],
+                labels_per_task=int(labels_per_task), mean_accuracy=float(mean_accuracy))
+
+
+def _spread(mean_accuracy: float) -> float:
+    """Workers' accuracies spread ±0.2 around the mean (0.55–0.95 for the default 0.75), less near 0 or 1."""
+    return min(0.2, mean_accuracy, 1.0 - mean_accuracy)
+
+
+class _Progress:
+    """A tqdm bar on stderr when enabled (and tqdm is installed), else nothing."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self.bar = tqdm(total=total, desc=desc, unit="item", file=sys.stderr)
+            except ImportError:
+                print(f"{desc}: {total:,} steps ...", file=sys.stderr)
+
+    def __call__(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _write_csv(path: Path, header: str, rows: Iterator[str]) -> None:
+    with open(path, "w", newline="\n") as f:
+        f.write(header + "\n")
+        f.writelines(rows)
+
+
+def _generate(root: Path, p: dict[str, Any], progress: bool) -> None:
+    """Writes every part of the demo into the (empty) directory ``root``; the manifest last."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images, targets = digits.images, digits.target
+    cfg = SIZES[p["size"]]
+    counts = {s: cfg[s] for s in SPLITS}
+    # independent streams: changing e.g. the miss rate leaves the images and crowd labels unchanged
+    ss_plan, ss_img, ss_byp, ss_crowd = np.random.SeedSequence([p["seed"], DEMO_VERSION]).spawn(4)
+    plan = plan_images(np.random.default_rng(ss_plan), counts, p["correlation"], targets)
+    n_train = counts["train"]
+    bar = _Progress(len(plan) + n_train, f"luab_fast demo ({p['size']})", progress)
+    rng = np.random.default_rng(ss_img)
+    for split in SPLITS:
+        for wnid in WNIDS:
+            (root / split / wnid).mkdir(parents=True)
+    for item in plan:
+        out = R.render(rng, images[item["digit"]], item["background"])
+        rel = f"{item['split']}/{WNIDS[item['class']]}/{item['stem']}.JPEG"
+        (root / rel).write_bytes(out.jpeg)
+        item.update(file=rel, box=list(out.box), bytes=len(out.jpeg))
+        bar()
+    train = [it for it in plan if it["split"] == "train"]
+    paths = DemoPaths.at(root)
+    stats = write_byproducts(paths.byproducts, ((WNIDS[it["class"]], it["stem"], tuple(it["box"])) for it in train),
+                             R.CANVAS, ss_byp, annotators=tuple(p["annotators"]), n_workers=cfg["annotator_pool"],
+                             miss_rate=p["miss_rate"], reselect_rate=p["reselect_rate"], tick=bar)
+    bar.close()
+    crowd = simulate_crowd(np.array([it["class"] for it in train]), cfg["crowd_workers"], p["labels_per_task"],
+                           ss_crowd, mean_accuracy=p["mean_accuracy"], spread=_spread(p["mean_accuracy"]))
+    wids = worker_ids(np.random.default_rng(ss_crowd.spawn(1)[0]), cfg["crowd_workers"], letter_first=True)
+    _write_csv(paths.labels, "task,worker,label", (f"{train[t]['stem']},{wids[w]},{lab}\n"
+                                                   for t, w, lab in zip(crowd.task, crowd.worker, crowd.label)))
+    _write_csv(paths.truth, "task,label", (f"{it['stem']},{it['class']}\n" for it in train))
+    pack_demo_byproducts(paths)
+    tar_digest = ByproductStore.open(paths.store).meta["source_blake2b"]
+    manifest = dict(format=FORMAT, version=DEMO_VERSION, **p, canvas=R.CANVAS, classes=WNIDS,
+                    class_names=[f"digit_{k}" for k in range(R.N_CLASSES)],
+                    splits={s: {"count": counts[s]} for s in SPLITS}, byproduct_stats=stats,
+                    crowd_worker_accuracy=dict(zip(wids, np.round(crowd.accuracy, 4).tolist())),
+                    files={"byproducts": paths.byproducts.name, "store": paths.store.name,
+                           "labels": paths.labels.name, "truth": paths.truth.name, "byproducts_blake2b": tar_digest,
+                           "sizes": {f: (root / f).stat().st_size
+                                     for f in (paths.byproducts.name, paths.labels.name, paths.truth.name)}},
+                    images=plan,
+                    complete=True)
+    tmp = paths.manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, paths.manifest)
+
+
+def make_demo(root: str | os.PathLike, seed: int = 0, size: str = "default", correlation: float = 0.9, *,
+              miss_rate: float = 0.1, reselect_rate: float = 0.05, annotators: tuple[int, int] = (2, 4),
+              labels_per_task: int = 3, mean_accuracy: float = 0.75, progress: bool | None = None,
+              overwrite: bool = False) -> DemoPaths:
+    """Generates the demo dataset into ``root`` (see the module doc for the layout) and returns its paths.
+
+    Everything is written into a temporary sibling directory and renamed onto ``root`` when complete,
+    so ``root`` never holds a half-written dataset. ``root`` must not exist or be empty unless
+    ``overwrite``. ``progress`` (default: on for size "default") shows a bar on stderr.
+    Sizes: "default" = 5,000 train / 1,000 iid / 1,000 ood images, "tiny" = 200 / 60 / 60.
+    """
+    p = _params(seed, size, correlation, miss_rate, reselect_rate, annotators, labels_per_task, mean_accuracy)
+    root = Path(root)
+    if root.exists() and not overwrite and (not root.is_dir() or any(root.iterdir())):
+        raise FileExistsError(f"root {root} exists and is not empty; pass overwrite=True to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    show = size == "default" if progress is None else progress
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    try:
+        _share(tmp)
+        _generate(tmp, p, show)
+        old = None
+        if root.exists():  # a directory cannot be renamed over a non-empty one: move it aside first
+            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+            os.replace(root, old / "x")
+        try:
+            os.replace(tmp, root)
+        except BaseException:
+            if old is not None:
+                os.replace(old / "x", root)  # put the previous contents back rather than leave nothing
+                old.rmdir()
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if show:
+        print(f"luab_fast demo ({size}, seed {seed}) written to {root} in {time.perf_counter() - t0:.1f} s",
+              file=sys.stderr)
+    return DemoPaths.at(root)
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pack_demo_byproducts(paths: DemoPaths) -> Path:
+    """Packs ``paths.byproducts`` into the ``ByproductStore`` at ``paths.store`` with the library's reader
+    and packer, and returns ``paths.store``. Idempotent: a store that opens and was packed from a tar of
+    the same checksum is kept as it is."""
+    from ..byproducts import read_imagenet_ab, write_imagenet_store
+
+    if not paths.byproducts.is_file():
+        raise FileNotFoundError(f"paths.byproducts {paths.byproducts} does not exist; run make_demo first")
+    digest = _digest(paths.byproducts)
+    with contextlib.suppress(StoreError):
+        if ByproductStore.open(paths.store).meta.get("source_blake2b") == digest:
+            return paths.store
+    reader = read_imagenet_ab(paths.byproducts, strict=True)
+    # the meta holds no absolute path or time, so the store is byte-identical for a seed too
+    write_imagenet_store(reader, paths.store, meta={"source": paths.byproducts.name, "source_blake2b": digest})
+    _share(paths.store)
+    return paths.store
+
+
+def _share(path: Path) -> None:
+    """Gives a directory made by mkdtemp (mode 0700) the usual umask mode, so a shared cache is readable."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+
+
+def demo_problem(root: str | os.PathLike, expected: dict[str, Any] | None = None) -> str | None:
+    """Why ``root`` is not a complete demo dataset (of parameters ``expected``, as in its manifest), or
+    None when it is: checks the manifest, its version, and the presence and size of every file."""
+    paths = DemoPaths.at(root)
+    try:
+        m = paths.load_manifest()
+    except (OSError, ValueError) as e:
+        return f"no readable manifest ({e.__class__.__name__}: {e})"
+    if not isinstance(m, dict) or m.get("format") != FORMAT or m.get("version") != DEMO_VERSION \
+            or m.get("complete") is not True:
+        got = (m.get("format"), m.get("version")) if isinstance(m, dict) else type(m).__name__
+        return f"manifest is {got!r}, expected a complete {FORMAT} version {DEMO_VERSION}"
+    for k, v in (expected or {}).items():
+        if m.get(k) != v:
+            return f"manifest has {k}={m.get(k)!r}, expected {v!r}"
+    try:
+        sizes = [(paths.root / f, n) for f, n in m["files"]["sizes"].items()]
+        sizes += [(paths.root / it["file"], it["bytes"]) for it in m["images"]]
+        for path, n in sizes:
+            if path.stat().st_size != n:
+                return f"{path} has {path.stat().st_size} bytes, the manifest says {n}"
+    except (OSError, KeyError, TypeError) as e:
+        return f"missing or unreadable file ({e.__class__.__name__}: {e})"
+    try:  # opening checks the store's own manifest checksum and every array's dtype and shape (cheap)
+        packed_from = ByproductStore.open(paths.store).meta.get("source_blake2b")
+    except StoreError as e:
+        return f"no usable packed store ({e})"
+    if packed_from != m["files"].get("byproducts_blake2b"):
+        return f"{paths.store} was packed from another {paths.byproducts.name}"
+    return None
+
+
+def default_cache_dir(seed: int = 0, size: str = "default", params: dict[str, Any] | None = None) -> Path:
+    """``$LUAB_FAST_CACHE/demo-<size>-seed<seed>``, or under ``~/.cache/luab_fast`` when unset. ``params``
+    (as ``_params`` returns them) that differ from the defaults add a short hash of themselves to the
+    name, so a demo of other parameters gets its own cache instead of evicting the default one."""
+    base = os.environ.get("LUAB_FAST_CACHE") or Path.home() / ".cache" / "luab_fast"
+    name = f"demo-{size}-seed{seed}"
+    if params is not None and params != _params(seed, size, 0.9, **_DEFAULTS):
+        name += "-" + hashlib.blake2b(json.dumps(params, sort_keys=True).encode(), digest_size=4).hexdigest()
+    return Path(base) / name
+
+
+@contextlib.contextmanager
+def _lock(root: Path) -> Iterator[None]:
+    """An exclusive lock beside ``root`` so concurrent processes generate it once (POSIX; else no-op)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the atomic rename alone keeps the cache consistent
+        yield
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def ensure_demo(root: str | os.PathLike | None = None, seed: int = 0, size: str = "default",
+                correlation: float = 0.9, *, progress: bool | None = None, **options: Any) -> DemoPaths:
+    """The demo dataset at ``root`` (default: ``default_cache_dir(seed, size, params)``), generated by
+    ``make_demo`` only when ``root`` does not already hold a complete one of the same version and
+    parameters (``options``: make_demo's keyword arguments); a partial or corrupt one is replaced."""
+    p = _params(seed, size, correlation, **{**_DEFAULTS, **options})
+    root = Path(root) if root is not None else default_cache_dir(seed, size, p)
+    if demo_problem(root, p) is None:
+        return DemoPaths.at(root)
+    with _lock(root):
+        problem = demo_problem(root, p)
+        if problem is None:  # another process finished it while we waited
+            return DemoPaths.at(root)
+        if root.exists():
+            print(f"luab_fast demo: {root} is unusable ({problem}); regenerating", file=sys.stderr)
+        return make_demo(root, seed, size, correlation, progress=progress, overwrite=True,
+                         **{k: p[k] for k in _DEFAULTS})
+
