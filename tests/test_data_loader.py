@@ -191,3 +191,15 @@ def test_demo_train_split_with_its_byproducts(tmp_path):
     non_empty = batch["heat"].flatten(1).sum(1) > 0.99
     assert float(non_empty.float().mean()) > 0.5  # crops keep 8-100% of the image: most keep the trace
     assert float(batch["point_weight"].mean()) > 0.3  # the click falls in most crops
+
+
+@pytest.mark.cuda
+def test_dali_mixed_mode_matches_cpu_mode(folder):
+    """On a GPU: nvJPEG decodes the same windows as DALI's CPU-only mode, within decoder tolerance."""
+    if not dali_available():
+        pytest.skip("no DALI")
+    gpu = build_loader(folder, 5, device="cuda", image_size=32, backend="dali", seed=9)
+    cpu = build_loader(folder, 5, device="cpu", image_size=32, backend="dali", seed=9)
+    for x, y in zip(gpu, cpu):
+        assert x["images"].is_cuda and torch.equal(x["boxes"].cpu(), y["boxes"])
+        assert float((x["images"].cpu() - y["images"]).abs().mean()) < 0.03
