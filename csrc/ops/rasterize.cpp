@@ -27,9 +27,11 @@ enum Code : int { kOk = 0, kRow, kOffsets, kBox, kPoint, kClickOffsets, kClick }
 constexpr float kMaxArg = 8.f;  // (4 sigma)^2 / (2 sigma^2): the footprint's edge, see rasterize.py
 
 struct Splat {
-  std::vector<double> g;       // [n, W + H]: gx then gy of each point (0 outside the footprint)
+  // Per point, only the candidate span of its footprint (the footprint's pixels plus a margin, clipped to
+  // the map) is evaluated: [x0, x1) columns and [y0, y1) rows, their factors packed in g at off.
+  std::vector<double> g;       // packed gx then gy per point (0 outside the footprint)
   std::vector<double> weight;  // [n]: the point's mass times the Gaussian's normalisation
-  std::vector<int32_t> cols;   // [n, 2]: the footprint's columns [lo, hi)
+  std::vector<int64_t> span;   // [n, 5]: x0, x1, y0, y1, off
 };
 
 // exp's argument at pixel centre c: -(d * d * inv) in float32, or +1 (a marker: exp > 1 is impossible for
@@ -40,14 +42,23 @@ inline double arg_at(int64_t c, float p, float inv_two_s2) {
   return a <= kMaxArg ? -static_cast<double>(a) : 1.0;
 }
 
+// [lo, hi) of the pixels whose centre may lie within 4 sigma of p (one pixel of margin each side: the exact
+// float32 test in arg_at decides), clipped to [0, n). Done in double: p may be huge for a point far outside.
+inline void candidates(float p, float sigma, int64_t n, int64_t* lo, int64_t* hi) {
+  const double reach = 4.0 * static_cast<double>(sigma);
+  *lo = static_cast<int64_t>(std::clamp(std::floor(static_cast<double>(p) - reach) - 1.0, 0.0, double(n)));
+  *hi = static_cast<int64_t>(std::clamp(std::ceil(static_cast<double>(p) + reach) + 1.0, 0.0, double(n)));
+}
+
 // Maps points[s:e] of one sample into its crop and fills its Gaussians' factors.
 // Returns the index of the first non-finite point, or -1.
 int64_t prepare(const RasterizeArgs& a, const float* pts, const int64_t* times, int64_t s, int64_t e,
                 const float* box, bool flip, float mass, Splat& sp) {
   const int64_t n = e - s, W = a.W, H = a.H;
-  sp.g.resize(static_cast<size_t>(n * (W + H)));
+  sp.g.clear();
+  sp.g.reserve(static_cast<size_t>(n) * 2 * static_cast<size_t>(8.0 * a.sigma + 4));
   sp.weight.resize(static_cast<size_t>(n));
-  sp.cols.resize(static_cast<size_t>(2 * n));
+  sp.span.resize(static_cast<size_t>(5 * n));
   const float two_s2 = 2.f * a.sigma * a.sigma, inv_two_s2 = 1.f / two_s2;
   const double norm = 1.0 / (kPi * static_cast<double>(two_s2));  // 1 / (2 pi sigma^2)
   for (int64_t i = 0; i < n; ++i) {
@@ -58,15 +69,12 @@ int64_t prepare(const RasterizeArgs& a, const float* pts, const int64_t* times, 
     const float v = (y - box[1]) / (box[3] - box[1]);
     if (flip) u = 1.f - u;
     const float px = u * static_cast<float>(W), py = v * static_cast<float>(H);
-    double* g = sp.g.data() + i * (W + H);
-    int32_t lo = static_cast<int32_t>(W), hi = 0;
-    for (int64_t j = 0; j < W; ++j) {
-      g[j] = arg_at(j, px, inv_two_s2);
-      if (g[j] <= 0.0) lo = std::min(lo, static_cast<int32_t>(j)), hi = static_cast<int32_t>(j) + 1;
-    }
-    sp.cols[static_cast<size_t>(2 * i)] = lo;
-    sp.cols[static_cast<size_t>(2 * i + 1)] = hi;
-    for (int64_t r = 0; r < H; ++r) g[W + r] = arg_at(r, py, inv_two_s2);
+    int64_t* sp5 = sp.span.data() + 5 * i;
+    candidates(px, a.sigma, W, sp5, sp5 + 1);
+    candidates(py, a.sigma, H, sp5 + 2, sp5 + 3);
+    sp5[4] = static_cast<int64_t>(sp.g.size());
+    for (int64_t j = sp5[0]; j < sp5[1]; ++j) sp.g.push_back(arg_at(j, px, inv_two_s2));
+    for (int64_t r = sp5[2]; r < sp5[3]; ++r) sp.g.push_back(arg_at(r, py, inv_two_s2));
     double w = mass;
     if (times != nullptr) {  // dwell: time until the next point of the sample, capped; see rasterize.py
       const int64_t dt = i + 1 < n ? times[s + i + 1] - times[s + i] : -1;
@@ -76,24 +84,26 @@ int64_t prepare(const RasterizeArgs& a, const float* pts, const int64_t* times, 
     }
     sp.weight[static_cast<size_t>(i)] = w * norm;
   }
-  luab::vexp(sp.g.data(), n * (W + H));  // arguments in [-8, 1]: well inside libmvec's accurate range
+  luab::vexp(sp.g.data(), static_cast<int64_t>(sp.g.size()));  // arguments in [-8, 1]: libmvec's accurate range
   for (double& v : sp.g) v = v > 1.5 ? 0.0 : v;  // exp(+1) marks a pixel outside the footprint
   return -1;
 }
 
-// heat[H, W] += sum over the prepared points of weight * gy (x) gx. AVX2 clone where the CPU has it.
-__attribute__((target_clones("avx2", "default"))) void accumulate(const Splat& sp, int64_t n, int64_t H,
-                                                                   int64_t W, double* heat) {
+// heat[H, W] += sum over the prepared points of weight * gy (x) gx over their spans. AVX2 clone where the
+// CPU has it.
+__attribute__((target_clones("avx2", "default"))) void accumulate(const Splat& sp, int64_t n, int64_t W,
+                                                                   double* heat) {
   for (int64_t i = 0; i < n; ++i) {
-    const double* gx = sp.g.data() + i * (W + H);
-    const double* gy = gx + W;
+    const int64_t* sp5 = sp.span.data() + 5 * i;
+    const int64_t x0 = sp5[0], x1 = sp5[1], y0 = sp5[2], y1 = sp5[3];
+    const double* gx = sp.g.data() + sp5[4];
+    const double* gy = gx + (x1 - x0);
     const double w = sp.weight[static_cast<size_t>(i)];
-    const int64_t lo = sp.cols[static_cast<size_t>(2 * i)], hi = sp.cols[static_cast<size_t>(2 * i + 1)];
-    for (int64_t r = 0; r < H; ++r) {
-      const double c = w * gy[r];
+    for (int64_t r = y0; r < y1; ++r) {
+      const double c = w * gy[r - y0];
       if (c == 0.0) continue;  // the row is outside the footprint
       double* out = heat + r * W;
-      for (int64_t j = lo; j < hi; ++j) out[j] += c * gx[j];
+      for (int64_t j = x0; j < x1; ++j) out[j] += c * gx[j - x0];
     }
   }
 }
@@ -113,13 +123,13 @@ int rasterize_row(const RasterizeArgs& a, int64_t b, Splat& sp, std::vector<doub
 
   int64_t bad = prepare(a, a.points, a.dwell ? a.times : nullptr, s, e, box, flip, 1.f, sp);
   if (bad >= 0) return *where = bad, kPoint;
-  accumulate(sp, e - s, a.H, a.W, heat.data());
+  accumulate(sp, e - s, a.W, heat.data());
   if (a.click_points != nullptr) {
     const int64_t cs = a.click_offsets[row], ce = a.click_offsets[row + 1];
     if (cs < 0 || cs > ce || ce > a.Q) return *where = row, kClickOffsets;
     bad = prepare(a, a.click_points, nullptr, cs, ce, box, flip, a.click_mass, sp);
     if (bad >= 0) return *where = bad, kClick;
-    accumulate(sp, ce - cs, a.H, a.W, heat.data());
+    accumulate(sp, ce - cs, a.W, heat.data());
   }
 
   double scale = 1.0;
