@@ -1,0 +1,217 @@
+"""Training and evaluation of one model: the compiled step, the schedule, checkpoints, resume, NaN guard."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..ops import luab_loss
+from . import checkpoint as ckpt
+from .config import TrainConfig
+
+
+class NaNLoss(RuntimeError):
+    """The loss went NaN or inf; the message names the term."""
+
+
+@dataclass
+class RunState:
+    epoch: int = 0
+    batch: int = 0  # next batch of the epoch
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+    return f
+
+
+def make_step(model: nn.Module, cfg: TrainConfig, byproducts: bool) -> Callable:
+    """loss, parts = step(batch): the model and the fused loss, the part torch.compile sees."""
+    lp, lh = (cfg.lambda_point, cfg.lambda_heat) if byproducts else (0.0, 0.0)
+
+    def step(images, target, point, weight, heat):
+        logits, point_pred, heat_pred = model(images)
+        if not byproducts:
+            point_pred = point = weight = heat_pred = heat = None
+        return luab_loss(logits, target, point_pred, point, weight, heat_pred, heat, lambda_point=lp,
+                         lambda_heat=lh, label_smoothing=cfg.label_smoothing, check_finite=False)
+
+    return step
+
+
+def maybe_compile(step: Callable, cfg: TrainConfig, device: torch.device, say: Callable[[str], None]) -> Callable:
+    want = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
+    if not want:
+        return step
+    try:
+        return torch.compile(step, dynamic=False)
+    except Exception as exc:  # no compiler toolchain, unsupported platform: eager still trains
+        say(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
+        return step
+
+
+def _target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return batch["soft_labels"] if "soft_labels" in batch else batch["labels"]
+
+
+def _check_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], where: str) -> None:
+    if torch.isfinite(loss):
+        return
+    bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["loss"]
+    raise NaNLoss(f"{where}: the {', '.join(bad)} term went {float(loss)}; stopped, the last good checkpoint is "
+                  f"kept (lower --lr, or check the inputs of that term)")
+
+
+class Trainer:
+    """Trains ``model`` on ``loader`` per ``cfg``; rank 0 writes ``<out>/<name>/`` (checkpoint, log)."""
+
+    def __init__(self, name: str, model: nn.Module, loader, cfg: TrainConfig, device: torch.device,
+                 byproducts: bool, run_dir: Path, say: Callable[[str], None], rank: int = 0,
+                 ddp_model: Optional[nn.Module] = None) -> None:
+        self.name, self.model, self.loader, self.cfg, self.device = name, model, loader, cfg, device
+        self.byproducts, self.dir, self.say, self.rank = byproducts, run_dir / name, say, rank
+        self.dir.mkdir(parents=True, exist_ok=True)
+        train_model = ddp_model or model
+        self.total = cfg.max_steps or cfg.epochs * len(loader)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.warmup_steps))
+        self.step_fn = maybe_compile(make_step(train_model, cfg, byproducts), cfg, device, say)
+        self.state = RunState()
+        self.ckpt_path = self.dir / "last.pt"
+
+    # -- checkpoints -------------------------------------------------------------------------------------
+    def save(self) -> None:
+        if self.rank != 0:
+            return
+        ckpt.save_atomic({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                          "sched": self.sched.state_dict(), "state": vars(self.state), "rng": ckpt.rng_state()},
+                         self.ckpt_path)
+
+    def resume(self) -> bool:
+        saved = ckpt.load(self.ckpt_path)
+        if saved is None:
+            return False
+        self.model.load_state_dict(saved["model"])
+        self.opt.load_state_dict(saved["opt"])
+        self.sched.load_state_dict(saved["sched"])
+        self.state = RunState(**saved["state"])
+        ckpt.set_rng_state(saved["rng"])
+        self.say(f"{self.name}: resumed at epoch {self.state.epoch}, batch {self.state.batch}, "
+                 f"step {self.state.step}")
+        return True
+
+    def done(self) -> bool:
+        return self.state.step >= self.total
+
+    # -- training ----------------------------------------------------------------------------------------
+    def fit(self, log: Callable[[dict[str, Any]], None], on_epoch_end: Callable[[int], None]) -> None:
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        n_epochs = math.ceil(self.total / len(self.loader))
+        bar = tqdm(total=self.total, initial=self.state.step, desc=self.name, unit="step",
+                   disable=self.rank != 0, dynamic_ncols=True, leave=True)
+        while not self.done() and self.state.epoch < n_epochs:
+            self.loader.set_epoch(self.state.epoch)
+            self.model.train()
+            t0, seen = time.perf_counter(), 0
+            for batch in self.loader.iter_from(self.state.batch):
+                loss, parts = self.step_fn(batch["images"], _target(batch), batch.get("point"),
+                                           batch.get("point_weight"), batch.get("heat"))
+                _check_finite(loss.detach(), parts, f"{self.name} step {self.state.step}")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                self.sched.step()
+                self.state.step += 1
+                self.state.batch += 1
+                seen += batch["images"].shape[0]
+                img_s = seen / (time.perf_counter() - t0)
+                record = {"model": self.name, "epoch": self.state.epoch, "step": self.state.step,
+                          "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
+                          "lr": self.sched.get_last_lr()[0], "img_s": img_s}
+                self.state.history.append(record)
+                log(record)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{img_s:.0f}"})
+                bar.update(1)
+                if self.state.step % cfg.checkpoint_every == 0:
+                    self.save()
+                if self.done():
+                    break
+            else:  # the epoch ran to its end
+                self.state.epoch += 1
+                self.state.batch = 0
+                self.save()
+                on_epoch_end(self.state.epoch)
+                continue
+            self.save()
+        bar.close()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[str, np.ndarray]] = None
+             ) -> dict[str, Any]:
+    """top-1, top-5, per-class accuracy; with ``boxes`` (stem → (x0, y0, x1, y1) normalised to the original
+    image) also the pointing accuracy of the predicted heat-map peak and point."""
+    model.eval()
+    correct1 = correct5 = total = 0
+    per_class = np.zeros((num_classes, 2), np.int64)
+    hits_heat = hits_point = n_boxed = 0
+    stems = loader.images.stems
+    for batch in loader:
+        logits, point, heat = model(batch["images"])
+        labels = batch["labels"]
+        top5 = logits.topk(min(5, num_classes), 1).indices
+        correct1 += int((top5[:, 0] == labels).sum())
+        correct5 += int((top5 == labels[:, None]).any(1).sum())
+        total += len(labels)
+        np.add.at(per_class, (labels.cpu().numpy(), 0), (top5[:, 0] == labels).cpu().numpy().astype(np.int64))
+        np.add.at(per_class, (labels.cpu().numpy(), 1), 1)
+        if boxes:
+            h, w = heat.shape[-2:]
+            peak = heat.flatten(1).argmax(1)
+            heat_xy = torch.stack([(peak % w + 0.5) / w, (peak // w + 0.5) / h], 1)
+            for name, xy in (("heat", heat_xy), ("point", point)):
+                img_xy = _crop_to_image(xy, batch["boxes"], batch["flips"]).cpu().numpy()
+                for r, (x, y) in zip(batch["rows"].tolist(), img_xy):
+                    b = boxes.get(stems[r])
+                    if b is None:
+                        continue
+                    inside = b[0] <= x <= b[2] and b[1] <= y <= b[3]
+                    if name == "heat":
+                        hits_heat += inside
+                        n_boxed += 1
+                    else:
+                        hits_point += inside
+    out = {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "images": total,
+           "per_class": (per_class[:, 0] / np.maximum(per_class[:, 1], 1)).round(4).tolist()}
+    if n_boxed:
+        out["pointing_heat"] = hits_heat / n_boxed
+        out["pointing_point"] = hits_point / n_boxed
+    return out
+
+
+def _crop_to_image(xy: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    x = torch.where(flips, 1 - xy[:, 0], xy[:, 0])
+    return torch.stack([boxes[:, 0] + x * (boxes[:, 2] - boxes[:, 0]),
+                        boxes[:, 1] + xy[:, 1] * (boxes[:, 3] - boxes[:, 1])], 1)
+
+
+def append_jsonl(path: Path) -> Callable[[dict[str, Any]], None]:
+    def log(record: dict[str, Any]) -> None:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return log

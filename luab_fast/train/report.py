@@ -1,0 +1,95 @@
+"""What a run leaves for people to read: the results table, the training curves, the attention figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def table(metrics: dict[str, Any]) -> str:
+    """Markdown table of top-1 per split for each model, and LUAB − baseline when both ran."""
+    models = [m for m in ("baseline", "luab") if m in metrics["models"]]
+    splits = sorted({s for m in models for s in metrics["models"][m]["eval"]})
+    head = "| split | " + " | ".join(f"{m} top-1" for m in models) + (" | difference |" if len(models) == 2 else " |")
+    lines = [head, "|" + "---|" * (len(models) + 1 + (len(models) == 2))]
+    for s in splits:
+        vals = [metrics["models"][m]["eval"][s]["top1"] for m in models]
+        row = f"| {s} | " + " | ".join(f"{100 * v:.2f}%" for v in vals)
+        if len(models) == 2:
+            row += f" | {100 * (vals[1] - vals[0]):+.2f} pts"
+        lines.append(row + " |")
+    return "\n".join(lines)
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(path)
+
+
+def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["loss", "cls", "point", "heat"]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for ax, key in zip(axes, keys):
+        for name, hist in histories.items():
+            pts = [(r["step"], r[key]) for r in hist if key in r]
+            if pts:
+                x, y = zip(*pts)
+                k = max(1, len(y) // 50)  # a moving average keeps the trend readable
+                ys = np.convolve(y, np.ones(k) / k, mode="valid")
+                ax.plot(x[k - 1:], ys, label=name)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.legend()
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def plot_attention(model, loader, path: Path, n: int = 6, human: dict | None = None) -> None:
+    """A few evaluation images, the model's predicted heat map over each, and the annotated digit box."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from ..data.decode import MEAN, STD
+
+    batch = next(iter(loader))
+    model.eval()
+    _, point, heat = model(batch["images"][:n])
+    imgs = batch["images"][:n].cpu() * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
+    prob = heat.flatten(1).softmax(1).reshape(heat.shape).cpu()
+    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6))
+    stems = loader.images.stems
+    for k in range(min(n, len(imgs))):
+        side = imgs.shape[-1]
+        for row, ax in enumerate(axes[:, k]):
+            ax.imshow(imgs[k].permute(1, 2, 0).clamp(0, 1).numpy())
+            if row == 1:
+                ax.imshow(prob[k].numpy(), cmap="inferno", alpha=0.55, extent=(0, side, side, 0),
+                          interpolation="bilinear")
+                ax.plot(float(point[k, 0]) * side, float(point[k, 1]) * side, "c+", ms=12, mew=2)
+            box = (human or {}).get(stems[int(batch["rows"][k])])
+            if box is not None:  # the digit box, mapped from the image into this crop
+                bx = batch["boxes"][k].cpu().numpy()
+                sx, sy = side / (bx[2] - bx[0]), side / (bx[3] - bx[1])
+                x0, y0 = (box[0] - bx[0]) * sx, (box[1] - bx[1]) * sy
+                ax.add_patch(Rectangle((x0, y0), (box[2] - box[0]) * sx, (box[3] - box[1]) * sy, fill=False,
+                                       ec="lime", lw=1.5))
+            ax.axis("off")
+        axes[0, k].set_title(f"label {int(batch['labels'][k])}", fontsize=8)
+    axes[1, 0].set_title("predicted attention (+ point)", fontsize=8, loc="left")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

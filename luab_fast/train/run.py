@@ -1,0 +1,193 @@
+"""``python -m luab_fast.train``: data set-up (the demo by default), a labels-only baseline and a LUAB model,
+evaluation on every split, the report. Works single-process or under ``torchrun`` (DDP, gloo on CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data.loader import build_loader
+from .config import TrainConfig, load_config
+from .loop import NaNLoss, Trainer, append_jsonl, evaluate
+from .model import LUABModel
+from .report import plot_attention, plot_curves, table
+
+
+def _say(rank: int):
+    def say(msg: str) -> None:
+        if rank == 0:
+            print(msg, flush=True)
+    return say
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def _device(cfg: TrainConfig, rank: int) -> torch.device:
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda but no CUDA device is available")
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def aggregate_crowd(csv: Path, out: Path, say) -> Path:
+    """Dawid-Skene on a raw crowd CSV (task, worker, label) → ``task,label`` for the loader."""
+    from ..aggregate import DawidSkene
+
+    df = pd.read_csv(csv, dtype={"task": str, "worker": str})
+    model = DawidSkene().fit(df)
+    labels = model.labels_
+    pd.DataFrame({"task": labels.index.astype(str), "label": labels.to_numpy()}).to_csv(out, index=False)
+    say(f"aggregated {len(df):,} crowd labels of {len(labels):,} images with Dawid-Skene → {out}")
+    return out
+
+
+def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, Any]:
+    if cfg.data is None:
+        from ..data.demo import ensure_demo
+
+        t0 = time.perf_counter()
+        paths = ensure_demo(cfg.demo_root, seed=0, size=cfg.demo_size)
+        say(f"demo dataset ({cfg.demo_size}) at {paths.root} ({time.perf_counter() - t0:.1f} s)")
+        manifest = json.loads(paths.manifest.read_text())
+        canvas = float(manifest["canvas"])
+        boxes = {it["stem"]: np.asarray(it["box"], np.float64) / canvas for it in manifest["images"]}
+        labels = run_dir / "aggregated_labels.csv"
+        if rank == 0 and not labels.exists():
+            aggregate_crowd(paths.labels, labels, say)
+            truth = pd.read_csv(paths.truth, dtype={"task": str}).set_index("task")["label"]
+            agg = pd.read_csv(labels, dtype={"task": str}).set_index("task")["label"]
+            say(f"aggregated labels agree with the truth on {100 * (agg == truth.loc[agg.index]).mean():.2f}% "
+                "of the training images")
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        return dict(train=paths.train, val={"iid": paths.iid, "ood": paths.ood}, byproducts=paths.store,
+                    labels=labels, boxes=boxes)
+    val = {}
+    for item in cfg.val_data or []:
+        name, _, path = item.partition("=")
+        if not path:
+            name, path = Path(item).name, item
+        val[name] = Path(path)
+    labels = cfg.labels
+    if labels and "worker" in pd.read_csv(labels, nrows=1).columns:
+        labels = aggregate_crowd(Path(labels), run_dir / "aggregated_labels.csv", say)
+    return dict(train=Path(cfg.data), val=val, byproducts=cfg.byproducts, labels=labels, boxes=None)
+
+
+def _count_missing(loader, say, strict: bool) -> None:
+    t = loader.targets
+    if t is None or t.byproducts is None:
+        return
+    missing = int((t.bp_rows < 0).sum())
+    if missing:
+        msg = f"{missing:,} of {len(loader.images):,} training images have no byproducts (weight 0)"
+        if strict:
+            raise ValueError(msg + " and --strict is set")
+        say(msg)
+
+
+def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_dir: Path, say, rank: int,
+                world: int) -> dict[str, Any]:
+    luab = name == "luab"
+    torch.manual_seed(cfg.seed)  # both models start from the same weights
+    num_classes = None
+    loader = build_loader(data["train"], cfg.batch_size, train=True, device=device, image_size=cfg.image_size,
+                          rank=rank, world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
+                          byproducts=data["byproducts"] if luab else None,
+                          label_maps=cfg.label_maps, labels=data["labels"],
+                          heat_size=_heat_size(cfg), heat_sigma=cfg.heat_sigma)
+    num_classes = len(loader.images.classes)
+    if luab:
+        _count_missing(loader, say, cfg.strict)
+    model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
+    trainer = Trainer(name, model, loader, cfg, device, luab, run_dir, say, rank, ddp)
+    if cfg.resume:
+        trainer.resume()
+    log = append_jsonl(run_dir / "log.jsonl") if rank == 0 else (lambda r: None)
+    evals = {k: build_loader(v, cfg.batch_size, train=False, device=device, image_size=cfg.image_size,
+                             backend=cfg.backend, threads=cfg.workers, drop_last=False)
+             for k, v in data["val"].items()}
+
+    def on_epoch_end(epoch: int) -> None:
+        if rank == 0:
+            for split, ev in evals.items():
+                top1 = evaluate(model, ev, num_classes)["top1"]
+                log({"model": name, "epoch": epoch, "step": trainer.state.step, f"{split}_top1": top1})
+            model.train()
+
+    t0 = time.perf_counter()
+    if not trainer.done():
+        trainer.fit(log, on_epoch_end)
+    seconds = time.perf_counter() - t0
+    result: dict[str, Any] = {"steps": trainer.state.step, "train_seconds": round(seconds, 2),
+                              "img_per_s": loader.throughput(), "eval": {}}
+    if rank == 0:
+        for split, ev in evals.items():
+            result["eval"][split] = evaluate(model, ev, num_classes, data["boxes"] if luab else None)
+        if luab and "ood" in evals:
+            plot_attention(model, evals["ood"], run_dir / "attention_ood.png", human=data["boxes"])
+    result["history"] = trainer.state.history
+    return result
+
+
+def _heat_size(cfg: TrainConfig) -> tuple[int, int]:
+    side = -(-cfg.image_size // cfg.output_stride)
+    return side, side
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        cfg = load_config(argv)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rank, world = _distributed()
+    say = _say(rank)
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    try:
+        device = _device(cfg, rank)
+        data = _setup_data(cfg, run_dir, say, rank)
+        models = ["baseline", "luab"] if cfg.compare and data["byproducts"] else ["luab"]
+        if not data["byproducts"]:
+            models = ["baseline"]
+            say("no --byproducts: training on labels only")
+        results = {m: train_model(m, cfg, data, device, run_dir, say, rank, world) for m in models}
+    except (ValueError, NaNLoss) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        histories = {m: r.pop("history") for m, r in results.items()}
+        metrics = {"config": vars(cfg), "device": str(device), "world_size": world, "models": results}
+        tmp = run_dir / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2))
+        tmp.replace(run_dir / "metrics.json")
+        plot_curves(histories, run_dir / "curves.png")
+        print("\n" + table(metrics) + "\n")
+        print(f"run directory: {run_dir} (metrics.json, log.jsonl, curves.png"
+              + (", attention_ood.png)" if (run_dir / "attention_ood.png").exists() else ")"))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
