@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +18,9 @@ from torch import nn
 from ..ops import luab_loss
 from . import checkpoint as ckpt
 from .config import TrainConfig
+
+
+_KILL_AT_STEP = int(os.environ.get("LUAB_FAST_KILL_AT_STEP", "-1"))  # tests only: SIGKILL after this step
 
 
 class NaNLoss(RuntimeError):
@@ -149,6 +154,8 @@ class Trainer:
                 bar.update(1)
                 if self.state.step % cfg.checkpoint_every == 0:
                     self.save()
+                if self.state.step == _KILL_AT_STEP:  # fault injection for the kill-and-resume test
+                    os.kill(os.getpid(), signal.SIGKILL)
                 if self.done():
                     break
             else:  # the epoch ran to its end

@@ -65,7 +65,8 @@ def plot_attention(model, loader, path: Path, n: int = 6, human: dict | None = N
 
     from ..data.decode import MEAN, STD
 
-    batch = next(iter(loader))
+    rows = np.linspace(0, len(loader.images) - 1, n).round().astype(np.int64)  # spread over the classes
+    batch = loader.batch(rows, 0)
     model.eval()
     _, point, heat = model(batch["images"][:n])
     imgs = batch["images"][:n].cpu() * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]

@@ -1,0 +1,129 @@
+"""python -m luab_fast.train on the tiny demo (CPU): end to end, kill-and-resume, compiled step, DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from luab_fast.train.run import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory):
+    from luab_fast.data import make_demo
+
+    root = tmp_path_factory.mktemp("demo") / "tiny"
+    make_demo(root, seed=0, size="tiny")
+    return root
+
+
+def _args(demo_root, out, *extra):
+    return ["--demo-size", "tiny", "--demo-root", str(demo_root), "--out", str(out), "--device", "cpu",
+            "--batch-size", "32", "--workers", "2", *extra]
+
+
+def _run(args, env=None):
+    return subprocess.run([sys.executable, "-m", "luab_fast.train", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+def test_demo_end_to_end(demo_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_args(demo_root, out, "--epochs", "3")) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for model in ("baseline", "luab"):
+        for split in ("iid", "ood"):
+            top1 = metrics["models"][model]["eval"][split]["top1"]
+            assert 0.0 <= top1 <= 1.0
+    assert "pointing_heat" in metrics["models"]["luab"]["eval"]["ood"]
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    for model in ("baseline", "luab"):
+        cls = [r["cls"] for r in log if r["model"] == model and "cls" in r]
+        assert sum(cls[-3:]) / 3 < sum(cls[:3]) / 3  # the loss falls
+    luab_steps = [r for r in log if r["model"] == "luab" and "heat" in r]
+    assert luab_steps and all(r["heat"] >= 0 and r["point"] >= 0 for r in luab_steps)
+    for f in ("curves.png", "attention_ood.png", "aggregated_labels.csv", "luab/last.pt"):
+        assert (out / f).is_file(), f
+    printed = capsys.readouterr().out
+    assert "| iid |" in printed and "| ood |" in printed and "difference" in printed
+
+
+def test_killed_and_resumed_equals_uninterrupted(demo_root, tmp_path):
+    common = ("--no-compare", "--max-steps", "6", "--checkpoint-every", "2", "--deterministic", "--backend",
+              "torchvision")
+    straight = _run(_args(demo_root, tmp_path / "a", *common))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = _run(_args(demo_root, tmp_path / "b", *common), env={"LUAB_FAST_KILL_AT_STEP": "3"})
+    assert killed.returncode == -signal.SIGKILL
+    assert not list((tmp_path / "b" / "luab").glob(".*.tmp"))  # nothing half-written left
+    resumed = _run(_args(demo_root, tmp_path / "b", *common, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed at epoch 0, batch 2, step 2" in resumed.stdout
+    a = torch.load(tmp_path / "a" / "luab" / "last.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "luab" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text())["models"]["luab"]["eval"] for d in "ab")
+    assert ma == mb
+
+
+def test_compiled_step_equals_eager(demo_root):
+    from luab_fast.data import build_loader
+    from luab_fast.train.config import TrainConfig
+    from luab_fast.train.loop import make_step
+    from luab_fast.train.model import LUABModel
+
+    cfg = TrainConfig(image_size=32)
+    loader = build_loader(demo_root / "train", 8, device="cpu", image_size=32, backend="torchvision",
+                          byproducts=demo_root / "byproducts.store", heat_size=(2, 2))
+    batch = next(iter(loader))
+    torch.manual_seed(0)
+    model = LUABModel("resnet10t", 10, 16)
+    step = make_step(model, cfg, byproducts=True)
+    args = (batch["images"], batch["labels"], batch["point"], batch["point_weight"], batch["heat"])
+    eager_loss, eager_parts = step(*args)
+    eager_loss.backward()
+    eager_grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")  # no graph break through the ops
+    loss, parts = compiled(*args)
+    loss.backward()
+    torch.testing.assert_close(loss, eager_loss, rtol=1e-5, atol=1e-6)
+    assert parts.keys() == eager_parts.keys()
+    for g, e in zip((p.grad for p in model.parameters()), eager_grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp(demo_root, tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29517", "-m", "luab_fast.train",
+                           *_args(demo_root, tmp_path / "ddp", "--no-compare", "--max-steps", "3")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["models"]["luab"]["steps"] == 3
+
+
+def test_errors_are_clear(tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    assert "source" in capsys.readouterr().err
+    assert main(["--epochs", "0"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("epochs: 2\nlearning_rate: 3\n")
+    assert main(["--config", str(cfg)]) == 2
+    assert "unknown option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--compile", "maybe"])
