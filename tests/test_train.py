@@ -127,3 +127,26 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "unknown option" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--compile", "maybe"])
+
+
+def test_labels_out_of_range_and_compile_fallback(demo_root, tmp_path, capsys, monkeypatch):
+    bad = tmp_path / "labels.csv"
+    stems = sorted(p.stem for p in (demo_root / "train").glob("*/*.JPEG"))
+    bad.write_text("task,label\n" + "".join(f"{s},{12 if i == 0 else 1}\n" for i, s in enumerate(stems)))
+    args = ["--data", str(demo_root / "train"), "--labels", str(bad), "--out", str(tmp_path / "o"), "--device", "cpu",
+            "--max-steps", "1", "--batch-size", "16"]
+    assert main(args) == 2
+    assert "label ids must lie in [0, 10)" in capsys.readouterr().err
+
+    from luab_fast.train import loop
+    from luab_fast.train.config import TrainConfig
+
+    def broken_compile(fn, **kw):
+        def run(*a):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    said = []
+    step = loop.maybe_compile(lambda x: x + 1, TrainConfig(compile="on"), torch.device("cpu"), said.append)
+    assert step(1) == 2 and step(2) == 3 and len(said) == 1 and "training eagerly" in said[0]

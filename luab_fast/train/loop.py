@@ -58,14 +58,31 @@ def make_step(model: nn.Module, cfg: TrainConfig, byproducts: bool) -> Callable:
 
 
 def maybe_compile(step: Callable, cfg: TrainConfig, device: torch.device, say: Callable[[str], None]) -> Callable:
+    """The step compiled (``--compile``; auto = on CUDA), falling back to eager, with one message, when
+    compilation fails — torch.compile is lazy, so that is decided at the first call."""
     want = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     if not want:
         return step
     try:
-        return torch.compile(step, dynamic=False)
+        compiled = torch.compile(step, dynamic=False)
     except Exception as exc:  # no compiler toolchain, unsupported platform: eager still trains
         say(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
         return step
+    state = {"fn": compiled, "checked": False}
+
+    def run(*args):
+        if state["checked"]:
+            return state["fn"](*args)
+        try:
+            out = state["fn"](*args)
+        except Exception as exc:  # e.g. inductor without a C++ compiler
+            say(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
+            state["fn"] = step
+            out = step(*args)
+        state["checked"] = True
+        return out
+
+    return run
 
 
 def _target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -96,6 +113,8 @@ class Trainer:
         self.step_fn = maybe_compile(make_step(train_model, cfg, byproducts), cfg, device, say)
         self.state = RunState()
         self.ckpt_path = self.dir / "last.pt"
+        self.autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else \
+            torch.autocast("cpu", enabled=False)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def save(self) -> None:
@@ -134,8 +153,9 @@ class Trainer:
             self.model.train()
             t0, seen = time.perf_counter(), 0
             for batch in self.loader.iter_from(self.state.batch):
-                loss, parts = self.step_fn(batch["images"], _target(batch), batch.get("point"),
-                                           batch.get("point_weight"), batch.get("heat"))
+                with self.autocast:  # bf16 on the GPU
+                    loss, parts = self.step_fn(batch["images"], _target(batch), batch.get("point"),
+                                               batch.get("point_weight"), batch.get("heat"))
                 _check_finite(loss.detach(), parts, f"{self.name} step {self.state.step}")
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()

@@ -113,6 +113,14 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                           label_maps=cfg.label_maps, labels=data["labels"],
                           heat_size=_heat_size(cfg), heat_sigma=cfg.heat_sigma)
     num_classes = len(loader.images.classes)
+    t = loader.targets
+    if t is not None and t.labels is not None:
+        hard = t.labels if t.labels.dim() == 1 else None
+        if hard is not None and len(hard) and (int(hard.min()) < 0 or int(hard.max()) >= num_classes):
+            raise ValueError(f"--labels: label ids must lie in [0, {num_classes}) (the training data's classes), "
+                             f"got [{int(hard.min())}, {int(hard.max())}]")
+        if hard is None and t.labels.shape[1] != num_classes:
+            raise ValueError(f"--labels: posteriors have {t.labels.shape[1]} columns, the data {num_classes} classes")
     if luab:
         _count_missing(loader, say, cfg.strict)
     model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path).to(device)
