@@ -12,7 +12,7 @@ Box order (docs/label-pooling.md §4): ``boxes`` are the project's float32 ``(x0
 ``(top, left, bottom, right)`` read as ``(x1, y1, x2, y2)``), i.e. it pools the transposed map; it
 reproduces the official targets bit for bit.
 
-Backends (one ``if`` in ``_pick_backend``; ``backend=`` forces one):
+Backends (the house rule, ``luab_fast/ops/_dispatch.py``; ``backend=`` forces one):
   ``"reference"``  ReLabel's path: densify + ``torchvision.ops.roi_align`` (any device);
   ``"cpu"``        C++ (``luab_fast._C.ops.label_pool``), sparse, OpenMP over the batch, bit-identical to
                    torchvision's CPU roi_align (§7) for every output_size and both box orders;
@@ -42,19 +42,11 @@ from typing import Optional, Sequence
 
 import torch
 
-from .._ext import HAS_EXT, require_ext
-from ..kernels import HAS_TRITON, triton_runs_on
+from .._ext import require_ext
+from ._dispatch import pick_backend
 
 __all__ = ["label_pool", "label_pool_reference", "label_pool_targets"]
 
-_BACKENDS = ("reference", "cpu", "triton")
-_BOX_ORDERS = ("xyxy", "legacy")
-_SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-_INDEX_DTYPES = (torch.int16, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
-                 torch.float64)
-
-
-_BACKENDS = ("reference", "cpu", "triton")
 _BOX_ORDERS = ("xyxy", "legacy")
 _SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INDEX_DTYPES = (torch.int16, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
@@ -178,24 +170,6 @@ def _(scores, indices, boxes, rows, num_classes, out_h, out_w, legacy, softmax, 
 
 
 # ------------------------------------------------------------------------------------------- public API
-def pick_backend(device: torch.device, backend: Optional[str]) -> str:
-    """The house dispatch rule (docs/architecture.md), or the forced ``backend`` after checking it can run."""
-    if backend is None:
-        if device.type == "cuda" and HAS_TRITON:
-            return "triton"
-        if device.type == "cpu" and HAS_EXT:
-            return "cpu"
-        return "reference"  # a fallback changes speed, never the answer
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS} or None, got {backend!r}")
-    if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"backend='cpu' needs CPU tensors, got device {device}")
-    if backend == "triton" and not triton_runs_on(device.type):
-        raise ValueError(f"backend='triton' needs CUDA tensors and triton (CPU tensors only under "
-                         f"TRITON_INTERPRET=1), got device {device}, triton {'present' if HAS_TRITON else 'absent'}")
-    return backend
-
-
 def output_hw(output_size: int | Sequence[int]) -> tuple[int, int]:
     hw = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
     if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw):

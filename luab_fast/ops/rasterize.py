@@ -24,7 +24,7 @@ in the same unit as a point's mass (1 point for "uniform", seconds for "dwell").
 far outside the crop) stays all zeros — the empty report: ``return_empty=True`` also returns ``empty[B]``
 bool, and ``luab_loss`` masks such maps by their zero sum.
 
-Backends (one ``if`` in ``pick_backend``): "reference" (PyTorch, for clarity: the dense [P, h, w] Gaussian
+Backends (the house rule, ``luab_fast/ops/_dispatch.py``): "reference" (PyTorch, for clarity: the dense [P, h, w] Gaussian
 stack, summed in float64), "cpu" (C++, separable, OpenMP over the batch), "triton" (one launch: gather by
 row + transform + splat as a matrix product + normalise). All agree within 1e-5 of each map's peak.
 Bad input raises ValueError naming the argument; ``validate=False`` skips the value checks (one device sync
@@ -39,12 +39,11 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .._ext import HAS_EXT, require_ext
-from ..kernels import HAS_TRITON, triton_runs_on
+from .._ext import require_ext
+from ._dispatch import pick_backend
 
 __all__ = ["rasterize_traces", "rasterize_traces_reference"]
 
-_BACKENDS = ("reference", "cpu", "triton")
 _WEIGHTINGS = ("uniform", "dwell")
 _NORMALIZE = {"none": 0, "sum": 1, "max": 2}
 DWELL_CAP_MS = 1000.0
@@ -199,22 +198,6 @@ def _out_hw(out_size) -> tuple[int, int]:
     if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw):
         raise ValueError(f"out_size must be an int >= 1 or a pair (h, w) of them, got {out_size!r}")
     return hw  # type: ignore[return-value]
-
-
-def pick_backend(device: torch.device, backend: Optional[str]) -> str:
-    """The house dispatch rule (docs/architecture.md), or the forced ``backend`` after checking it can run."""
-    if backend is None:
-        if device.type == "cuda" and HAS_TRITON:
-            return "triton"
-        return "cpu" if device.type == "cpu" and HAS_EXT else "reference"
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS} or None, got {backend!r}")
-    if backend == "cpu" and device.type != "cpu":
-        raise ValueError(f"backend='cpu' needs CPU tensors, got device {device}")
-    if backend == "triton" and not triton_runs_on(device.type):
-        raise ValueError(f"backend='triton' needs CUDA tensors and triton (CPU tensors only under "
-                         f"TRITON_INTERPRET=1), got device {device}")
-    return backend
 
 
 # ------------------------------------------------------------------------------------- torch.library op

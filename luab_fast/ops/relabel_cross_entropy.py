@@ -18,7 +18,8 @@ from typing import Optional
 
 import torch
 
-from .label_pool import MAX_ABS_SCORE, check_static, check_values, pick_backend, pool_gathered
+from ._dispatch import pick_backend
+from .label_pool import MAX_ABS_SCORE, check_static, check_values, pool_gathered
 
 __all__ = ["relabel_cross_entropy", "relabel_cross_entropy_reference"]
 
