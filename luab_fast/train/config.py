@@ -28,6 +28,9 @@ class TrainConfig:
                                        "a raw crowd CSV (task,worker,label: aggregated with Dawid-Skene first)")
     model: str = _opt("resnet10t", "timm backbone name")
     pretrained_path: Optional[str] = _opt(None, "backbone weights (a state dict .pt/.pth/.safetensors)")
+    pool: str = _opt("avg", "feature pooling of the class and point heads: avg, or attention (weighted by the "
+                            "heat head's softmax, which LUAB trains on the annotators' traces)",
+                     choices=("avg", "attention"))
     output_stride: int = _opt(16, "backbone output stride (the heat map's resolution is image_size / this)")
     image_size: int = _opt(64, "training crop side in pixels")
     epochs: int = _opt(3, "epochs (ignored with --max-steps)")

@@ -2,7 +2,9 @@
 
 ``forward(images)`` → ``(logits [B, C], point [B, 2], heat [B, h, w])``: the click point in crop coordinates
 (sigmoid, from the pooled features) and attention logits over the last feature map (a 1×1 convolution;
-h × w = image_size / output_stride).
+h × w = image_size / output_stride). ``pool="attention"`` pools the features for the class and point heads
+with the softmax of the heat logits instead of the mean: trained on the annotators' traces (LUAB), the heat
+head then steers the classifier to where people looked.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from torch import nn
 
 class LUABModel(nn.Module):
     def __init__(self, backbone: str, num_classes: int, output_stride: int = 32,
-                 pretrained_path: Optional[str] = None) -> None:
+                 pretrained_path: Optional[str] = None, pool: str = "avg") -> None:
         super().__init__()
+        if pool not in ("avg", "attention"):
+            raise ValueError(f"--pool must be avg or attention, got {pool!r}")
+        self.pool = pool
         import timm
 
         kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
@@ -34,8 +39,13 @@ class LUABModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         feats = self.backbone.forward_features(images)  # [B, F, h, w]
-        pooled = feats.mean((2, 3))
-        return self.classifier(pooled), torch.sigmoid(self.point_head(pooled)), self.heat_head(feats)[:, 0]
+        heat = self.heat_head(feats)[:, 0]
+        if self.pool == "attention":  # the class sees the features where the heat head looks
+            w = heat.flatten(1).softmax(1).to(feats.dtype)
+            pooled = torch.einsum("bfn,bn->bf", feats.flatten(2), w)
+        else:
+            pooled = feats.mean((2, 3))
+        return self.classifier(pooled), torch.sigmoid(self.point_head(pooled)), heat
 
     def heat_size(self, image_size: int) -> tuple[int, int]:
         with torch.no_grad():
