@@ -81,3 +81,22 @@ def test_cli_on_the_tiny_demo(tmp_path):
     assert list(labels.columns) == ["task", "label"] and labels["label"].between(0, 9).all()
     assert (out / "curve.png").is_file()
     assert main(["--features", str(tmp_path / "x.npy")]) == 2  # --truth missing
+
+
+def test_replay_of_real_labels(problem, tmp_path):
+    """Replaying a collected crowd through the loop uses exactly its labels, each once, and its workers."""
+    from luab_fast.annotate.workers import ReplayWorkers
+
+    feats, truth, workers, alpha = problem
+    rng = np.random.default_rng(3)
+    tasks = np.repeat(np.arange(600), 2)
+    who = rng.integers(0, 20, tasks.size)
+    labels = workers.label(tasks, who, truth, rng)
+    csv = tmp_path / "crowd.csv"
+    pd.DataFrame({"task": tasks, "worker": who, "label": labels}).to_csv(csv, index=False)
+    replay = ReplayWorkers.from_csv(csv)
+    sampler = RandomSampler(600, 20, hit_size=20, n_hits_per_step=10, max_per_task=2)
+    res = run_method("ds_model", None, truth, replay, sampler, alpha, budget=10_000)
+    t, w, z = res["labels"]
+    got = sorted(zip(replay.task_ids[t].tolist(), replay.worker_ids[w].tolist(), replay.classes[z].tolist()))
+    assert got == sorted(zip(tasks.tolist(), who.tolist(), labels.tolist()))

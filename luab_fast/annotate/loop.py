@@ -21,6 +21,7 @@ import numpy as np
 from ..aggregate import BayesAggregator
 from .learner import LearnerConfig, MLPLearner
 from .samplers import GreedySampler
+from .workers import ReplayWorkers
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,11 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
                budget: int, seed: int = 0, learner_config: Optional[LearnerConfig] = None,
                learner_risk: float = 0.1, early_stop: bool = False,
                on_step: Optional[Callable[[StepRecord], None]] = None) -> dict[str, Any]:
-    """Runs one method to its end; returns ``curve`` (list of StepRecord) and the final ``posteriors`` [N, K]."""
+    """Runs one method to its end; returns ``curve`` (list of StepRecord) and the final ``posteriors`` [N, K].
+
+    ``workers``: ``SimulatedWorkers`` (labels drawn from their confusion rows given ``truth``) or
+    ``ReplayWorkers`` (a real collection: each chosen task gets its next collected label and worker; the
+    sampler's worker choice is then ignored; ``truth`` is indexed by its dense ids, ``workers.task_ids``)."""
     import time
 
     if name not in METHODS:
@@ -94,7 +99,12 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
             t_new, w_new = sampler.next_step(rng)
         if len(t_new) == 0:
             break
-        z = workers.label(t_new, w_new, truth, rng)
+        if isinstance(workers, ReplayWorkers):  # real labels: the chosen tasks' next collected labels
+            t_new, w_new, z = workers.take(t_new)
+            if len(t_new) == 0:
+                break
+        else:
+            z = workers.label(t_new, w_new, truth, rng)
         sampler.update(t_new, w_new)
         tasks, who, labels = np.concatenate([tasks, t_new]), np.concatenate([who, w_new]), np.concatenate([labels, z])
         data = (tasks, who, labels)
