@@ -52,6 +52,15 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   // uniform class prior, exactly as the seed: log(1/K + 1e-8)
   std::vector<double> log_prior(K, std::log(1.0 / static_cast<double>(K) + kSeedEps));
   std::vector<int32_t> yhat(c.n_tasks), prev_yhat(c.n_tasks);
+  // log(learner prob + 1e-8) once (vectorised), not once per E-step: it does not change across iterations
+  Buffer<double> log_tp(static_cast<size_t>(task_prior != nullptr ? c.n_tasks * K : 0), Uninitialized{});
+  if (task_prior != nullptr) {
+    const int64_t n = c.n_tasks * K;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t i = 0; i < n; ++i) log_tp[i] = task_prior[i] + kSeedEps;
+    vlog(log_tp.data(), log_tp.data(), n);
+  }
+  const double* ltp = task_prior != nullptr ? log_tp.data() : nullptr;
 
   if (init_post != nullptr) {
     argmax_rows(init_post, c.n_tasks, K, yhat.data(), nt);
@@ -72,7 +81,9 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   bool have_prev = false;
   double prev_lik = 0.0;
   for (int it = 0; it < opt.max_iter; ++it) {
-    e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt);   // E
+    // E, labelled tasks only: an unlabelled task's posterior is its prior, read by nothing until the final E-step
+    e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt, nullptr, 1e-10, nullptr,
+           ltp, /*skip_unlabelled=*/true);
     argmax_rows(r.post.data(), c.n_tasks, K, yhat.data(), nt);
     accumulate_hard_counts(c, yhat.data(), r.counts.data(), nt);                               // M (hard)
     dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
@@ -92,7 +103,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
     prev_yhat.swap(yhat);
   }
   // the seed re-infers the posterior once more with the final confusion matrices
-  e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt);
+  e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt, nullptr, 1e-10, nullptr, ltp);
   return r;
 }
 

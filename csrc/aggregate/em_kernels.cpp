@@ -18,7 +18,7 @@ int resolve_threads(int n_threads, int64_t work) {
 template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy, double entropy_clip,
-            const double* coin) {
+            const double* coin, const double* log_task_prior, bool skip_unlabelled) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
   const double clip_term = entropy_clip * std::log(entropy_clip);
@@ -27,9 +27,13 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
     std::vector<double> shifted(entropy != nullptr ? K : 0), scratch(K);
 #pragma omp for schedule(dynamic, 256)
     for (int64_t i = 0; i < c.n_tasks; ++i) {
+      if (skip_unlabelled && c.task_ptr[i] == c.task_ptr[i + 1]) continue;
       double* row = scratch.data();
       for (int64_t y = 0; y < K; ++y) row[y] = log_class_prior[y];
-      if (task_prior != nullptr) {
+      if (log_task_prior != nullptr) {
+        const double* lt = log_task_prior + i * K;
+        for (int64_t y = 0; y < K; ++y) row[y] += lt[y];
+      } else if (task_prior != nullptr) {
         const double* tp = task_prior + i * K;
         for (int64_t y = 0; y < K; ++y) row[y] += std::log(tp[y] + task_prior_eps);
       }
@@ -117,9 +121,9 @@ void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_
 }
 
 template void e_step<double, double>(const Crowd&, const double*, const double*, const double*, double, double*,
-                                     int, double*, double, const double*);
+                                     int, double*, double, const double*, const double*, bool);
 template void e_step<float, float>(const Crowd&, const double*, const float*, const double*, double, float*, int,
-                                   double*, double, const double*);
+                                   double*, double, const double*, const double*, bool);
 template void mean_labelled_posterior<double>(const Crowd&, const double*, double*, int, double*);
 template void mean_labelled_posterior<float>(const Crowd&, const float*, double*, int, double*);
 

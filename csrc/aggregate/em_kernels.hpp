@@ -26,12 +26,18 @@ int resolve_threads(int n_threads, int64_t work);
 // from the log-posteriors the E-step already has, so no extra log per cell.
 // coin [W, 2] or nullptr: one-coin workers, log p(z | y) = coin[w][0] if y == z else coin[w][1]; then
 // log_theta is not read and a label costs O(1) plus one O(K) add instead of a random K-row read.
+// log_task_prior [T, K] or nullptr: log(task_prior + eps) computed once by the caller (it is constant across
+// EM iterations; a log per task and class per E-step dominates when most tasks have no label); used instead
+// of task_prior when given.
+// skip_unlabelled: leave the rows of tasks without labels untouched (inside an EM loop they only depend on the
+// constant priors, and nothing in the M-step reads them; the caller runs one full E-step at the end).
 // TP/TL: storage type of post / log_theta (double, or float to halve the memory traffic of the random
 // row reads); all arithmetic is in double.
 template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy = nullptr,
-            double entropy_clip = 1e-10, const double* coin = nullptr);
+            double entropy_clip = 1e-10, const double* coin = nullptr, const double* log_task_prior = nullptr,
+            bool skip_unlabelled = false);
 
 // Prefetches the K doubles of a table row that a label will read a few labels from now.
 template <typename T>
