@@ -71,6 +71,24 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
     n_batches = SIZE.n // SIZE.batch
     amp = torch.autocast("cuda", torch.bfloat16) if GPU else torch.autocast("cpu", enabled=False)
 
+    def _steps(epoch_batches, loss_of, opt):
+        """run(limit): optimiser steps over successive epochs until ``limit`` (or the plan's) steps."""
+        def run(limit):
+            done, epoch, target = 0, 0, limit or n_batches
+            while done < target:
+                for batch in epoch_batches(epoch):
+                    with amp:
+                        loss = loss_of(*batch)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    done += 1
+                    if done >= target:
+                        break
+                epoch += 1
+            return done
+        return run
+
     def ours(byproducts: bool):
         cfg = TrainConfig(image_size=SIZE.image_size, model=SIZE.model)
         model = LUABModel(SIZE.model, 10, 16 if not GPU else 32).to(device)
@@ -82,22 +100,12 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         step = maybe_compile(make_step(model, cfg, byproducts), cfg, device, print)
 
-        def run(limit):
-            done, epoch = 0, 0
-            while done < (limit or n_batches):
-                loader.set_epoch(epoch)
-                for b in loader:
-                    with amp:
-                        loss, _ = step(b["images"], b["labels"], b.get("point"), b.get("point_weight"), b.get("heat"))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    done += 1
-                    if done >= (limit or n_batches):
-                        break
-                epoch += 1
-            return done
-        return run
+        def epoch_batches(epoch):
+            loader.set_epoch(epoch)
+            for b in loader:
+                yield b["images"], b["labels"], b.get("point"), b.get("point_weight"), b.get("heat")
+
+        return _steps(epoch_batches, lambda *b: step(*b)[0], opt)
 
     def baseline():
         import timm
@@ -110,21 +118,11 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
                                          num_workers=2, drop_last=True, persistent_workers=True)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
-        def run(limit):
-            done = 0
-            while done < (limit or n_batches):
-                for x, y in dl:
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    with amp:
-                        loss = F.cross_entropy(model(x), y)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    done += 1
-                    if done >= (limit or n_batches):
-                        break
-            return done
-        return run
+        def epoch_batches(epoch):
+            for x, y in dl:
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+        return _steps(epoch_batches, lambda x, y: F.cross_entropy(model(x), y), opt)
 
     t_base = _timed(baseline())
     t_luab = _timed(ours(True))

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .workers import index_array
+
 THRESHOLD_STEP = 0.01  # the seed's decrement when too few tasks are unconfident
 
 
@@ -72,22 +74,12 @@ class Sampler:
 
     def update(self, tasks, workers) -> None:
         """Records collected labels: tasks [n], workers [n] int arrays (one entry per label)."""
-        t = self._indices(tasks, "tasks", self.n_tasks)
-        w = self._indices(workers, "workers", self.n_workers)
+        t = index_array(tasks, "tasks", self.n_tasks)
+        w = index_array(workers, "workers", self.n_workers)
         if t.size != w.size:
             raise ValueError(f"tasks and workers must have the same length, got {t.size} and {w.size}")
         self.task_counts += np.bincount(t, minlength=self.n_tasks)
         self.worker_counts += np.bincount(w, minlength=self.n_workers)
-
-    @staticmethod
-    def _indices(values, name: str, upper: int) -> np.ndarray:
-        a = np.asarray(values)
-        if a.ndim != 1 or (a.size and a.dtype.kind not in "iu"):
-            raise ValueError(f"{name} must be a 1-D integer array, got shape {a.shape} dtype {a.dtype}")
-        a = a.astype(np.int64)
-        if a.size and (a.min() < 0 or a.max() >= upper):
-            raise ValueError(f"{name} must be in [0, {upper}), got values in [{a.min()}, {a.max()}]")
-        return a
 
     def valid_workers(self) -> np.ndarray:
         """bool [W]: workers that can take one more full HIT under ``max_per_worker``."""

@@ -198,7 +198,8 @@ def from_matrices(cms) -> np.ndarray:
     return np.ascontiguousarray(m)
 
 
-def _index_array(values, name: str, upper: int) -> np.ndarray:
+def index_array(values, name: str, upper: int) -> np.ndarray:
+    """``values`` as int64 [n] in [0, upper); ValueError naming ``name`` otherwise."""
     arr = np.asarray(values)
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise ValueError(f"{name} must be a 1-D integer array, got shape {arr.shape} dtype {arr.dtype}")
@@ -234,9 +235,9 @@ class SimulatedWorkers:
         per label, inverted through the worker's row CDF (class = number of CDF entries <= u)."""
         if not isinstance(rng, np.random.Generator):
             raise ValueError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-        truth = _index_array(truth, "truth", self.n_classes)
-        tasks = _index_array(tasks, "tasks", truth.size)
-        workers = _index_array(workers, "workers", self.n_workers)
+        truth = index_array(truth, "truth", self.n_classes)
+        tasks = index_array(tasks, "tasks", truth.size)
+        workers = index_array(workers, "workers", self.n_workers)
         if tasks.size != workers.size:
             raise ValueError(f"tasks and workers must have the same length, got {tasks.size} and {workers.size}")
         u = rng.random(tasks.size)
@@ -293,7 +294,7 @@ class ReplayWorkers:
         return self._count - self._used
 
     def available_for(self, task: int) -> int:
-        return int(self.available()[_index_array([task], "task", self.n_tasks)[0]])
+        return int(self.available()[index_array([task], "task", self.n_tasks)[0]])
 
     def next_labels(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The next ``n`` unused rows in collection order (fewer at the end): (task, worker, label) int64."""
@@ -305,7 +306,7 @@ class ReplayWorkers:
     def take(self, tasks) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """For each requested task (repeats allowed), its next unused label in collection order. Tasks
         with none left are dropped, so the result can be shorter: (task, worker, label) int64."""
-        tasks = _index_array(tasks, "tasks", self.n_tasks)
+        tasks = index_array(tasks, "tasks", self.n_tasks)
         order = np.argsort(tasks, kind="stable")
         sorted_t = tasks[order]
         first = np.searchsorted(sorted_t, sorted_t)  # first position of each value: rank among repeats

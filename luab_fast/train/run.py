@@ -106,7 +106,6 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                 world: int) -> dict[str, Any]:
     luab = name == "luab"
     torch.manual_seed(cfg.seed)  # both models start from the same weights
-    num_classes = None
     loader = build_loader(data["train"], cfg.batch_size, train=True, device=device, image_size=cfg.image_size,
                           rank=rank, world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
                           byproducts=data["byproducts"] if luab else None,
