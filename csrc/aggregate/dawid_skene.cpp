@@ -15,18 +15,28 @@ namespace {
 // crowd-kit's _EPS: error cells and class priors are clipped to at least this before taking logs.
 constexpr double kClip = 1e-10;
 
-// Full confusion M-step: theta[w][z][y] = max(N + alpha, eps) / Σ_z (...), with crowd-kit's rule that
-// only labels a worker actually gave (observed z) are clipped; with alpha = 0 unobserved rows stay 0,
-// exactly as crowd-kit, which has no row for them at all.
+constexpr int kLanes = 8;
+
+// lanes[y % kLanes] += x[y] * l[y]: a dot product in kLanes independent sums, which GCC vectorises (a
+// single running sum would be a chain of dependent adds); the order is fixed, so results are too.
+inline void lane_dot(const double* x, const double* l, int64_t n, double* lanes) {
+  int64_t y = 0;
+  for (; y + kLanes <= n; y += kLanes)
+    for (int u = 0; u < kLanes; ++u) lanes[u] += x[y + u] * l[y + u];
+  for (; y < n; ++y) lanes[y % kLanes] += x[y] * l[y];
+}
+
 // Full confusion M-step, one worker per thread with its K×K block in a thread-local scratch (so the
-// only global table is log_theta): counts N[z][y] = Σ over w's labels (i, z) of post_i(y); then
+// only global table is log_theta): counts N[z][y] = Σ over w's labels (i, z) of post_i(y) (from the compact
+// rows where the task has them: compact_posteriors.hpp); then
 // theta[z][y] = max(N + alpha, eps) / Σ_z (...), crowd-kit's rule that only labels the worker actually
 // gave (observed z) are clipped — with alpha = 0 unobserved rows stay 0, as crowd-kit has no row for them.
 // worker_obj[w] = Σ_{z,y} (N + alpha)[z][y] · log theta[z][y]: the worker's share of the expected
 // complete-data log-likelihood plus its log prior, so the ELBO needs no second pass over the labels.
 template <typename TP, typename TL>
-void full_m_step(const Crowd& c, const TP* post, const double* alpha, bool per_worker, TL* log_theta,
-                 double* worker_obj, int nt) {
+void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& compact, const double* alpha,
+                 bool per_worker, TL* log_theta, double* worker_obj, int nt) {
+  using Compact = CompactPosteriors<TP>;
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
 #pragma omp parallel num_threads(nt)
@@ -40,10 +50,21 @@ void full_m_step(const Crowd& c, const TP* post, const double* alpha, bool per_w
       std::fill(cnt.begin(), cnt.end(), 0.0);
       const int64_t end = c.worker_ptr[w + 1];
       for (int64_t j = c.worker_ptr[w]; j < end; ++j) {
-        if (j + kPrefetchAhead < end) prefetch_row(post + c.worker_task[j + kPrefetchAhead] * K, K);
-        const TP* p = post + c.worker_task[j] * K;
+        if (j + kPrefetchAhead < end) {
+          const int64_t ahead = c.worker_task[j + kPrefetchAhead];
+          if (compact.count(ahead) != Compact::kDense) __builtin_prefetch(compact.row(ahead));
+          else prefetch_row(post + ahead * K, K);
+        }
+        const int64_t t = c.worker_task[j];
         double* dst = cnt.data() + static_cast<int64_t>(c.worker_label[j]) * K;
-        for (int64_t y = 0; y < K; ++y) dst[y] += static_cast<double>(p[y]);
+        const uint8_t n = compact.count(t);
+        if (n != Compact::kDense) {
+          const PostEntry<TP>* e = compact.row(t);
+          for (uint8_t k = 0; k < n; ++k) dst[e[k].y] += static_cast<double>(e[k].p);
+        } else {
+          const TP* p = post + t * K;
+          for (int64_t y = 0; y < K; ++y) dst[y] += static_cast<double>(p[y]);
+        }
       }
       std::fill(denom.begin(), denom.end(), 0.0);
       for (int64_t z = 0; z < K; ++z)
@@ -58,8 +79,8 @@ void full_m_step(const Crowd& c, const TP* post, const double* alpha, bool per_w
         all_positive &= denom[y] > 0.0;
         denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
       }
-      // four partial sums: a single chain of dependent adds cannot be vectorised (fixed order either way)
-      double obj4[4] = {0.0, 0.0, 0.0, 0.0};
+      // kLanes partial sums in a fixed order: one chain of dependent adds would not vectorise
+      double obj_lanes[kLanes] = {};
       for (int64_t z = 0; z < K; ++z) {
         double* tz = th.data() + z * K;
         if (all_positive) {
@@ -73,13 +94,14 @@ void full_m_step(const Crowd& c, const TP* post, const double* alpha, bool per_w
           for (int64_t y = 0; y < K; ++y) lrow[y] = tz[y] > 0.0 ? std::log(tz[y]) : -HUGE_VAL;
         }
         for (int64_t y = 0; y < K; ++y) lw[z * K + y] = static_cast<TL>(lrow[y]);
-        if (obs[z])
-          for (int64_t y = 0; y < K; ++y) obj4[y & 3] += cnt[z * K + y] * lrow[y];
+        if (obs[z]) lane_dot(cnt.data() + z * K, lrow.data(), K, obj_lanes);
         if (a != nullptr)
           for (int64_t y = 0; y < K; ++y)
-            if (a[y * K + z] > 0.0) obj4[y & 3] += a[y * K + z] * lrow[y];
+            if (a[y * K + z] > 0.0) obj_lanes[y % kLanes] += a[y * K + z] * lrow[y];
       }
-      worker_obj[w] = (obj4[0] + obj4[1]) + (obj4[2] + obj4[3]);
+      double obj = 0.0;
+      for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
+      worker_obj[w] = obj;
     }
   }
 }
@@ -154,12 +176,14 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   std::vector<double> entropy(c.n_tasks, 0.0);
   std::vector<double> worker_obj(W, 0.0);
   std::vector<double> label_totals(K, 0.0);
+  // every row starts kDense (the initial posteriors are read in full); each E-step then refreshes them
+  CompactPosteriors<TP> compact(opt.one_coin ? 0 : c.n_tasks, CompactPosteriors<TP>::tau_for(c, kClip));
 
   auto m_step = [&]() {
     if (opt.one_coin) {
       one_coin_m_step(c, post.data(), alpha, r.skills.data(), coin.data(), worker_obj.data(), nt);
     } else {
-      full_m_step(c, post.data(), alpha, alpha_per_worker, log_theta.data(), worker_obj.data(), nt);
+      full_m_step(c, post.data(), compact, alpha, alpha_per_worker, log_theta.data(), worker_obj.data(), nt);
     }
   };
 
@@ -171,7 +195,7 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   for (int it = 0; it < opt.n_iter; ++it) {
     for (int64_t y = 0; y < K; ++y) log_prior[y] = std::log(std::max(r.class_prior[y], kClip));
     e_step(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, post.data(), nt, entropy.data(), kClip,
-           opt.one_coin ? coin.data() : nullptr);
+           opt.one_coin ? coin.data() : nullptr, nullptr, false, false, opt.one_coin ? nullptr : &compact);
     mean_labelled_posterior(c, post.data(), r.class_prior.data(), nt, label_totals.data());
     m_step();
     const double new_loss =
@@ -185,7 +209,12 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
     TL* t = log_theta.data();
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
     for (int64_t w = 0; w < W; ++w)
-      for (int64_t k = 0; k < K * K; ++k) t[w * K * K + k] = std::exp(t[w * K * K + k]);
+      for (int64_t z = 0; z < K; ++z) {
+        TL* row = t + (w * K + z) * K;
+        // an unobserved row without prior holds log 0 = -inf, which vexp must not see; theta is 0 there
+        if (alpha == nullptr && !c.observed[w * K + z]) std::fill(row, row + K, TL{0});
+        else vexp(row, K);
+      }
   }
   if constexpr (std::is_same_v<TP, float>) {
     r.post_f32 = std::move(post);

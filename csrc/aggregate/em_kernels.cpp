@@ -18,7 +18,8 @@ int resolve_threads(int n_threads, int64_t work) {
 template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy, double entropy_clip,
-            const double* coin, const double* log_task_prior, bool skip_unlabelled) {
+            const double* coin, const double* log_task_prior, bool skip_unlabelled, bool exact_exp,
+            CompactPosteriors<TP>* compact) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
   const double clip_term = entropy_clip * std::log(entropy_clip);
@@ -59,11 +60,16 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
       for (int64_t y = 1; y < K; ++y) m = std::max(m, row[y]);
       for (int64_t y = 0; y < K; ++y) row[y] -= m;
       if (entropy != nullptr) std::copy(row, row + K, shifted.data());
-      vexp(row, K);
+      if (exact_exp) {
+        for (int64_t y = 0; y < K; ++y) row[y] = std::exp(row[y]);
+      } else {
+        vexp(row, K);
+      }
       double s = 0.0;
       for (int64_t y = 0; y < K; ++y) s += row[y];
       const double inv = 1.0 / s;
       for (int64_t y = 0; y < K; ++y) row[y] *= inv;
+      if (compact != nullptr) compact->set_row(i, row, K);
       TP* out = post + i * K;
       for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TP>(row[y]);
       if (entropy != nullptr) {
@@ -121,9 +127,34 @@ void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_
 }
 
 template void e_step<double, double>(const Crowd&, const double*, const double*, const double*, double, double*,
-                                     int, double*, double, const double*, const double*, bool);
+                                     int, double*, double, const double*, const double*, bool, bool,
+                                     CompactPosteriors<double>*);
 template void e_step<float, float>(const Crowd&, const double*, const float*, const double*, double, float*, int,
-                                   double*, double, const double*, const double*, bool);
+                                   double*, double, const double*, const double*, bool, bool,
+                                   CompactPosteriors<float>*);
+
+template <typename TP>
+void prior_only_rows(const Crowd& c, const double* class_prior, const double* task_prior, double task_prior_eps,
+                     TP* post, int n_threads) {
+  const int64_t K = c.n_classes;
+#pragma omp parallel num_threads(n_threads)
+  {
+    std::vector<double> row(K);
+#pragma omp for schedule(dynamic, 1024)
+    for (int64_t i = 0; i < c.n_tasks; ++i) {
+      if (c.task_ptr[i] != c.task_ptr[i + 1]) continue;
+      double s = 0.0;
+      for (int64_t y = 0; y < K; ++y) {
+        row[y] = class_prior[y] * (task_prior != nullptr ? task_prior[i * K + y] + task_prior_eps : 1.0);
+        s += row[y];
+      }
+      const double inv = 1.0 / s;
+      for (int64_t y = 0; y < K; ++y) post[i * K + y] = static_cast<TP>(row[y] * inv);
+    }
+  }
+}
+template void prior_only_rows<double>(const Crowd&, const double*, const double*, double, double*, int);
+template void prior_only_rows<float>(const Crowd&, const double*, const double*, double, float*, int);
 template void mean_labelled_posterior<double>(const Crowd&, const double*, double*, int, double*);
 template void mean_labelled_posterior<float>(const Crowd&, const float*, double*, int, double*);
 

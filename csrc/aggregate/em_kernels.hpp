@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "compact_posteriors.hpp"
 #include "crowd.hpp"
 
 namespace luab::aggregate {
@@ -31,13 +32,23 @@ int resolve_threads(int n_threads, int64_t work);
 // of task_prior when given.
 // skip_unlabelled: leave the rows of tasks without labels untouched (inside an EM loop they only depend on the
 // constant priors, and nothing in the M-step reads them; the caller runs one full E-step at the end).
+// exact_exp: std::exp per cell (glibc, correctly rounded in practice) instead of the SIMD vexp (≤ 4 ulp). The
+// seed's hard EM takes an argmax of these posteriors, and tasks whose classes tie in exact arithmetic are
+// decided by rounding: matching the seed's numpy there needs the exact exp.
+// compact, or nullptr: also record each computed row's classes with p ≥ tau for the soft M-step.
 // TP/TL: storage type of post / log_theta (double, or float to halve the memory traffic of the random
 // row reads); all arithmetic is in double.
 template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy = nullptr,
             double entropy_clip = 1e-10, const double* coin = nullptr, const double* log_task_prior = nullptr,
-            bool skip_unlabelled = false);
+            bool skip_unlabelled = false, bool exact_exp = false, CompactPosteriors<TP>* compact = nullptr);
+
+// Rows of tasks without labels: post_i ∝ class prior × (task_prior_i + eps), normalised directly, no exp or log
+// (with no task prior: the class prior). Within rounding of what e_step gives them.
+template <typename TP>
+void prior_only_rows(const Crowd& c, const double* class_prior, const double* task_prior, double task_prior_eps,
+                     TP* post, int n_threads);
 
 // Prefetches the K doubles of a table row that a label will read a few labels from now.
 template <typename T>

@@ -10,6 +10,7 @@
 namespace luab {
 
 void vexp(double* x, int64_t n);                      // x[i] = exp(x[i])
+void vexp(float* x, int64_t n);                       // x[i] = expf(x[i])
 void vlog(const double* x, double* out, int64_t n);   // out[i] = log(x[i])
 
 }  // namespace luab
