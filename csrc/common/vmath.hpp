@@ -1,8 +1,10 @@
 // Vectorised exp/log over contiguous arrays. The EM loops spend most of their time in transcendentals
 // (one exp per task × class per E-step, one log per confusion cell per M-step); glibc's scalar calls
 // do not vectorise, so these loops live in vmath.cpp, compiled apart with -ffast-math so that GCC calls
-// glibc's libmvec SIMD variants (≤ 4 ulp), with an AVX2 clone chosen at load time where the CPU has it.
-// Inputs must be finite (exp) and finite and > 0 (log); every caller guarantees it.
+// glibc's libmvec SIMD variants (≤ 4 ulp), with AVX-512 and AVX2 clones chosen at load time. (The file is built
+// without LTO: at link time LTO dropped the per-file -ffast-math and with it every libmvec call.)
+// libmvec returns what glibc does for -inf and 0 (exp(-inf) = 0, log(0) = -inf); the loops do no arithmetic of
+// their own that -ffinite-math-only could change.
 #pragma once
 
 #include <cstdint>
