@@ -33,11 +33,9 @@ TOL = {
     "accuracy_drop": 0.005,   # default DS may be at most 0.5 points below crowd-kit's DS
 }
 
-# name -> make_crowd(n_tasks, n_workers, labels_per_task, n_classes, seed[, acc_low, acc_high])
-# "flat": workers barely above chance, so most posteriors keep more than CompactPosteriors::kCap classes
-# above tau and the M-step reads their full rows (the fallback path of csrc/aggregate/compact_posteriors.hpp)
+# name -> make_crowd(n_tasks, n_workers, labels_per_task, n_classes, seed)
 SYNTHETIC = {"synthetic-K2": (300, 30, 3, 2, 11), "synthetic-K5": (300, 30, 3, 5, 12),
-             "synthetic-K10": (300, 30, 3, 10, 13), "synthetic-K10-flat": (300, 30, 3, 10, 14, 0.12, 0.3)}
+             "synthetic-K10": (300, 30, 3, 10, 13)}
 SOURCES = (*CROWD_DATASETS, *SYNTHETIC)
 
 # crowd-kit 1.4.2 uses pandas keywords that pandas 3 deprecates; those warnings are not ours
@@ -48,8 +46,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:crowdkit")
 def crowd(source: str) -> tuple[pd.DataFrame, pd.Series]:
     """(labels DataFrame task/worker/label, gold Series) of a real or synthetic crowd; cached, read-only."""
     if source in SYNTHETIC:
-        c = make_crowd(*SYNTHETIC[source][:4], seed=SYNTHETIC[source][4], **dict(zip(("acc_low", "acc_high"),
-                                                                                    SYNTHETIC[source][5:])))
+        c = make_crowd(*SYNTHETIC[source][:4], seed=SYNTHETIC[source][4])
         return c.frame(), pd.Series(c.truth, name="truth").rename_axis("task")
     if not (SHARED_DATA / "crowd" / source).is_dir():
         pytest.skip(f"shared crowd data not found at {SHARED_DATA / 'crowd' / source}")

@@ -44,7 +44,9 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   const int64_t KK = K * K;
   const int64_t W = c.n_workers;
   BayesResult r;
-  r.post = Buffer<double>(c.n_tasks * K, 0.0);
+  // every row is written before it is read: labelled rows by each E-step, the rest by the final pass (a fill of
+  // T×K doubles costs as much as an E-step over the labelled tasks at ImageNet-100 scale)
+  r.post = Buffer<double>(c.n_tasks * K, Uninitialized{});
   r.counts = Buffer<double>(W * KK, 0.0);
   r.theta = Buffer<double>(W * KK, 0.0);
   Buffer<double> log_theta(W * KK, 0.0);
@@ -64,7 +66,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   const double* ltp = task_prior != nullptr ? log_tp.data() : nullptr;
 
   if (init_post != nullptr) {
-    argmax_rows(init_post, c.n_tasks, K, yhat.data(), nt);
+    argmax_labelled_rows(c, init_post, yhat.data(), nt);
     accumulate_hard_counts(c, yhat.data(), r.counts.data(), nt);
   }
   dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
@@ -85,7 +87,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
     // E, labelled tasks only: an unlabelled task's posterior is its prior, read by nothing until the final E-step
     e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt, nullptr, 1e-10, nullptr,
            ltp, /*skip_unlabelled=*/true, /*exact_exp=*/true);
-    argmax_rows(r.post.data(), c.n_tasks, K, yhat.data(), nt);
+    argmax_labelled_rows(c, r.post.data(), yhat.data(), nt);
     accumulate_hard_counts(c, yhat.data(), r.counts.data(), nt);                               // M (hard)
     dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
     const double lik = z_likelihood();

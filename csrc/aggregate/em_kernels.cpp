@@ -158,9 +158,14 @@ template void prior_only_rows<float>(const Crowd&, const double*, const double*,
 template void mean_labelled_posterior<double>(const Crowd&, const double*, double*, int, double*);
 template void mean_labelled_posterior<float>(const Crowd&, const float*, double*, int, double*);
 
-void argmax_rows(const double* post, int64_t n_rows, int64_t k, int32_t* out, int n_threads) {
+void argmax_labelled_rows(const Crowd& c, const double* post, int32_t* out, int n_threads) {
+  const int64_t k = c.n_classes;
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1024)
-  for (int64_t i = 0; i < n_rows; ++i) {
+  for (int64_t i = 0; i < c.n_tasks; ++i) {
+    if (c.task_ptr[i] == c.task_ptr[i + 1]) {
+      out[i] = 0;
+      continue;
+    }
     const double* p = post + i * k;
     int64_t best = 0;
     for (int64_t y = 1; y < k; ++y)

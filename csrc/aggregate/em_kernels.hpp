@@ -71,8 +71,9 @@ template <typename TP>
 void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_threads,
                              double* label_totals = nullptr);
 
-// argmax over each row of post (first maximum wins, as numpy/pandas do).
-void argmax_rows(const double* post, int64_t n_rows, int64_t k, int32_t* out, int n_threads);
+// argmax of each labelled task's row (first maximum wins, as numpy/pandas do): the only rows hard EM counts;
+// 0 for tasks without labels, whose rows are not read.
+void argmax_labelled_rows(const Crowd& c, const double* post, int32_t* out, int n_threads);
 
 // Deterministic parallel sum over tasks of f(task): fixed blocks, block sums added in order.
 template <typename F>

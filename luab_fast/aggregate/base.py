@@ -71,6 +71,8 @@ class BaseAggregator:
     def _warm_start_posteriors(self, enc: Encoded) -> np.ndarray:
         """Previous posteriors for tasks seen before, majority vote for new ones."""
         prev = self._check_fitted()
+        if enc.n_tasks == prev.n_tasks:  # no new task ids (array input with a fixed n_tasks): no copy at all
+            return self.posteriors_
         init = self._majority_vote(enc)
         init[: prev.n_tasks] = self.posteriors_
         return init
