@@ -116,7 +116,9 @@ def _agreement_cell(check: dict[str, Any] | None) -> str:
     if not check:
         return "n/a"
     mark = "✓" if check["passed"] else "✗ FAIL"
-    text = f"{check['value']:.2%} {check['metric']} {mark}"
+    # shares (agreement ≥ 99.9%) as percentages; error bounds (max |Δ| ≤ 1e-9) in scientific notation
+    share = "|Δ" not in check["metric"] and "error" not in check["metric"]
+    text = f"{check['value']:.2%} {check['metric']} {mark}" if share else f"{check['metric']} {check['value']:.1e} {mark}"
     return f"{text} ({check['detail']})" if check.get("detail") else text
 
 

@@ -100,3 +100,61 @@ def test_replay_of_real_labels(problem, tmp_path):
     t, w, z = res["labels"]
     got = sorted(zip(replay.task_ids[t].tolist(), replay.worker_ids[w].tolist(), replay.classes[z].tolist()))
     assert got == sorted(zip(tasks.tolist(), who.tolist(), labels.tolist()))
+
+
+def test_early_stopping_fires_when_the_done_set_stops_growing():
+    """Chance-level workers: almost nothing gets done, so with early stopping the run ends at the first step with
+    ≥ N/2 labels and no growth of the done set for check_prev_n steps; the same run without it goes on."""
+    from luab_fast.annotate.workers import from_matrices
+
+    K, W, N = 10, 20, 600
+    workers = SimulatedWorkers(from_matrices(np.full((W, K, K), 1.0 / K)))
+    truth = np.repeat(np.arange(K), N // K)
+    alpha = 2.0 * np.ones((K, K)) + 2.0 * np.eye(K)
+    runs = {es: run_method("ds_model", None, truth, workers, RandomSampler(N, W, hit_size=20, n_hits_per_step=5),
+                           alpha, budget=3 * N, early_stop=es, check_prev_n=2)["curve"] for es in (False, True)}
+    stopped, full = runs[True], runs[False]
+    assert len(stopped) < len(full)
+    assert [(r.labels, r.accuracy) for r in stopped] == [(r.labels, r.accuracy) for r in full[: len(stopped)]]
+    assert stopped[-1].labels >= N / 2 and stopped[-2].labels < N / 2  # the first step where the rule can fire
+    done = [round(r.done_fraction * N) for r in stopped]
+    assert max(done[-2:]) <= max(done[:-2])  # no new maximum in the last check_prev_n steps
+    with pytest.raises(ValueError, match="check_prev_n"):
+        run_method("ds_model", None, truth, workers, RandomSampler(N, W, n_hits_per_step=5), alpha, 100,
+                   check_prev_n=0)
+
+
+def test_cold_em_start_is_the_seed_and_warm_is_close(problem):
+    """em_start='cold' refits from the prior on all labels, as the seed: its final posteriors are a fresh fit's.
+    The default warm start ends within a point of it."""
+    from luab_fast.aggregate import BayesAggregator
+
+    feats, truth, workers, alpha = problem
+    runs = {}
+    for start in ("cold", "warm"):
+        sampler = RandomSampler(len(truth), workers.n_workers, hit_size=20, n_hits_per_step=10)
+        runs[start] = run_method("ds_model", feats, truth, workers, sampler, alpha, budget=len(truth), em_start=start)
+    fresh = BayesAggregator(prior=alpha, criterion="soft", max_iter=10).fit(
+        runs["cold"]["labels"], n_classes=10, n_tasks=len(truth), n_workers=workers.n_workers)
+    np.testing.assert_array_equal(runs["cold"]["posteriors"], fresh.posteriors_)
+    assert abs(runs["warm"]["curve"][-1].accuracy - runs["cold"]["curve"][-1].accuracy) <= 0.01
+    with pytest.raises(ValueError, match="em_start"):
+        run_method("ds_model", feats, truth, workers, RandomSampler(600, 20, n_hits_per_step=5), alpha, 100,
+                   em_start="hot")
+
+
+def test_cli_synthetic_problem(tmp_path):
+    from luab_fast.annotate.cli import main
+    from luab_fast.annotate.synthetic import synthetic_problem
+
+    out = tmp_path / "syn"
+    assert main(["--synthetic", "400:8", "--separability", "3", "--method", "ds_model", "--budget", "0.5",
+                 "--hit-size", "10", "--hits-per-step", "5", "--workers", "10", "--em-start", "cold",
+                 "--out", str(out)]) == 0
+    curve = pd.read_csv(out / "curve.csv")
+    assert curve["labels"].iloc[-1] == 200 and not list(out.glob("*.tmp"))
+    assert main(["--synthetic", "400x8", "--out", str(out)]) == 2
+    feats, truth = synthetic_problem(1000, 10, dim=32, separability=2.0, seed=1)
+    assert feats.shape == (1000, 32) and feats.dtype == np.float32 and np.bincount(truth).tolist() == [100] * 10
+    with pytest.raises(ValueError, match="separability"):
+        synthetic_problem(100, 10, separability=-1.0)

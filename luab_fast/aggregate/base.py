@@ -86,6 +86,13 @@ class BaseAggregator:
         self._fit_encoded(enc, warm=self._warm_start_posteriors(enc), **kwargs)
         return self
 
+    def refit(self, **kwargs: Any) -> "BaseAggregator":
+        """Refits on the labels it already has, warm-started from its current posteriors: for when only the
+        per-task prior changed (the online loop's second EM of a step, after the learner refit)."""
+        enc = self._check_fitted()
+        self._fit_encoded(enc, warm=self.posteriors_, **kwargs)
+        return self
+
     # -- fitted attributes, built lazily from the arrays -----------------------------------------------
     @property
     def task_ids_(self) -> pd.Index:

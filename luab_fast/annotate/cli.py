@@ -2,7 +2,8 @@
 
 With no data argument it runs on the built-in demo (features: the demo images' pixels, 16×16 grey levels,
 standardised; its 10 classes stand for 10 ImageNet100 classes — by default 10 of the Dog group, the seed's
-hardest split — so the simulated workers' confusions are the real structured ones). Writes ``curve.csv``, ``curve.png`` (accuracy vs labels
+hardest split — so the simulated workers' confusions are the real structured ones); ``--synthetic
+imagenet100`` runs at the seed's ImageNet-100 size on Gaussian-cluster features instead. Writes ``curve.csv``, ``curve.png`` (accuracy vs labels
 per image) and per method ``labels_<method>.csv`` (task, label) + ``posteriors_<method>.csv`` — the formats
 ``python -m luab_fast.train --labels`` takes.
 """
@@ -19,6 +20,7 @@ import pandas as pd
 
 from .loop import METHODS, run_method
 from .samplers import GreedySampler, RandomSampler
+from .synthetic import IMAGENET100, synthetic_problem
 from .workers import SimulatedWorkers, load_amt, pooled_counts, structured_workers, uniform_workers
 
 
@@ -36,12 +38,30 @@ def demo_problem(size: str, seed: int) -> tuple[np.ndarray, np.ndarray, list[str
     return feats, images.labels, images.stems
 
 
+def parse_synthetic(spec: str) -> dict[str, int]:
+    """``imagenet100`` or ``N:K`` → synthetic_problem's sizes."""
+    if spec == "imagenet100":
+        return dict(IMAGENET100)
+    try:
+        n, k = (int(v) for v in spec.split(":"))
+    except ValueError:
+        raise ValueError(f"--synthetic must be imagenet100 or N:K (two integers), got {spec!r}") from None
+    return {"n_images": n, "n_classes": k}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m luab_fast.annotate", description=__doc__.split("\n\n")[0])
     p.add_argument("--method", nargs="+", default=sorted(METHODS), choices=sorted(METHODS),
                    help="methods to run side by side (default: all four)")
     p.add_argument("--features", help="features .npy [N, D] (with --truth)")
     p.add_argument("--truth", help="true labels .npy [N] int (with --features)")
+    p.add_argument("--synthetic", metavar="imagenet100|N:K",
+                   help="synthetic Gaussian-cluster features instead of the demo: the seed's ImageNet-100 size "
+                        "(125,689 images, 100 classes) or N images of K classes")
+    p.add_argument("--separability", type=float, default=4.0,
+                   help="--synthetic: distance of each class mean from the origin, in noise standard deviations "
+                        "(4.0: the learner trained on 250 clean images per class of 100 gets 83%% of held-out "
+                        "images right; 3.0: 57%%; 2.5: 40%%)")
     p.add_argument("--demo-size", default="default", choices=("default", "tiny"), help="demo size (no --features)")
     p.add_argument("--simulation", default="structured", choices=("structured", "uniform"),
                    help="worker noise built from the real AMT confusion counts")
@@ -56,6 +76,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hits-per-step", type=int, default=10)
     p.add_argument("--epochs", type=int, default=50, help="learner epochs per step")
     p.add_argument("--early-stop", action="store_true", help="the seed's early stopping")
+    p.add_argument("--em-start", default="warm", choices=("warm", "cold"),
+                   help="warm: each step's EM starts from the previous posteriors; cold: from the prior, as the seed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/annotate")
     return p
@@ -71,7 +93,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if (args.features is None) != (args.truth is None):
             raise ValueError("--features and --truth go together")
-        if args.features:
+        if args.features and args.synthetic:
+            raise ValueError("give --features/--truth or --synthetic, not both")
+        if args.synthetic:
+            feats, truth = synthetic_problem(**parse_synthetic(args.synthetic), separability=args.separability,
+                                             seed=args.seed)
+            ids = [str(i) for i in range(len(truth))]
+        elif args.features:
             feats = np.load(args.features).astype(np.float32)
             truth = np.load(args.truth).astype(np.int64)
             if feats.ndim != 2 or truth.shape != (feats.shape[0],):
@@ -87,7 +115,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             classes = list(amt.groups[0][:K])  # the Dog group: fine-grained, workers ≈ 0.44 accurate
         else:  # spread over the groups, so confusions stay structured but rarer
             per = -(-K // len(amt.groups))
-            classes = [w for g in amt.groups for w in g[:per]][:K]
+            classes = [w for g in amt.groups for w in g[:per]]
+            classes = (classes + [w for w in amt.wnids if w not in classes])[:K]  # groups smaller than per
         make = structured_workers if args.simulation == "structured" else uniform_workers
         workers = SimulatedWorkers(make(amt, classes, n_workers=args.workers, seed=args.seed))
         alpha = homogeneous_prior(pooled_counts(amt, classes), 10.0)
@@ -113,15 +142,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
         res = run_method(name, feats, truth, workers, sampler, alpha, int(args.budget * N), seed=args.seed,
                          learner_config=LearnerConfig(max_epochs=args.epochs), early_stop=args.early_stop,
-                         on_step=on_step)
+                         em_start=args.em_start, on_step=on_step)
         bar.close()
         rows += [vars(r) for r in res["curve"]]
         post = res["posteriors"]
-        pd.DataFrame({"task": ids, "label": post.argmax(1)}).to_csv(out / f"labels_{name}.csv", index=False)
-        pd.DataFrame(post, columns=[str(k) for k in range(K)]).assign(task=ids)[["task"] + [str(k) for k in range(K)]] \
-            .to_csv(out / f"posteriors_{name}.csv", index=False)
+        _write_csv(pd.DataFrame({"task": ids, "label": post.argmax(1)}), out / f"labels_{name}.csv")
+        cols = [str(k) for k in range(K)]
+        _write_csv(pd.DataFrame(post, columns=cols).assign(task=ids)[["task"] + cols], out / f"posteriors_{name}.csv")
     curve = pd.DataFrame(rows)
-    curve.drop(columns=["seconds_em"]).to_csv(out / "curve.csv", index=False)
+    _write_csv(curve.drop(columns=["seconds_em"]), out / "curve.csv")
     _plot(curve, out / "curve.png")
     final = curve.groupby("method").last()
     print("\n| method | labels/image | accuracy | done |\n|---|---|---|---|")
@@ -129,6 +158,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"| {name} | {r['labels_per_image']:.3f} | {r['accuracy']:.3f} | {r['done_fraction']:.3f} |")
     print(f"\nEM refit: median {1e3 * curve['seconds_em'].median():.1f} ms per step; results in {out}")
     return 0
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """Atomically: a killed run leaves the previous file or none, never half of one."""
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False, float_format="%.7g")  # 1e-7 is below any risk threshold; halves the text
+    tmp.replace(path)
 
 
 def _plot(curve: pd.DataFrame, path: Path) -> None:

@@ -7,8 +7,9 @@ the new posteriors, EM re-infers with the new learner probabilities, risk = 1 âˆ
 risk below the threshold are done. Stops when every task is done or capped, at the label budget, or (with
 ``early_stop``) when the done set has not grown past its maximum for ``check_prev_n`` steps.
 
-Deliberate difference from the seed: EM is warm-started from nothing each step, as the seed does (counts
-reset); the C++ engine makes that cheap, so we keep the seed's semantics.
+EM start (``em_start``): ``"warm"`` (default) refits each step with ``partial_fit`` from the previous
+posteriors, and the post-learner EM with ``refit``; ``"cold"`` is the seed exactly: counts reset to the prior and
+EM over all labels from scratch, twice a step. Warm needs fewer EM iterations (benchmarks/bench_annotate.py).
 """
 
 from __future__ import annotations
@@ -61,17 +62,22 @@ def prototypes(truth: np.ndarray, n_classes: int, per_class: int, rng: np.random
 
 def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, workers, sampler, alpha: np.ndarray,
                budget: int, seed: int = 0, learner_config: Optional[LearnerConfig] = None,
-               learner_risk: float = 0.1, early_stop: bool = False,
+               learner_risk: float = 0.1, early_stop: bool = False, check_prev_n: Optional[int] = None,
+               em_start: str = "warm",
                on_step: Optional[Callable[[StepRecord], None]] = None) -> dict[str, Any]:
     """Runs one method to its end; returns ``curve`` (list of StepRecord) and the final ``posteriors`` [N, K].
 
     ``workers``: ``SimulatedWorkers`` (labels drawn from their confusion rows given ``truth``) or
     ``ReplayWorkers`` (a real collection: each chosen task gets its next collected label and worker; the
-    sampler's worker choice is then ignored; ``truth`` is indexed by its dense ids, ``workers.task_ids``)."""
+    sampler's worker choice is then ignored; ``truth`` is indexed by its dense ids, ``workers.task_ids``).
+    ``early_stop``: stop once at least N/2 labels are in and the done set has not grown past its maximum for
+    ``check_prev_n`` steps (default: the seed's max(5000 // labels per step, 5))."""
     import time
 
     if name not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+    if em_start not in ("warm", "cold"):
+        raise ValueError(f"em_start must be 'warm' or 'cold', got {em_start!r}")
     method = METHODS[name]
     if method.learner and features is None:
         raise ValueError(f"method {name!r} needs features (its learner is an MLP on them)")
@@ -89,7 +95,10 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
     post = np.full((N, K), 1.0 / K)
     curve: list[StepRecord] = []
     best_done, since_best = -1, 0
-    check_prev_n = max(5000 // max(1, sampler.hit_size * sampler.n_hits_per_step), 5)
+    if check_prev_n is None:  # the seed's EarlyStopper: about 5,000 labels' worth of steps, at least 5
+        check_prev_n = max(5000 // max(1, sampler.hit_size * sampler.n_hits_per_step), 5)
+    elif not isinstance(check_prev_n, (int, np.integer)) or check_prev_n < 1:
+        raise ValueError(f"check_prev_n must be a positive integer or None, got {check_prev_n!r}")
     step = 0
     while len(labels) < budget and not sampler.stop():
         if isinstance(sampler, GreedySampler):  # expected accuracy needs the current worker estimates
@@ -109,7 +118,10 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
         tasks, who, labels = np.concatenate([tasks, t_new]), np.concatenate([who, w_new]), np.concatenate([labels, z])
         data = (tasks, who, labels)
         t0 = time.perf_counter()
-        agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
+        if em_start == "warm" and agg.posteriors_ is not None:
+            agg.partial_fit((t_new, w_new, z), learner_prob=learner_prob)
+        else:
+            agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
         em_seconds = time.perf_counter() - t0
         post = agg.posteriors_
         if method.learner:
@@ -126,7 +138,10 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
                 learner = MLPLearner(K, cfg, seed=seed + step).fit(features, post, train, val_idx, val_labels)
                 learner_prob = learner.predict_proba(features)
                 t0 = time.perf_counter()
-                agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
+                if em_start == "warm":
+                    agg.refit(learner_prob=learner_prob)
+                else:
+                    agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
                 em_seconds += time.perf_counter() - t0
                 post = agg.posteriors_
         risk = 1.0 - post.max(1)
