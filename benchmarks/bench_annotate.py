@@ -182,7 +182,8 @@ class Simulation:
         return asdict(self)
 
 
-SIM_PLAN = Plan(Simulation(IMAGENET100["n_images"], IMAGENET100["n_classes"], 50, SEPARABILITY),  # type: ignore
+# 100 workers: 50 would stop at 100k labels (the seed caps a worker at 2,000), short of 1 label per image
+SIM_PLAN = Plan(Simulation(IMAGENET100["n_images"], IMAGENET100["n_classes"], 100, SEPARABILITY),  # type: ignore
                 {OURS: 1}, SIM_TARGET)
 
 

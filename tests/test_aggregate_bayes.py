@@ -21,6 +21,15 @@ EPS = 1e-8  # the seed adds this inside every log
 
 
 # -- an independent reference: the seed's loop, written plainly ----------------------------------------
+TIE_TOLERANCE = 1e-12  # csrc/aggregate/em_kernels.hpp kArgmaxTieTolerance
+
+
+def tied_argmax(post):
+    """Lowest class within TIE_TOLERANCE (relative) of the row maximum: classes that tie in exact arithmetic stay
+    tied whatever exp/log rounding did to them (the seed breaks ties with random 1e-8 noise instead)."""
+    return (post >= post.max(1, keepdims=True) * (1.0 - TIE_TOLERANCE)).argmax(1)
+
+
 def reference_bayes(task, worker, label, T, W, K, alpha, learner=None, max_iter=10, criterion="soft",
                     likelihood_epsilon=1e-3):
     """Seed algorithm (docs/aggregation.md, "EM mathematics of the Bayes aggregator"). Returns
@@ -43,7 +52,7 @@ def reference_bayes(task, worker, label, T, W, K, alpha, learner=None, max_iter=
     theta = theta_of(np.zeros((W, K, K)))  # counts start at 0: the prior alone
     liks, prev_lik, prev_yhat, converged = [], None, None, False
     for _ in range(max_iter):
-        yhat = e_step(theta).argmax(1)  # ties -> lowest class
+        yhat = tied_argmax(e_step(theta))
         counts = np.zeros((W, K, K))
         np.add.at(counts, (worker, yhat[task], label), 1.0)  # hard M-step: N_w[argmax, z] += 1
         theta = theta_of(counts)

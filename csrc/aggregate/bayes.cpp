@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "../common/vmath.hpp"
 #include "em_kernels.hpp"
 
 namespace luab::aggregate {
@@ -31,7 +32,7 @@ void dirichlet_rows(const Crowd& c, const double* counts, const double* alpha, b
         lw[z * K + y] = p + kSeedEps;
       }
     }
-    for (int64_t k = 0; k < KK; ++k) lw[k] = std::log(lw[k]);  // log(p + 1e-8), exact, as the seed's numpy
+    vlog(lw, lw, KK);  // log(p + 1e-8), as the seed
   }
 }
 
@@ -54,13 +55,15 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   std::vector<double> log_prior(K, std::log(1.0 / static_cast<double>(K) + kSeedEps));
   std::vector<int32_t> yhat(c.n_tasks), prev_yhat(c.n_tasks);
   // log(learner prob + 1e-8) once per fit, not once per E-step, and only for labelled tasks: the E-steps read
-  // no other row (unlabelled tasks get prior_only_rows). Exact std::log, as the seed's numpy (see e_step).
+  // no other row (unlabelled tasks get prior_only_rows)
   Buffer<double> log_tp(static_cast<size_t>(task_prior != nullptr ? c.n_tasks * K : 0), Uninitialized{});
   if (task_prior != nullptr) {
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1024)
     for (int64_t i = 0; i < c.n_tasks; ++i) {
       if (c.task_ptr[i] == c.task_ptr[i + 1]) continue;
-      for (int64_t y = 0; y < K; ++y) log_tp[i * K + y] = std::log(task_prior[i * K + y] + kSeedEps);
+      double* row = log_tp.data() + i * K;
+      for (int64_t y = 0; y < K; ++y) row[y] = task_prior[i * K + y] + kSeedEps;
+      vlog(row, row, K);
     }
   }
   const double* ltp = task_prior != nullptr ? log_tp.data() : nullptr;
@@ -86,7 +89,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   for (int it = 0; it < opt.max_iter; ++it) {
     // E, labelled tasks only: an unlabelled task's posterior is its prior, read by nothing until the final E-step
     e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt, nullptr, 1e-10, nullptr,
-           ltp, /*skip_unlabelled=*/true, /*exact_exp=*/true);
+           ltp, /*skip_unlabelled=*/true);
     argmax_labelled_rows(c, r.post.data(), yhat.data(), nt);
     accumulate_hard_counts(c, yhat.data(), r.counts.data(), nt);                               // M (hard)
     dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
@@ -107,7 +110,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   }
   // the seed re-infers the posterior once more with the final confusion matrices
   e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt, nullptr, 1e-10, nullptr, ltp,
-         /*skip_unlabelled=*/true, /*exact_exp=*/true);
+         /*skip_unlabelled=*/true);
   // unlabelled tasks: (uniform prior × learner prior), normalised; no exp or log over the (often millions of) rows
   const std::vector<double> uniform(K, 1.0 / static_cast<double>(K) + kSeedEps);
   prior_only_rows(c, uniform.data(), task_prior, kSeedEps, r.post.data(), nt);

@@ -195,7 +195,7 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   for (int it = 0; it < opt.n_iter; ++it) {
     for (int64_t y = 0; y < K; ++y) log_prior[y] = std::log(std::max(r.class_prior[y], kClip));
     e_step(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, post.data(), nt, entropy.data(), kClip,
-           opt.one_coin ? coin.data() : nullptr, nullptr, false, false, opt.one_coin ? nullptr : &compact);
+           opt.one_coin ? coin.data() : nullptr, nullptr, false, opt.one_coin ? nullptr : &compact);
     mean_labelled_posterior(c, post.data(), r.class_prior.data(), nt, label_totals.data());
     m_step();
     const double new_loss =

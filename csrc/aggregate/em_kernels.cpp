@@ -18,7 +18,7 @@ int resolve_threads(int n_threads, int64_t work) {
 template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy, double entropy_clip,
-            const double* coin, const double* log_task_prior, bool skip_unlabelled, bool exact_exp,
+            const double* coin, const double* log_task_prior, bool skip_unlabelled,
             CompactPosteriors<TP>* compact) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
@@ -60,11 +60,7 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
       for (int64_t y = 1; y < K; ++y) m = std::max(m, row[y]);
       for (int64_t y = 0; y < K; ++y) row[y] -= m;
       if (entropy != nullptr) std::copy(row, row + K, shifted.data());
-      if (exact_exp) {
-        for (int64_t y = 0; y < K; ++y) row[y] = std::exp(row[y]);
-      } else {
-        vexp(row, K);
-      }
+      vexp(row, K);
       double s = 0.0;
       for (int64_t y = 0; y < K; ++y) s += row[y];
       const double inv = 1.0 / s;
@@ -127,10 +123,10 @@ void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_
 }
 
 template void e_step<double, double>(const Crowd&, const double*, const double*, const double*, double, double*,
-                                     int, double*, double, const double*, const double*, bool, bool,
+                                     int, double*, double, const double*, const double*, bool,
                                      CompactPosteriors<double>*);
 template void e_step<float, float>(const Crowd&, const double*, const float*, const double*, double, float*, int,
-                                   double*, double, const double*, const double*, bool, bool,
+                                   double*, double, const double*, const double*, bool,
                                    CompactPosteriors<float>*);
 
 template <typename TP>
@@ -167,9 +163,11 @@ void argmax_labelled_rows(const Crowd& c, const double* post, int32_t* out, int 
       continue;
     }
     const double* p = post + i * k;
+    double m = p[0];
+    for (int64_t y = 1; y < k; ++y) m = std::max(m, p[y]);
+    const double tied = m * (1.0 - kArgmaxTieTolerance);
     int64_t best = 0;
-    for (int64_t y = 1; y < k; ++y)
-      if (p[y] > p[best]) best = y;
+    while (p[best] < tied) ++best;  // the lowest class within the tolerance of the maximum
     out[i] = static_cast<int32_t>(best);
   }
 }

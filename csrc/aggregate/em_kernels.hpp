@@ -32,9 +32,6 @@ int resolve_threads(int n_threads, int64_t work);
 // of task_prior when given.
 // skip_unlabelled: leave the rows of tasks without labels untouched (inside an EM loop they only depend on the
 // constant priors, and nothing in the M-step reads them; the caller runs one full E-step at the end).
-// exact_exp: std::exp per cell (glibc, correctly rounded in practice) instead of the SIMD vexp (≤ 4 ulp). The
-// seed's hard EM takes an argmax of these posteriors, and tasks whose classes tie in exact arithmetic are
-// decided by rounding: matching the seed's numpy there needs the exact exp.
 // compact, or nullptr: also record each computed row's classes with p ≥ tau for the soft M-step.
 // TP/TL: storage type of post / log_theta (double, or float to halve the memory traffic of the random
 // row reads); all arithmetic is in double.
@@ -42,7 +39,7 @@ template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy = nullptr,
             double entropy_clip = 1e-10, const double* coin = nullptr, const double* log_task_prior = nullptr,
-            bool skip_unlabelled = false, bool exact_exp = false, CompactPosteriors<TP>* compact = nullptr);
+            bool skip_unlabelled = false, CompactPosteriors<TP>* compact = nullptr);
 
 // Rows of tasks without labels: post_i ∝ class prior × (task_prior_i + eps), normalised directly, no exp or log
 // (with no task prior: the class prior). Within rounding of what e_step gives them.
@@ -71,8 +68,15 @@ template <typename TP>
 void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_threads,
                              double* label_totals = nullptr);
 
-// argmax of each labelled task's row (first maximum wins, as numpy/pandas do): the only rows hard EM counts;
-// 0 for tasks without labels, whose rows are not read.
+// Hard EM's argmax treats classes within this relative distance of the maximum as tied, and takes the lowest.
+// Classes that tie in exact arithmetic (three different labels under a symmetric prior) come out of exp/log a
+// few ulp apart, in an order that depends on the exp implementation (glibc, libmvec, numpy all differ); one
+// flipped argmax changes every later iteration. 1e-12 is far above rounding (~1e-15) and far below any real
+// difference between two posteriors.
+constexpr double kArgmaxTieTolerance = 1e-12;
+
+// argmax of each labelled task's row (ties as above): the only rows hard EM counts; 0 for tasks without labels,
+// whose rows are not read.
 void argmax_labelled_rows(const Crowd& c, const double* post, int32_t* out, int n_threads);
 
 // Deterministic parallel sum over tasks of f(task): fixed blocks, block sums added in order.
