@@ -39,9 +39,23 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
   using Compact = CompactPosteriors<TP>;
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
+  // log of a cell that got no count: log(max(alpha, eps)) on observed rows, log(alpha) on the others. With a
+  // shared (or no) prior these are the same for every worker, so they are taken once here and a worker only
+  // needs a log for its counted cells (~1 per label with compact rows, instead of K² logs per worker).
+  const bool sparse_logs = !per_worker;
+  std::vector<double> log_base_obs(sparse_logs ? KK : 0), log_base_unobs(sparse_logs ? KK : 0);
+  if (sparse_logs) {
+    for (int64_t z = 0; z < K; ++z)
+      for (int64_t y = 0; y < K; ++y) {
+        const double a = alpha != nullptr ? alpha[y * K + z] : 0.0;
+        log_base_obs[z * K + y] = std::log(std::max(a, kClip));
+        log_base_unobs[z * K + y] = a > 0.0 ? std::log(a) : -HUGE_VAL;
+      }
+  }
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<double> cnt(KK), th(KK), denom(K), lrow(K);
+    std::vector<double> cnt(KK), th(KK), denom(K), lrow(K), log_denom(K), vals(K);
+    std::vector<int32_t> counted(K);
 #pragma omp for schedule(dynamic, 8)
     for (int64_t w = 0; w < c.n_workers; ++w) {
       const double* a = alpha == nullptr ? nullptr : alpha + (per_worker ? w * KK : 0);
@@ -75,12 +89,38 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
           denom[y] += v;
         }
       bool all_positive = true;
-      for (int64_t y = 0; y < K; ++y) {
-        all_positive &= denom[y] > 0.0;
-        denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
-      }
+      for (int64_t y = 0; y < K; ++y) all_positive &= denom[y] > 0.0;
       // kLanes partial sums in a fixed order: one chain of dependent adds would not vectorise
       double obj_lanes[kLanes] = {};
+      if (sparse_logs && all_positive) {
+        // log theta[z][y] = log v[z][y] − log denom[y]; log v from the tables above unless the cell was counted
+        vlog(denom.data(), log_denom.data(), K);
+        for (int64_t z = 0; z < K; ++z) {
+          const double* v = th.data() + z * K;
+          const double* cz = cnt.data() + z * K;
+          const double* base = (obs[z] ? log_base_obs.data() : log_base_unobs.data()) + z * K;
+          int64_t n = 0;
+          for (int64_t y = 0; y < K; ++y) {
+            if (cz[y] != 0.0) {
+              counted[n] = static_cast<int32_t>(y);
+              vals[n++] = v[y];
+            }
+            lrow[y] = base[y] - log_denom[y];
+          }
+          vlog(vals.data(), vals.data(), n);
+          for (int64_t k = 0; k < n; ++k) lrow[counted[k]] = vals[k] - log_denom[counted[k]];
+          for (int64_t y = 0; y < K; ++y) lw[z * K + y] = static_cast<TL>(lrow[y]);
+          if (obs[z]) lane_dot(cz, lrow.data(), K, obj_lanes);
+          if (a != nullptr)
+            for (int64_t y = 0; y < K; ++y)
+              if (a[y * K + z] > 0.0) obj_lanes[y % kLanes] += a[y * K + z] * lrow[y];
+        }
+        double obj = 0.0;
+        for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
+        worker_obj[w] = obj;
+        continue;
+      }
+      for (int64_t y = 0; y < K; ++y) denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
       for (int64_t z = 0; z < K; ++z) {
         double* tz = th.data() + z * K;
         if (all_positive) {

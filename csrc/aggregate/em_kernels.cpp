@@ -10,6 +10,39 @@
 
 namespace luab::aggregate {
 
+namespace {
+
+// Row reductions in kLanes independent chains (one chain of dependent adds or maxes over K = 100 costs ~4
+// cycles per element and does not vectorise; lanes do). The order is fixed, so results do not depend on threads.
+constexpr int64_t kLanes = 8;
+
+inline double lane_max(const double* x, int64_t n) {
+  double lanes[kLanes];
+  for (int64_t u = 0; u < kLanes; ++u) lanes[u] = x[0];
+  int64_t y = 0;
+  for (; y + kLanes <= n; y += kLanes)
+    for (int64_t u = 0; u < kLanes; ++u) lanes[u] = std::max(lanes[u], x[y + u]);
+  for (; y < n; ++y) lanes[0] = std::max(lanes[0], x[y]);
+  double m = lanes[0];
+  for (int64_t u = 1; u < kLanes; ++u) m = std::max(m, lanes[u]);
+  return m;
+}
+
+// Σ_y f(x, y)
+template <typename F>
+inline double lane_sum(const double* x, int64_t n, F&& f) {
+  double lanes[kLanes] = {};
+  int64_t y = 0;
+  for (; y + kLanes <= n; y += kLanes)
+    for (int64_t u = 0; u < kLanes; ++u) lanes[u] += f(x, y + u);
+  for (; y < n; ++y) lanes[y % kLanes] += f(x, y);
+  double s = 0.0;
+  for (int64_t u = 0; u < kLanes; ++u) s += lanes[u];
+  return s;
+}
+
+}  // namespace
+
 int resolve_threads(int n_threads, int64_t work) {
   if (n_threads > 0) return n_threads;
   return work < (int64_t{1} << 18) ? 1 : omp_get_max_threads();
@@ -56,13 +89,11 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
         for (int64_t y = 0; y < K; ++y) row[y] += static_cast<double>(lt[y]);
       }
       // shift by the row maximum before exponentiating (the log-sum-exp trick)
-      double m = row[0];
-      for (int64_t y = 1; y < K; ++y) m = std::max(m, row[y]);
+      const double m = lane_max(row, K);
       for (int64_t y = 0; y < K; ++y) row[y] -= m;
       if (entropy != nullptr) std::copy(row, row + K, shifted.data());
       vexp(row, K);
-      double s = 0.0;
-      for (int64_t y = 0; y < K; ++y) s += row[y];
+      const double s = lane_sum(row, K, [](const double* r, int64_t y) { return r[y]; });
       const double inv = 1.0 / s;
       for (int64_t y = 0; y < K; ++y) row[y] *= inv;
       if (compact != nullptr) compact->set_row(i, row, K);
@@ -70,10 +101,10 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
       for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TP>(row[y]);
       if (entropy != nullptr) {
         const double log_s = std::log(s);
-        double h = 0.0;
-        for (int64_t y = 0; y < K; ++y)
-          h -= row[y] >= entropy_clip ? row[y] * (shifted[y] - log_s) : clip_term;
-        entropy[i] = h;
+        const double* sh = shifted.data();
+        entropy[i] = -lane_sum(row, K, [&](const double* r, int64_t y) {
+          return r[y] >= entropy_clip ? r[y] * (sh[y] - log_s) : clip_term;
+        });
       }
     }
   }
