@@ -154,6 +154,7 @@ def test_cli_synthetic_problem(tmp_path):
     curve = pd.read_csv(out / "curve.csv")
     assert curve["labels"].iloc[-1] == 200 and not list(out.glob("*.tmp"))
     assert main(["--synthetic", "400x8", "--out", str(out)]) == 2
+    assert main(["--synthetic", "400:8", "--demo", "--out", str(out)]) == 2
     feats, truth = synthetic_problem(1000, 10, dim=32, separability=2.0, seed=1)
     assert feats.shape == (1000, 32) and feats.dtype == np.float32 and np.bincount(truth).tolist() == [100] * 10
     with pytest.raises(ValueError, match="separability"):

@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
                    help="--synthetic: distance of each class mean from the origin, in noise standard deviations "
                         "(4.0: the learner trained on 250 clean images per class of 100 gets 83%% of held-out "
                         "images right; 3.0: 57%%; 2.5: 40%%)")
+    p.add_argument("--demo", action="store_true", help="the built-in demo (the default when no data is given)")
     p.add_argument("--demo-size", default="default", choices=("default", "tiny"), help="demo size (no --features)")
     p.add_argument("--simulation", default="structured", choices=("structured", "uniform"),
                    help="worker noise built from the real AMT confusion counts")
@@ -93,8 +94,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if (args.features is None) != (args.truth is None):
             raise ValueError("--features and --truth go together")
-        if args.features and args.synthetic:
-            raise ValueError("give --features/--truth or --synthetic, not both")
+        if sum(map(bool, (args.features, args.synthetic, args.demo))) > 1:
+            raise ValueError("give one of --features/--truth, --synthetic and --demo")
         if args.synthetic:
             feats, truth = synthetic_problem(**parse_synthetic(args.synthetic), separability=args.separability,
                                              seed=args.seed)
