@@ -26,6 +26,16 @@ inline void lane_dot(const double* x, const double* l, int64_t n, double* lanes)
   for (; y < n; ++y) lanes[y % kLanes] += x[y] * l[y];
 }
 
+// Zeroes the count cells a worker touched (its compact cells and dense rows), for the next worker.
+inline void reset_counts(double* cnt, const std::vector<int32_t>& touched, uint8_t* dense_row, int64_t k) {
+  for (const int32_t idx : touched) cnt[idx] = 0.0;
+  for (int64_t z = 0; z < k; ++z) {
+    if (!dense_row[z]) continue;
+    std::fill(cnt + z * k, cnt + (z + 1) * k, 0.0);
+    dense_row[z] = 0;
+  }
+}
+
 // Full confusion M-step, one worker per thread with its K×K block in a thread-local scratch (so the
 // only global table is log_theta): counts N[z][y] = Σ over w's labels (i, z) of post_i(y) (from the compact
 // rows where the task has them: compact_posteriors.hpp); then
@@ -54,14 +64,17 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
   }
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<double> cnt(KK), th(KK), denom(K), lrow(K), log_denom(K), vals(K);
-    std::vector<int32_t> counted(K);
+    std::vector<double> cnt(KK, 0.0), th(KK), denom(K), lrow(K), log_denom(K), vals(KK);
+    std::vector<int32_t> counted(KK), touched;
+    std::vector<uint8_t> dense_row(K, 0);
 #pragma omp for schedule(dynamic, 8)
     for (int64_t w = 0; w < c.n_workers; ++w) {
       const double* a = alpha == nullptr ? nullptr : alpha + (per_worker ? w * KK : 0);
       const uint8_t* obs = c.observed.data() + w * K;
       TL* lw = log_theta + w * KK;
-      std::fill(cnt.begin(), cnt.end(), 0.0);
+      // counts: cnt is all zero here (reset below, cell by cell); touched lists the cells that compact rows
+      // counted, in label order, and dense_row the rows that got a full posterior row
+      touched.clear();
       const int64_t end = c.worker_ptr[w + 1];
       for (int64_t j = c.worker_ptr[w]; j < end; ++j) {
         if (j + kPrefetchAhead < end) {
@@ -70,54 +83,81 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
           else prefetch_row(post + ahead * K, K);
         }
         const int64_t t = c.worker_task[j];
-        double* dst = cnt.data() + static_cast<int64_t>(c.worker_label[j]) * K;
+        const int64_t z = c.worker_label[j];
+        double* dst = cnt.data() + z * K;
         const uint8_t n = compact.count(t);
         if (n != Compact::kDense) {
           const PostEntry<TP>* e = compact.row(t);
-          for (uint8_t k = 0; k < n; ++k) dst[e[k].y] += static_cast<double>(e[k].p);
+          for (uint8_t k = 0; k < n; ++k) {
+            if (dst[e[k].y] == 0.0) touched.push_back(static_cast<int32_t>(z * K + e[k].y));  // p >= tau > 0
+            dst[e[k].y] += static_cast<double>(e[k].p);
+          }
         } else {
+          dense_row[z] = 1;
           const TP* p = post + t * K;
           for (int64_t y = 0; y < K; ++y) dst[y] += static_cast<double>(p[y]);
         }
       }
       std::fill(denom.begin(), denom.end(), 0.0);
-      for (int64_t z = 0; z < K; ++z)
-        for (int64_t y = 0; y < K; ++y) {
-          double v = cnt[z * K + y] + (a != nullptr ? a[y * K + z] : 0.0);
-          if (obs[z]) v = std::max(v, kClip);
-          th[z * K + y] = v;
-          denom[y] += v;
-        }
+      for (int64_t z = 0; z < K; ++z) {  // branches hoisted out of the y loop, which then vectorises
+        const double* cz = cnt.data() + z * K;
+        double* tz = th.data() + z * K;
+        if (a != nullptr)
+          for (int64_t y = 0; y < K; ++y) tz[y] = cz[y] + a[y * K + z];
+        else
+          std::copy(cz, cz + K, tz);
+        if (obs[z])
+          for (int64_t y = 0; y < K; ++y) tz[y] = std::max(tz[y], kClip);
+        for (int64_t y = 0; y < K; ++y) denom[y] += tz[y];
+      }
       bool all_positive = true;
       for (int64_t y = 0; y < K; ++y) all_positive &= denom[y] > 0.0;
       // kLanes partial sums in a fixed order: one chain of dependent adds would not vectorise
       double obj_lanes[kLanes] = {};
       if (sparse_logs && all_positive) {
-        // log theta[z][y] = log v[z][y] − log denom[y]; log v from the tables above unless the cell was counted
+        // log theta[z][y] = log v[z][y] − log denom[y]; log v from the tables above unless the cell was counted.
+        // The counted cells are the touched ones outside dense rows, plus the nonzero cells of dense rows: a
+        // worker's ~1 cell per label, found without scanning its K² cells.
         vlog(denom.data(), log_denom.data(), K);
-        for (int64_t z = 0; z < K; ++z) {
-          const double* v = th.data() + z * K;
-          const double* cz = cnt.data() + z * K;
-          const double* base = (obs[z] ? log_base_obs.data() : log_base_unobs.data()) + z * K;
-          int64_t n = 0;
-          for (int64_t y = 0; y < K; ++y) {
-            if (cz[y] != 0.0) {
-              counted[n] = static_cast<int32_t>(y);
-              vals[n++] = v[y];
-            }
-            lrow[y] = base[y] - log_denom[y];
-          }
-          vlog(vals.data(), vals.data(), n);
-          for (int64_t k = 0; k < n; ++k) lrow[counted[k]] = vals[k] - log_denom[counted[k]];
-          for (int64_t y = 0; y < K; ++y) lw[z * K + y] = static_cast<TL>(lrow[y]);
-          if (obs[z]) lane_dot(cz, lrow.data(), K, obj_lanes);
-          if (a != nullptr)
-            for (int64_t y = 0; y < K; ++y)
-              if (a[y * K + z] > 0.0) obj_lanes[y % kLanes] += a[y * K + z] * lrow[y];
+        int64_t n = 0;
+        for (const int32_t idx : touched) {
+          counted[n] = idx;
+          vals[n] = th[idx];
+          n += !dense_row[idx / K];
         }
+        for (int64_t z = 0; z < K; ++z) {
+          if (!dense_row[z]) continue;
+          const double* cz = cnt.data() + z * K;
+          for (int64_t y = 0; y < K; ++y) {  // branch-free compaction: a branch per cell mispredicts often
+            counted[n] = static_cast<int32_t>(z * K + y);
+            vals[n] = th[z * K + y];
+            n += cz[y] != 0.0;
+          }
+        }
+        vlog(vals.data(), vals.data(), n);
+        for (int64_t z = 0; z < K; ++z) {
+          const double* base = (obs[z] ? log_base_obs.data() : log_base_unobs.data()) + z * K;
+          TL* out = lw + z * K;
+          for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TL>(base[y] - log_denom[y]);
+          if (a != nullptr) {  // the prior's log density, as if no cell were counted; corrected below
+            for (int64_t y = 0; y < K; ++y) {
+              const double ay = a[y * K + z];
+              obj_lanes[y % kLanes] += ay > 0.0 ? ay * (base[y] - log_denom[y]) : 0.0;
+            }
+          }
+        }
+        // counted cells: their log, their share of the expected log-likelihood, the prior's correction
         double obj = 0.0;
+        for (int64_t k = 0; k < n; ++k) {
+          const int64_t idx = counted[k], z = idx / K, y = idx - z * K;
+          const double l = vals[k] - log_denom[y];
+          lw[idx] = static_cast<TL>(l);
+          obj += cnt[idx] * l;
+          if (a != nullptr && a[y * K + z] > 0.0) obj += a[y * K + z] * (l - (log_base_obs[idx] - log_denom[y]));
+        }
         for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
         worker_obj[w] = obj;
+        reset_counts(cnt.data(), touched, dense_row.data(), K);
         continue;
       }
       for (int64_t y = 0; y < K; ++y) denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
@@ -142,6 +182,7 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
       double obj = 0.0;
       for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
       worker_obj[w] = obj;
+      reset_counts(cnt.data(), touched, dense_row.data(), K);
     }
   }
 }
