@@ -32,8 +32,61 @@ class LearnerConfig:
     patience: Optional[int] = 2
 
 
+class Tanh(nn.Module):
+    """tanh as 2·sigmoid(2x) − 1: the same function to ~2e-7, and ~3× faster on the CPU, where torch's tanh of a
+    1024×64 batch took 169 µs (scalar) against 51 µs — 7% of a training step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x * 2.0) * 2.0 - 1.0  # out of place: autograd (reference_grads) keeps sigmoid's output
+
+
 def _mlp(d: int, k: int, hidden: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, k))
+    return nn.Sequential(nn.Linear(d, hidden), Tanh(), nn.Linear(hidden, k))
+
+
+def class_weights(y: torch.Tensor, k: int) -> torch.Tensor:
+    """Class-balanced loss weights (the seed samples class-balanced batches): N / (K · count), from hard labels
+    [B] or soft targets [B, K]."""
+    counts = torch.bincount(y, minlength=k).float() if y.dim() == 1 else y.sum(0)
+    return (counts.sum() / (k * counts.clamp_min(1.0))).float()
+
+
+def reference_grads(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
+    """Gradients of the weighted cross-entropy by autograd: the reference ``mlp_grads`` is tested against."""
+    model.zero_grad()
+    nn.functional.cross_entropy(model(xb), yb, weight=weight).backward()
+    return [p.grad.clone() for p in model.parameters()]
+
+
+@torch.no_grad()
+def mlp_grads(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, weight: torch.Tensor) -> list[torch.Tensor]:
+    """The same gradients written out (W1, b1, W2, b2): no autograd graph, in-place where it can be. A training
+    step at batch 1024 is a few small matmuls, and autograd's bookkeeping was ~10% of it.
+
+    Loss as ``F.cross_entropy(logits, y, weight)``: hard labels → Σ w_y·nll / Σ w_y, so dlogits = w_y (p − e_y) /
+    Σ w_y; soft targets t → mean over the batch of −Σ_c w_c t_c log p_c, so dlogits = ((Σ_c w_c t_c) p − w ⊙ t) / B."""
+    lin1, _, lin2 = model
+    h = torch.addmm(lin1.bias, xb, lin1.weight.t())
+    h = torch.sigmoid(h.mul_(2.0)).mul_(2.0).sub_(1.0)  # Tanh above
+    g = torch.addmm(lin2.bias, h, lin2.weight.t()).softmax(1)
+    if yb.dim() == 1:
+        wy = weight[yb]
+        s = wy / wy.sum()
+        g.mul_(s[:, None])
+        g[torch.arange(len(yb)), yb] -= s
+    else:
+        wt = yb * weight
+        g.mul_(wt.sum(1, keepdim=True)).sub_(wt).div_(len(yb))
+    grad_w2, grad_b2 = g.t() @ h, g.sum(0)
+    d = (g @ lin2.weight).mul_(1.0 - h * h)
+    return [d.t() @ xb, d.sum(0), grad_w2, grad_b2]
+
+
+def _adam(params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    try:  # one fused kernel per step instead of ~12 small ops per parameter (torch >= 2.4 on the CPU)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def _train(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, k: int, cfg: LearnerConfig,
@@ -41,19 +94,17 @@ def _train(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor,
     """One MLP: cross-entropy with class-balanced weights (the seed samples class-balanced), best val loss."""
     torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
     model = _mlp(x.shape[1], k, cfg.hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr_ratio * cfg.batch ** 0.5, weight_decay=cfg.weight_decay)
-    hard = y.dim() == 1
-    counts = torch.bincount(y, minlength=k).float() if hard else y.sum(0)
-    weight = (counts.sum() / (k * counts.clamp_min(1.0))).float()
+    params = list(model.parameters())
+    opt = _adam(params, lr=cfg.lr_ratio * cfg.batch ** 0.5, weight_decay=cfg.weight_decay)
+    weight = class_weights(y, k)
     best, best_state, stale = float("inf"), None, 0
     n = x.shape[0]
     for epoch in range(cfg.max_epochs):
         perm = torch.randperm(n, generator=gen)
+        xs, ys = x[perm], y[perm]  # one gather per epoch; the batches are then contiguous slices
         for i in range(0, n, cfg.batch):
-            idx = perm[i:i + cfg.batch]
-            loss = nn.functional.cross_entropy(model(x[idx]), y[idx], weight=weight)
-            opt.zero_grad()
-            loss.backward()
+            for p, g in zip(params, mlp_grads(model, xs[i:i + cfg.batch], ys[i:i + cfg.batch], weight)):
+                p.grad = g
             opt.step()
         if epoch % 10 == 9 or epoch == cfg.max_epochs - 1:
             with torch.no_grad():
