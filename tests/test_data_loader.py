@@ -161,6 +161,15 @@ def test_targets_from_the_stores(folder, tmp_path):
             assert float(wt) == 0.0
 
 
+def test_crop_scale_bounds_the_training_windows(folder):
+    """``crop_scale`` is the (min, max) area fraction of the training crops (up to integer rounding)."""
+    loader = build_loader(folder, 5, device="cpu", image_size=16, backend="torchvision", crop_scale=(0.6, 1.0))
+    for batch in loader:
+        b = batch["boxes"].double()
+        area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+        assert (area > 0.55).all() and (area <= 1.0 + 1e-6).all()
+
+
 def test_bad_input(folder, tmp_path):
     with pytest.raises(ValueError, match="source"):
         build_loader(tmp_path / "nope", 2, device="cpu")
@@ -170,6 +179,8 @@ def test_bad_input(folder, tmp_path):
         build_loader(folder, 2, device="cpu", backend="ffcv")
     with pytest.raises(ValueError, match="batch_size"):
         build_loader(folder, 0, device="cpu")
+    with pytest.raises(ValueError, match="crop_scale"):
+        build_loader(folder, 2, device="cpu", crop_scale=(0.5, 0.2))
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         build_loader(tmp_path / "empty", 2, device="cpu")

@@ -111,8 +111,8 @@ def test_digit_box_holds_the_ink(tiny, manifest):
 
 def test_background_correlation_in_tiny(manifest):
     frac = {s: np.mean([it["background"] == it["class"] for it in _by(manifest, s)]) for s in TINY}
-    assert abs(frac["train"] - 0.9) < 0.07 and abs(frac["iid"] - 0.9) < 0.12
-    assert frac["ood"] < 0.25
+    assert abs(frac["train"] - D.CORRELATION) < 0.1 and abs(frac["iid"] - D.CORRELATION) < 0.2  # ~3 sd
+    assert frac["ood"] < 0.25 and frac["train"] > frac["ood"] + 0.2
 
 
 def test_background_plan_rates_are_exact_at_scale():
@@ -233,6 +233,35 @@ def test_store_packs_opens_and_gives_point_targets(tiny, samples, manifest):
 
 # --- crowd labels ----------------------------------------------------------------------------------------
 
+def test_held_out_ood_traces_cover_exactly_the_ood_images(tiny, manifest):
+    """The attention figure's reference: every ood image has simulated traces, in a store of its own that no
+    training image is in (so nothing held out can leak into training through a stem lookup)."""
+    ood = [it["stem"] for it in _by(manifest, "ood")]
+    train = [it["stem"] for it in _by(manifest, "train")]
+    store = ByproductStore.open(tiny.ood_store)
+    assert len(store) == len(ood) and (store.rows(ood) >= 0).all()
+    assert store.rows(train).max() == -1
+    xy, _ = store.trace(int(store.rows(ood[:1])[0]))
+    assert len(xy) > 0
+
+
+def test_attention_figure_trace_heat_lies_on_the_digit(tiny, manifest):
+    from luab_fast.train.report import _trace_heat
+
+    items = _by(manifest, "ood")[:12]
+    full = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(len(items), 1)
+    side = 32
+    heat = _trace_heat(tiny.ood_store, [it["stem"] for it in items] + ["not_in_store"],
+                       torch.cat([full, full[:1]]), torch.zeros(len(items) + 1, dtype=torch.bool), side)
+    assert heat.shape == (len(items) + 1, side, side) and float(heat[-1].abs().sum()) == 0.0  # unknown: zeros
+    canvas = manifest["canvas"]
+    inside = []
+    for k, it in enumerate(items):
+        x0, y0, x1, y1 = (np.asarray(it["box"], np.float64) / canvas * side).round().astype(int)
+        inside.append(float(heat[k, y0:y1, x0:x1].sum() / heat[k].sum()))
+    assert np.median(inside) > 0.7, inside  # misses (10%) and entry paths put some of it outside
+
+
 def test_crowd_labels_format_and_accuracy(tiny, manifest):
     labels, truth = pd.read_csv(tiny.labels), pd.read_csv(tiny.truth)
     assert list(labels.columns) == ["task", "worker", "label"] and list(truth.columns) == ["task", "label"]
@@ -252,7 +281,9 @@ def test_aggregation_on_demo_labels(tiny, capsys):
     assert aggregate_main([str(tiny.labels), "--truth", str(tiny.truth), "--method", "ds", "--method", "mv"]) == 0
     out = capsys.readouterr().out
     acc = {m: float(out.split(f"[{m}]")[1].split("accuracy ")[1].split()[0]) for m in ("ds", "mv")}
-    assert acc["ds"] >= acc["mv"] - 0.03 and acc["ds"] > 0.8
+    # 200 tasks × 3 labels from 10 workers is too few for DS to reliably beat majority vote (this draw: 0.825 vs
+    # 0.865); that comparison is made on a default-sized crowd in the next test
+    assert acc["ds"] > 0.8 and acc["mv"] > 0.8
 
 
 def test_dawid_skene_beats_majority_vote_on_a_default_sized_crowd():
@@ -276,7 +307,7 @@ def _copy(tiny, dst: Path) -> Path:
 def test_ensure_demo_reuses_a_complete_cache(tiny, tiny_hash, tmp_path, monkeypatch):
     monkeypatch.setenv("LUAB_FAST_CACHE", str(tmp_path))
     assert D.default_cache_dir(0, "tiny") == tmp_path / "demo-tiny-seed0"
-    other = D.default_cache_dir(0, "tiny", D._params(0, "tiny", 0.5, 0.1, 0.05, (2, 4), 3, 0.75))
+    other = D.default_cache_dir(0, "tiny", D._params(0, "tiny", 0.9, 0.1, 0.05, (2, 4), 3, 0.75))  # not the default
     assert other.parent == tmp_path and other.name.startswith("demo-tiny-seed0-")  # its own cache
     _copy(tiny, tmp_path / "demo-tiny-seed0")
     monkeypatch.setattr(D, "make_demo", lambda *a, **k: pytest.fail("a complete cache was regenerated"))
@@ -300,9 +331,10 @@ def test_ensure_demo_regenerates_a_partial_cache(tiny, tiny_hash, tmp_path, dama
 
 
 def test_a_cache_of_other_parameters_is_not_reused(tiny):
-    assert demo_problem(tiny.root, D._params(0, "tiny", 0.9, 0.1, 0.05, (2, 4), 3, 0.75)) is None
-    assert "correlation" in demo_problem(tiny.root, D._params(0, "tiny", 0.5, 0.1, 0.05, (2, 4), 3, 0.75))
-    assert "seed" in demo_problem(tiny.root, D._params(1, "tiny", 0.9, 0.1, 0.05, (2, 4), 3, 0.75))
+    c = D.CORRELATION
+    assert demo_problem(tiny.root, D._params(0, "tiny", c, 0.1, 0.05, (2, 4), 3, 0.75)) is None
+    assert "correlation" in demo_problem(tiny.root, D._params(0, "tiny", 0.9, 0.1, 0.05, (2, 4), 3, 0.75))
+    assert "seed" in demo_problem(tiny.root, D._params(1, "tiny", c, 0.1, 0.05, (2, 4), 3, 0.75))
 
 
 def test_a_failed_generation_never_exposes_a_half_written_directory(tiny, tmp_path, monkeypatch):
@@ -346,7 +378,7 @@ def test_default_size_generates_in_under_30_seconds(tmp_path):
     assert m["byproduct_stats"]["files"] == 5000 and len(ByproductStore.open(paths.store)) == 5000
     assert len({it["digit"] for it in m["images"]}) == 1797  # every sklearn digit is used
     train = _by(m, "train")
-    assert abs(np.mean([it["background"] == it["class"] for it in train]) - 0.9) < 0.02
+    assert abs(np.mean([it["background"] == it["class"] for it in train]) - D.CORRELATION) < 0.03
     assert abs(np.mean([it["background"] == it["class"] for it in _by(m, "ood")]) - 0.1) < 0.04
     assert sum(1 for _ in paths.train.rglob("*.JPEG")) == 5000
     assert dt < 30, f"default demo took {dt:.1f} s"

@@ -121,6 +121,8 @@ def test_errors_are_clear(tmp_path, capsys):
     assert "source" in capsys.readouterr().err
     assert main(["--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+    assert main(["--crop-scale", "0"]) == 2
+    assert "--crop-scale" in capsys.readouterr().err
     cfg = tmp_path / "c.yaml"
     cfg.write_text("epochs: 2\nlearning_rate: 3\n")
     assert main(["--config", str(cfg)]) == 2

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from .crops import center_windows, random_resized_windows, windows_to_boxes
+from .crops import SCALE, center_windows, random_resized_windows, windows_to_boxes
 from .decode import image_sizes
 from .source import ImageList, Source, check_rank, list_images, shard_rows
 
@@ -50,8 +50,10 @@ class Loader:
 
     def __init__(self, images: ImageList, batch_size: int, train: bool, device: torch.device, image_size: int,
                  rank: int, world_size: int, seed: int, backend: str, drop_last: bool, channels_last: bool,
-                 threads: int, targets: Optional["Targets"] = None) -> None:
+                 threads: int, targets: Optional["Targets"] = None,
+                 crop_scale: tuple[float, float] = SCALE) -> None:
         self.images, self.batch_size, self.train = images, batch_size, train
+        self.crop_scale = crop_scale
         self.device, self.image_size, self.seed = device, image_size, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.channels_last, self.backend, self.targets = channels_last, backend, targets
@@ -93,7 +95,7 @@ class Loader:
         sizes = self.sizes[rows]
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, index])
-            windows = random_resized_windows(sizes, rng)
+            windows = random_resized_windows(sizes, rng, scale=self.crop_scale)
             flips = rng.random(len(rows)) < 0.5
         else:
             windows, flips = center_windows(sizes), np.zeros(len(rows), dtype=bool)
@@ -131,12 +133,13 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
                  backend: Optional[str] = None, drop_last: Optional[bool] = None, channels_last: bool = False,
                  threads: int = 4, byproducts: Any = None, label_maps: Any = None, labels: Any = None,
                  heat_size: tuple[int, int] = (7, 7), heat_sigma: float = 1.0,
-                 label_box_order: str = "xyxy") -> Loader:
+                 label_box_order: str = "xyxy", crop_scale: tuple[float, float] = SCALE) -> Loader:
     """A loader over ``source`` (an ImageFolder directory, a 'path label' list file or (files, labels)).
 
     ``backend``: "dali" (default when importable) or "torchvision"; the choice is logged once.
     ``device``: where batches live ("cuda" decodes on the GPU with DALI; "cpu" runs DALI's CPU-only mode).
     ``drop_last`` defaults to ``train``. Stores (paths or opened stores) add targets; see the module doc.
+    ``crop_scale``: the (min, max) area fraction of the training crops (RandomResizedCrop's ``scale``).
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -146,6 +149,9 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     if not (isinstance(image_size, int) and image_size >= 8):
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
     check_rank(rank, world_size)
+    lo, hi = (float(v) for v in crop_scale)
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")
     if backend is None:
         backend = "dali" if dali_available() else "torchvision"
         _log_once(f"luab_fast.data: {backend} decode backend" +
@@ -160,4 +166,4 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
 
     targets = Targets.build(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
     return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend,
-                  train if drop_last is None else bool(drop_last), channels_last, threads, targets)
+                  train if drop_last is None else bool(drop_last), channels_last, threads, targets, (lo, hi))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Optional, Any
 
 import numpy as np
 import torch
@@ -55,8 +55,26 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 
 @torch.no_grad()
-def plot_attention(model, loader, path: Path, n: int = 6, human: dict | None = None) -> None:
-    """A few evaluation images, the model's predicted heat map over each, and the annotated digit box."""
+def _trace_heat(traces, stems: list[str], boxes: torch.Tensor, flips: torch.Tensor, side: int) -> Optional[torch.Tensor]:
+    """[B, side, side] the annotators' trace heat map of each image over its crop (zeros where the store has no
+    record of it), or None without a store."""
+    if traces is None:
+        return None
+    from ..byproducts import ByproductStore
+    from ..ops import rasterize_traces
+
+    store = ByproductStore.open(traces)
+    rows = torch.as_tensor(np.asarray(store.rows(stems), np.int64))
+    known = rows >= 0
+    heat = rasterize_traces(**store.raster_inputs("cpu"), rows=rows.clamp(min=0), boxes=boxes.float().cpu(),
+                            flips=flips.cpu(), out_size=(side, side), sigma=2.0,
+                            weighting="dwell", normalize="sum")
+    return heat * known[:, None, None]
+
+
+def plot_attention(model, loader, path: Path, n: int = 6, human: dict | None = None, traces=None) -> None:
+    """A few evaluation images: each with its annotated digit box, the annotators' trace heat map (``traces``: a
+    ByproductStore of these images that training never read) and the model's predicted heat map and point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -68,20 +86,27 @@ def plot_attention(model, loader, path: Path, n: int = 6, human: dict | None = N
     rows = np.linspace(0, len(loader.images) - 1, n).round().astype(np.int64)  # spread over the classes
     batch = loader.batch(rows, 0)
     model.eval()
-    _, point, heat = model(batch["images"][:n])
+    with torch.no_grad():
+        logits, point, heat = model(batch["images"][:n])
+    pred = logits.argmax(1).cpu()
     imgs = batch["images"][:n].cpu() * torch.tensor(STD)[:, None, None] + torch.tensor(MEAN)[:, None, None]
     prob = heat.flatten(1).softmax(1).reshape(heat.shape).cpu()
-    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6))
-    stems = loader.images.stems
+    stems = [loader.images.stems[int(r)] for r in batch["rows"][:n]]
+    side = imgs.shape[-1]
+    human_heat = _trace_heat(traces, stems, batch["boxes"][:n], batch["flips"][:n], 32)
+    panels = ["image"] + (["traces"] if human_heat is not None else []) + ["predicted"]
+    fig, axes = plt.subplots(len(panels), n, figsize=(2.2 * n, 2.3 * len(panels)), squeeze=False)
     for k in range(min(n, len(imgs))):
-        side = imgs.shape[-1]
-        for row, ax in enumerate(axes[:, k]):
+        for panel, ax in zip(panels, axes[:, k]):
             ax.imshow(imgs[k].permute(1, 2, 0).clamp(0, 1).numpy())
-            if row == 1:
+            if panel == "traces":
+                ax.imshow(human_heat[k].numpy(), cmap="viridis", alpha=0.6, extent=(0, side, side, 0),
+                          interpolation="bilinear")
+            elif panel == "predicted":
                 ax.imshow(prob[k].numpy(), cmap="inferno", alpha=0.55, extent=(0, side, side, 0),
                           interpolation="bilinear")
                 ax.plot(float(point[k, 0]) * side, float(point[k, 1]) * side, "c+", ms=12, mew=2)
-            box = (human or {}).get(stems[int(batch["rows"][k])])
+            box = (human or {}).get(stems[k])
             if box is not None:  # the digit box, mapped from the image into this crop
                 bx = batch["boxes"][k].cpu().numpy()
                 sx, sy = side / (bx[2] - bx[0]), side / (bx[3] - bx[1])
@@ -89,8 +114,13 @@ def plot_attention(model, loader, path: Path, n: int = 6, human: dict | None = N
                 ax.add_patch(Rectangle((x0, y0), (box[2] - box[0]) * sx, (box[3] - box[1]) * sy, fill=False,
                                        ec="lime", lw=1.5))
             ax.axis("off")
-        axes[0, k].set_title(f"label {int(batch['labels'][k])}", fontsize=8)
-    axes[1, 0].set_title("predicted attention (+ point)", fontsize=8, loc="left")
+        y, p = int(batch["labels"][k]), int(pred[k])
+        axes[0, k].set_title(f"label {y} · predicted {p}", fontsize=8, color="green" if y == p else "red")
+    titles = {"image": "digit box (green)", "traces": "annotators' traces (held out)",
+              "predicted": "predicted attention (+ point)"}
+    for row, panel in enumerate(panels):
+        if row > 0:
+            axes[row, 0].set_title(titles[panel], fontsize=8, loc="left")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

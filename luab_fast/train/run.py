@@ -77,7 +77,7 @@ def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, An
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
         return dict(train=paths.train, val={"iid": paths.iid, "ood": paths.ood}, byproducts=paths.store,
-                    labels=labels, boxes=boxes)
+                    labels=labels, boxes=boxes, ood_traces=paths.ood_store if paths.ood_store.exists() else None)
     val = {}
     for item in cfg.val_data or []:
         name, _, path = item.partition("=")
@@ -110,7 +110,7 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                           rank=rank, world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
                           byproducts=data["byproducts"] if luab else None,
                           label_maps=cfg.label_maps, labels=data["labels"],
-                          heat_size=_heat_size(cfg), heat_sigma=cfg.heat_sigma)
+                          heat_size=_heat_size(cfg), heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0))
     num_classes = len(loader.images.classes)
     t = loader.targets
     if t is not None and t.labels is not None:
@@ -151,7 +151,8 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
         for split, ev in evals.items():
             result["eval"][split] = evaluate(model, ev, num_classes, data["boxes"] if luab else None)
         if luab and "ood" in evals:
-            plot_attention(model, evals["ood"], run_dir / "attention_ood.png", human=data["boxes"])
+            plot_attention(model, evals["ood"], run_dir / "attention_ood.png", human=data["boxes"],
+                           traces=data.get("ood_traces"))
     result["history"] = trainer.state.history
     return result
 
