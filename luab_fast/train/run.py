@@ -122,7 +122,8 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
             raise ValueError(f"--labels: posteriors have {t.labels.shape[1]} columns, the data {num_classes} classes")
     if luab:
         _count_missing(loader, say, cfg.strict)
-    model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, cfg.pool).to(device)
+    pool = cfg.pool if luab else cfg.baseline_pool
+    model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
