@@ -175,8 +175,12 @@ def _plot(curve: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for name, g in curve.groupby("method"):
-        ax.plot(g["labels_per_image"], g["accuracy"], marker=".", label=name)
+    # methods often coincide (e.g. pseudo-labelling with no task confident enough): a line style each keeps
+    # every curve visible where they overlap
+    styles = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D")]
+    for k, (name, g) in enumerate(curve.groupby("method")):
+        ls, mk = styles[k % len(styles)]
+        ax.plot(g["labels_per_image"], g["accuracy"], linestyle=ls, marker=mk, ms=3, lw=1.6, label=name)
     ax.set_xlabel("labels per image")
     ax.set_ylabel("accuracy of the aggregated labels")
     ax.grid(alpha=0.3)
