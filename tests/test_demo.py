@@ -315,7 +315,7 @@ def test_ensure_demo_reuses_a_complete_cache(tiny, tiny_hash, tmp_path, monkeypa
     assert paths == DemoPaths.at(tmp_path / "demo-tiny-seed0") and tree_hash(paths.root) == tiny_hash
 
 
-@pytest.mark.parametrize("damage", ["no_manifest", "truncated_image", "no_store"])
+@pytest.mark.parametrize("damage", ["no_manifest", "truncated_image", "no_store", "no_ood_store"])
 def test_ensure_demo_regenerates_a_partial_cache(tiny, tiny_hash, tmp_path, damage):
     root = _copy(tiny, tmp_path / "cache")
     if damage == "no_manifest":
@@ -324,7 +324,7 @@ def test_ensure_demo_regenerates_a_partial_cache(tiny, tiny_hash, tmp_path, dama
         img = next((root / "train").rglob("*.JPEG"))
         img.write_bytes(img.read_bytes()[:100])
     else:
-        shutil.rmtree(root / "byproducts.store")
+        shutil.rmtree(root / ("byproducts.store" if damage == "no_store" else "ood_byproducts.store"))
     assert demo_problem(root) is not None
     paths = ensure_demo(root, seed=0, size="tiny")
     assert demo_problem(paths.root) is None and tree_hash(paths.root) == tiny_hash

@@ -178,13 +178,12 @@ def _generate(root: Path, p: dict[str, Any], progress: bool) -> None:
         bar()
     train = [it for it in plan if it["split"] == "train"]
     paths = DemoPaths.at(root)
-    stats = write_byproducts(paths.byproducts, ((WNIDS[it["class"]], it["stem"], tuple(it["box"])) for it in train),
-                             R.CANVAS, ss_byp, annotators=tuple(p["annotators"]), n_workers=cfg["annotator_pool"],
-                             miss_rate=p["miss_rate"], reselect_rate=p["reselect_rate"], tick=bar)
-    ood = [it for it in plan if it["split"] == "ood"]
-    write_byproducts(paths.ood_byproducts, ((WNIDS[it["class"]], it["stem"], tuple(it["box"])) for it in ood),
-                     R.CANVAS, ss_ood, annotators=tuple(p["annotators"]), n_workers=cfg["annotator_pool"],
-                     miss_rate=p["miss_rate"], reselect_rate=p["reselect_rate"], tick=bar)
+    stats = {}  # byproducts of the train split (trained on) and of the ood split (held out, for the figure)
+    for split, tar, ss in (("train", paths.byproducts, ss_byp), ("ood", paths.ood_byproducts, ss_ood)):
+        items = ((WNIDS[it["class"]], it["stem"], tuple(it["box"])) for it in plan if it["split"] == split)
+        stats[split] = write_byproducts(tar, items, R.CANVAS, ss, annotators=tuple(p["annotators"]),
+                                        n_workers=cfg["annotator_pool"], miss_rate=p["miss_rate"],
+                                        reselect_rate=p["reselect_rate"], tick=bar)
     bar.close()
     crowd = simulate_crowd(np.array([it["class"] for it in train]), cfg["crowd_workers"], p["labels_per_task"],
                            ss_crowd, mean_accuracy=p["mean_accuracy"], spread=_spread(p["mean_accuracy"]))
@@ -192,16 +191,16 @@ def _generate(root: Path, p: dict[str, Any], progress: bool) -> None:
     _write_csv(paths.labels, "task,worker,label", (f"{train[t]['stem']},{wids[w]},{lab}\n"
                                                    for t, w, lab in zip(crowd.task, crowd.worker, crowd.label)))
     _write_csv(paths.truth, "task,label", (f"{it['stem']},{it['class']}\n" for it in train))
-    pack_demo_byproducts(paths)
-    _pack(paths.ood_byproducts, paths.ood_store)
-    tar_digest = ByproductStore.open(paths.store).meta["source_blake2b"]
+    digests = {tar.name: ByproductStore.open(_pack(tar, store)).meta["source_blake2b"] for tar, store in _stores(paths)}
     manifest = dict(format=FORMAT, version=DEMO_VERSION, **p, canvas=R.CANVAS, classes=WNIDS,
                     class_names=[f"digit_{k}" for k in range(R.N_CLASSES)],
-                    splits={s: {"count": counts[s]} for s in SPLITS}, byproduct_stats=stats,
+                    splits={s: {"count": counts[s]} for s in SPLITS}, byproduct_stats=stats["train"],
+                    ood_byproduct_stats=stats["ood"],
                     crowd_worker_accuracy=dict(zip(wids, np.round(crowd.accuracy, 4).tolist())),
                     files={"byproducts": paths.byproducts.name, "store": paths.store.name,
                            "ood_byproducts": paths.ood_byproducts.name, "ood_store": paths.ood_store.name,
-                           "labels": paths.labels.name, "truth": paths.truth.name, "byproducts_blake2b": tar_digest,
+                           "labels": paths.labels.name, "truth": paths.truth.name, "byproducts_blake2b": digests[paths.byproducts.name],
+                           "ood_byproducts_blake2b": digests[paths.ood_byproducts.name],
                            "sizes": {f: (root / f).stat().st_size
                                      for f in (paths.byproducts.name, paths.ood_byproducts.name, paths.labels.name,
                                                paths.truth.name)}},
@@ -273,6 +272,11 @@ def pack_demo_byproducts(paths: DemoPaths) -> Path:
     return _pack(paths.byproducts, paths.store)
 
 
+def _stores(paths: DemoPaths) -> tuple[tuple[Path, Path], ...]:
+    """(tar.gz, packed store) of the train byproducts and of the held-out ood ones."""
+    return (paths.byproducts, paths.store), (paths.ood_byproducts, paths.ood_store)
+
+
 def _pack(tar: Path, store: Path) -> Path:
     from ..byproducts import read_imagenet_ab, write_imagenet_store
 
@@ -317,12 +321,13 @@ def demo_problem(root: str | os.PathLike, expected: dict[str, Any] | None = None
                 return f"{path} has {path.stat().st_size} bytes, the manifest says {n}"
     except (OSError, KeyError, TypeError) as e:
         return f"missing or unreadable file ({e.__class__.__name__}: {e})"
-    try:  # opening checks the store's own manifest checksum and every array's dtype and shape (cheap)
-        packed_from = ByproductStore.open(paths.store).meta.get("source_blake2b")
-    except StoreError as e:
-        return f"no usable packed store ({e})"
-    if packed_from != m["files"].get("byproducts_blake2b"):
-        return f"{paths.store} was packed from another {paths.byproducts.name}"
+    for tar, store in _stores(paths):
+        try:  # opening checks the store's own manifest checksum and every array's dtype and shape (cheap)
+            packed_from = ByproductStore.open(store).meta.get("source_blake2b")
+        except StoreError as e:
+            return f"no usable packed store {store.name} ({e})"
+        if packed_from != m["files"].get(tar.name.replace(".tar.gz", "_blake2b")):
+            return f"{store} was packed from another {tar.name}"
     return None
 
 

@@ -77,7 +77,7 @@ def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, An
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
         return dict(train=paths.train, val={"iid": paths.iid, "ood": paths.ood}, byproducts=paths.store,
-                    labels=labels, boxes=boxes, ood_traces=paths.ood_store if paths.ood_store.exists() else None)
+                    labels=labels, boxes=boxes, ood_traces=paths.ood_store)
     val = {}
     for item in cfg.val_data or []:
         name, _, path = item.partition("=")
