@@ -241,12 +241,15 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   const int64_t W = c.n_workers;
   DSResult r;
   Buffer<TP> post(c.n_tasks * K, Uninitialized{});
+  // every row starts kDense: a warm start's posteriors are read in full, majority vote records its few shares,
+  // and each E-step then refreshes the rows
+  CompactPosteriors<TP> compact(opt.one_coin ? 0 : c.n_tasks, CompactPosteriors<TP>::tau_for(c, kClip));
   if (init_post != nullptr) {
     const double* src = init_post;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 65536)
     for (int64_t i = 0; i < c.n_tasks * K; ++i) post[i] = static_cast<TP>(src[i]);
   } else {
-    majority_vote_into(c, nullptr, nt, post.data());  // crowd-kit initialises from majority vote
+    majority_vote_into(c, nullptr, nt, post.data(), opt.one_coin ? nullptr : &compact);  // crowd-kit's init
   }
   r.class_prior.assign(K, 0.0);
   r.skills.assign(opt.one_coin ? W : 0, 0.0);
@@ -257,8 +260,6 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   std::vector<double> entropy(c.n_tasks, 0.0);
   std::vector<double> worker_obj(W, 0.0);
   std::vector<double> label_totals(K, 0.0);
-  // every row starts kDense (the initial posteriors are read in full); each E-step then refreshes them
-  CompactPosteriors<TP> compact(opt.one_coin ? 0 : c.n_tasks, CompactPosteriors<TP>::tau_for(c, kClip));
 
   auto m_step = [&]() {
     if (opt.one_coin) {
@@ -276,8 +277,8 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   for (int it = 0; it < opt.n_iter; ++it) {
     for (int64_t y = 0; y < K; ++y) log_prior[y] = std::log(std::max(r.class_prior[y], kClip));
     e_step(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, post.data(), nt, entropy.data(), kClip,
-           opt.one_coin ? coin.data() : nullptr, nullptr, false, opt.one_coin ? nullptr : &compact);
-    mean_labelled_posterior(c, post.data(), r.class_prior.data(), nt, label_totals.data());
+           opt.one_coin ? coin.data() : nullptr, nullptr, false, opt.one_coin ? nullptr : &compact,
+           r.class_prior.data(), label_totals.data());  // the E-step also takes the class prior's sums
     m_step();
     const double new_loss =
         objective(c, entropy.data(), r.class_prior.data(), label_totals.data(), worker_obj.data(), nt) / n_labels;

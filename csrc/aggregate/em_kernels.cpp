@@ -6,6 +6,10 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include "../common/vmath.hpp"
 
 namespace luab::aggregate {
@@ -41,6 +45,37 @@ inline double lane_sum(const double* x, int64_t n, F&& f) {
   return s;
 }
 
+// Writes a posterior row with non-temporal stores (x86): the T×K table is written once per E-step and not read
+// again in it, so it should not take the cache space of the log θ rows that the E-step reads at random (their
+// table is about the size of L3). Callers end their loop with store_fence(). Elsewhere: plain stores.
+inline void store_row_streaming(float* out, const double* row, int64_t k) {
+  int64_t y = 0;
+#if defined(__SSE2__)
+  if ((reinterpret_cast<uintptr_t>(out) & 15) == 0)
+    for (; y + 4 <= k; y += 4)
+      _mm_stream_ps(out + y, _mm_set_ps(static_cast<float>(row[y + 3]), static_cast<float>(row[y + 2]),
+                                        static_cast<float>(row[y + 1]), static_cast<float>(row[y])));
+#endif
+  for (; y < k; ++y) out[y] = static_cast<float>(row[y]);
+}
+
+inline void store_row_streaming(double* out, const double* row, int64_t k) {
+  int64_t y = 0;
+#if defined(__SSE2__)
+  if ((reinterpret_cast<uintptr_t>(out) & 15) == 0)
+    for (; y + 2 <= k; y += 2) _mm_stream_pd(out + y, _mm_loadu_pd(row + y));
+#endif
+  for (; y < k; ++y) out[y] = row[y];
+}
+
+// Non-temporal stores are weakly ordered: each thread fences them before the region's closing barrier, after
+// which other threads (the M-step) read the rows.
+inline void store_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
+
 }  // namespace
 
 int resolve_threads(int n_threads, int64_t work) {
@@ -52,62 +87,93 @@ template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy, double entropy_clip,
             const double* coin, const double* log_task_prior, bool skip_unlabelled,
-            CompactPosteriors<TP>* compact) {
+            CompactPosteriors<TP>* compact, double* labelled_mean, double* label_totals) {
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;
   const double clip_term = entropy_clip * std::log(entropy_clip);
+  // class sums per fixed chunk of tasks, the chunks added in order: the same sums for any number of threads
+  const bool sums = labelled_mean != nullptr || label_totals != nullptr;
+  const int64_t n_chunks = (c.n_tasks + kEStepChunk - 1) / kEStepChunk;
+  std::vector<double> partial(sums ? static_cast<size_t>(n_chunks * 2 * K) : 0, 0.0);
 #pragma omp parallel num_threads(n_threads)
   {
     std::vector<double> shifted(entropy != nullptr ? K : 0), scratch(K);
-#pragma omp for schedule(dynamic, 256)
-    for (int64_t i = 0; i < c.n_tasks; ++i) {
-      if (skip_unlabelled && c.task_ptr[i] == c.task_ptr[i + 1]) continue;
-      double* row = scratch.data();
-      for (int64_t y = 0; y < K; ++y) row[y] = log_class_prior[y];
-      if (log_task_prior != nullptr) {
-        const double* lt = log_task_prior + i * K;
-        for (int64_t y = 0; y < K; ++y) row[y] += lt[y];
-      } else if (task_prior != nullptr) {
-        const double* tp = task_prior + i * K;
-        for (int64_t y = 0; y < K; ++y) row[y] += std::log(tp[y] + task_prior_eps);
-      }
-      if (coin != nullptr) {
-        // one-coin: every class gets log(wrong), the given label log(right) instead
-        double wrong_sum = 0.0;
-        for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
-          const double* cw = coin + 2 * static_cast<int64_t>(c.task_worker[j]);
-          wrong_sum += cw[1];
-          row[c.task_label[j]] += cw[0] - cw[1];
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+      double* acc = sums ? partial.data() + chunk * 2 * K : nullptr;
+      const int64_t chunk_end = std::min(c.n_tasks, (chunk + 1) * kEStepChunk);
+      for (int64_t i = chunk * kEStepChunk; i < chunk_end; ++i) {
+        const int64_t n_i = c.task_ptr[i + 1] - c.task_ptr[i];
+        if (skip_unlabelled && n_i == 0) continue;
+        double* row = scratch.data();
+        for (int64_t y = 0; y < K; ++y) row[y] = log_class_prior[y];
+        if (log_task_prior != nullptr) {
+          const double* lt = log_task_prior + i * K;
+          for (int64_t y = 0; y < K; ++y) row[y] += lt[y];
+        } else if (task_prior != nullptr) {
+          const double* tp = task_prior + i * K;
+          for (int64_t y = 0; y < K; ++y) row[y] += std::log(tp[y] + task_prior_eps);
         }
-        for (int64_t y = 0; y < K; ++y) row[y] += wrong_sum;
-      }
-      for (int64_t j = c.task_ptr[i]; coin == nullptr && j < c.task_ptr[i + 1]; ++j) {
-        if (j + kPrefetchAhead < c.n_labels)
-          prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
-                           static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);
-        const TL* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
-        for (int64_t y = 0; y < K; ++y) row[y] += static_cast<double>(lt[y]);
-      }
-      // shift by the row maximum before exponentiating (the log-sum-exp trick)
-      const double m = lane_max(row, K);
-      for (int64_t y = 0; y < K; ++y) row[y] -= m;
-      if (entropy != nullptr) std::copy(row, row + K, shifted.data());
-      vexp(row, K);
-      const double s = lane_sum(row, K, [](const double* r, int64_t y) { return r[y]; });
-      const double inv = 1.0 / s;
-      for (int64_t y = 0; y < K; ++y) row[y] *= inv;
-      if (compact != nullptr) compact->set_row(i, row, K);
-      TP* out = post + i * K;
-      for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TP>(row[y]);
-      if (entropy != nullptr) {
-        const double log_s = std::log(s);
-        const double* sh = shifted.data();
-        entropy[i] = -lane_sum(row, K, [&](const double* r, int64_t y) {
-          return r[y] >= entropy_clip ? r[y] * (sh[y] - log_s) : clip_term;
-        });
+        if (coin != nullptr) {
+          // one-coin: every class gets log(wrong), the given label log(right) instead
+          double wrong_sum = 0.0;
+          for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
+            const double* cw = coin + 2 * static_cast<int64_t>(c.task_worker[j]);
+            wrong_sum += cw[1];
+            row[c.task_label[j]] += cw[0] - cw[1];
+          }
+          for (int64_t y = 0; y < K; ++y) row[y] += wrong_sum;
+        }
+        for (int64_t j = c.task_ptr[i]; coin == nullptr && j < c.task_ptr[i + 1]; ++j) {
+          if (j + kPrefetchAhead < c.n_labels)
+            prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
+                             static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);
+          const TL* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
+          for (int64_t y = 0; y < K; ++y) row[y] += static_cast<double>(lt[y]);
+        }
+        // shift by the row maximum before exponentiating (the log-sum-exp trick)
+        const double m = lane_max(row, K);
+        for (int64_t y = 0; y < K; ++y) row[y] -= m;
+        if (entropy != nullptr) std::copy(row, row + K, shifted.data());
+        vexp(row, K);
+        const double s = lane_sum(row, K, [](const double* r, int64_t y) { return r[y]; });
+        const double inv = 1.0 / s;
+        for (int64_t y = 0; y < K; ++y) row[y] *= inv;
+        if (compact != nullptr) compact->set_row(i, row, K);
+        TP* out = post + i * K;
+        // with compact rows the M-step does not read this row back: stream it past the caches
+        if (compact != nullptr) store_row_streaming(out, row, K);
+        else for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TP>(row[y]);
+        if (acc != nullptr && n_i > 0) {
+          const double n = static_cast<double>(n_i);
+          for (int64_t y = 0; y < K; ++y) {
+            const double p = static_cast<double>(static_cast<TP>(row[y]));
+            acc[y] += p;
+            acc[K + y] += n * p;
+          }
+        }
+        if (entropy != nullptr) {
+          const double log_s = std::log(s);
+          const double* sh = shifted.data();
+          entropy[i] = -lane_sum(row, K, [&](const double* r, int64_t y) {
+            return r[y] >= entropy_clip ? r[y] * (sh[y] - log_s) : clip_term;
+          });
+        }
       }
     }
+    store_fence();
   }
+  if (!sums) return;
+  std::vector<double> mean(K, 0.0), totals(K, 0.0);
+  for (int64_t b = 0; b < n_chunks; ++b)
+    for (int64_t y = 0; y < K; ++y) {
+      mean[y] += partial[b * 2 * K + y];
+      totals[y] += partial[b * 2 * K + K + y];
+    }
+  const double n = static_cast<double>(std::max<int64_t>(c.n_labelled_tasks, 1));
+  if (labelled_mean != nullptr)
+    for (int64_t y = 0; y < K; ++y) labelled_mean[y] = mean[y] / n;
+  if (label_totals != nullptr) std::copy(totals.begin(), totals.end(), label_totals);
 }
 
 void accumulate_hard_counts(const Crowd& c, const int32_t* yhat, double* counts, int n_threads) {
@@ -155,10 +221,10 @@ void mean_labelled_posterior(const Crowd& c, const TP* post, double* out, int n_
 
 template void e_step<double, double>(const Crowd&, const double*, const double*, const double*, double, double*,
                                      int, double*, double, const double*, const double*, bool,
-                                     CompactPosteriors<double>*);
+                                     CompactPosteriors<double>*, double*, double*);
 template void e_step<float, float>(const Crowd&, const double*, const float*, const double*, double, float*, int,
                                    double*, double, const double*, const double*, bool,
-                                   CompactPosteriors<float>*);
+                                   CompactPosteriors<float>*, double*, double*);
 
 template <typename TP>
 void prior_only_rows(const Crowd& c, const double* class_prior, const double* task_prior, double task_prior_eps,

@@ -32,14 +32,18 @@ int resolve_threads(int n_threads, int64_t work);
 // of task_prior when given.
 // skip_unlabelled: leave the rows of tasks without labels untouched (inside an EM loop they only depend on the
 // constant priors, and nothing in the M-step reads them; the caller runs one full E-step at the end).
-// compact, or nullptr: also record each computed row's classes with p ≥ tau for the soft M-step.
+// compact, or nullptr: also record each computed row's classes with p ≥ tau for the soft M-step (which then reads
+// those, so the rows of post are written with non-temporal stores: they are not read again in this iteration).
+// labelled_mean [K] / label_totals [K], or nullptr: what mean_labelled_posterior would give for the rows just
+// written (the stored values: float rows are summed as floats), without reading the T×K table back.
 // TP/TL: storage type of post / log_theta (double, or float to halve the memory traffic of the random
 // row reads); all arithmetic is in double.
 template <typename TP, typename TL>
 void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
             double task_prior_eps, TP* post, int n_threads, double* entropy = nullptr,
             double entropy_clip = 1e-10, const double* coin = nullptr, const double* log_task_prior = nullptr,
-            bool skip_unlabelled = false, CompactPosteriors<TP>* compact = nullptr);
+            bool skip_unlabelled = false, CompactPosteriors<TP>* compact = nullptr,
+            double* labelled_mean = nullptr, double* label_totals = nullptr);
 
 // Rows of tasks without labels: post_i ∝ class prior × (task_prior_i + eps), normalised directly, no exp or log
 // (with no task prior: the class prior). Within rounding of what e_step gives them.
@@ -47,11 +51,14 @@ template <typename TP>
 void prior_only_rows(const Crowd& c, const double* class_prior, const double* task_prior, double task_prior_eps,
                      TP* post, int n_threads);
 
-// Prefetches the K doubles of a table row that a label will read a few labels from now.
+// Prefetches the K elements of a table row that a label will read a few labels from now. Into L2 (prefetcht1),
+// not L1: a row is 7 cache lines and 8 labels are in flight, more than L1's miss buffers hold, and measured
+// A/B in one process (100k × 100 crowd, fp32) the E-step took ~10% less time than with prefetcht0.
 template <typename T>
 inline void prefetch_row(const T* row, int64_t k) {
   const char* p = reinterpret_cast<const char*>(row);
-  for (int64_t off = 0; off < k * static_cast<int64_t>(sizeof(T)); off += 64) __builtin_prefetch(p + off);
+  for (int64_t off = 0; off < k * static_cast<int64_t>(sizeof(T)); off += 64)
+    __builtin_prefetch(p + off, 0, 2);
 }
 
 // Each label reads one random K-row of a table far larger than the caches (log_theta in the E-step,

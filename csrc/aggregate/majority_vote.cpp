@@ -8,7 +8,8 @@
 namespace luab::aggregate {
 
 template <typename TP>
-void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP* out) {
+void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP* out,
+                        CompactPosteriors<TP>* compact) {
   const int64_t K = c.n_classes;
 #pragma omp parallel num_threads(n_threads)
   {
@@ -26,6 +27,10 @@ void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP
       TP* dst = out + i * K;
       if (total != 0.0) {
         for (int64_t y = 0; y < K; ++y) dst[y] = static_cast<TP>(row[y] / total);
+        if (compact != nullptr) {  // the same shares as the row just written: the M-step's sums do not change
+          for (int64_t y = 0; y < K; ++y) row[y] /= total;
+          compact->set_row(i, row.data(), K);
+        }
       } else {
         for (int64_t y = 0; y < K; ++y) dst[y] = static_cast<TP>(1.0 / static_cast<double>(K));
       }
@@ -33,8 +38,8 @@ void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP
   }
 }
 
-template void majority_vote_into<double>(const Crowd&, const double*, int, double*);
-template void majority_vote_into<float>(const Crowd&, const double*, int, float*);
+template void majority_vote_into<double>(const Crowd&, const double*, int, double*, CompactPosteriors<double>*);
+template void majority_vote_into<float>(const Crowd&, const double*, int, float*, CompactPosteriors<float>*);
 
 Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads) {
   const int nt = resolve_threads(n_threads, c.n_labels * c.n_classes);

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "../common/buffer.hpp"
+#include "compact_posteriors.hpp"
 #include "crowd.hpp"
 
 namespace luab::aggregate {
@@ -13,8 +14,11 @@ namespace luab::aggregate {
 // total, gets the uniform distribution (the prior of an uninformed vote).
 Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads);
 
-// The same into a given [T, K] table of float or double (n_threads already resolved).
+// The same into a given [T, K] table of float or double (n_threads already resolved). compact, or nullptr:
+// also record each row's nonzero shares (at most one per label, so rarely more than kCap), so that the first
+// soft M-step reads a few (class, share) pairs per label instead of the full row.
 template <typename TP>
-void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP* out);
+void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP* out,
+                        CompactPosteriors<TP>* compact = nullptr);
 
 }  // namespace luab::aggregate
