@@ -99,16 +99,23 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
         }
       }
       std::fill(denom.begin(), denom.end(), 0.0);
-      for (int64_t z = 0; z < K; ++z) {  // branches hoisted out of the y loop, which then vectorises
-        const double* cz = cnt.data() + z * K;
-        double* tz = th.data() + z * K;
+      for (int64_t z = 0; z < K; ++z) {
+        // one branch-free pass per row, which vectorises (__restrict: all three are doubles); max with -inf
+        // leaves an unobserved row's counts (>= 0) as they are
+        const double* __restrict cz = cnt.data() + z * K;
+        double* __restrict tz = th.data() + z * K;
+        double* __restrict dn = denom.data();
+        const double floor = obs[z] ? kClip : -HUGE_VAL;
         if (a != nullptr)
-          for (int64_t y = 0; y < K; ++y) tz[y] = cz[y] + a[y * K + z];
+          for (int64_t y = 0; y < K; ++y) {
+            tz[y] = std::max(cz[y] + a[y * K + z], floor);
+            dn[y] += tz[y];
+          }
         else
-          std::copy(cz, cz + K, tz);
-        if (obs[z])
-          for (int64_t y = 0; y < K; ++y) tz[y] = std::max(tz[y], kClip);
-        for (int64_t y = 0; y < K; ++y) denom[y] += tz[y];
+          for (int64_t y = 0; y < K; ++y) {
+            tz[y] = std::max(cz[y], floor);
+            dn[y] += tz[y];
+          }
       }
       bool all_positive = true;
       for (int64_t y = 0; y < K; ++y) all_positive &= denom[y] > 0.0;

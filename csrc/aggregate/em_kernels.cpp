@@ -97,7 +97,7 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
   std::vector<double> partial(sums ? static_cast<size_t>(n_chunks * 2 * K) : 0, 0.0);
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<double> shifted(entropy != nullptr ? K : 0), scratch(K);
+    std::vector<double> shifted(K), scratch(K);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
       double* acc = sums ? partial.data() + chunk * 2 * K : nullptr;
@@ -131,11 +131,12 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
           const TL* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
           for (int64_t y = 0; y < K; ++y) row[y] += static_cast<double>(lt[y]);
         }
-        // shift by the row maximum before exponentiating (the log-sum-exp trick)
+        // shift by the row maximum before exponentiating (the log-sum-exp trick); the shifted logs stay in
+        // `shifted` for the entropy, and `row` takes the probabilities
         const double m = lane_max(row, K);
-        for (int64_t y = 0; y < K; ++y) row[y] -= m;
-        if (entropy != nullptr) std::copy(row, row + K, shifted.data());
-        vexp(row, K);
+        double* sh = shifted.data();
+        for (int64_t y = 0; y < K; ++y) sh[y] = row[y] - m;
+        vexp(sh, row, K);
         const double s = lane_sum(row, K, [](const double* r, int64_t y) { return r[y]; });
         const double inv = 1.0 / s;
         for (int64_t y = 0; y < K; ++y) row[y] *= inv;
@@ -154,7 +155,6 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
         }
         if (entropy != nullptr) {
           const double log_s = std::log(s);
-          const double* sh = shifted.data();
           entropy[i] = -lane_sum(row, K, [&](const double* r, int64_t y) {
             return r[y] >= entropy_clip ? r[y] * (sh[y] - log_s) : clip_term;
           });

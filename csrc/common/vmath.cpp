@@ -34,6 +34,13 @@ __attribute__((target_clones("avx512f", "avx2", "default"))) void vexp(double* x
   });
 }
 
+__attribute__((target_clones("avx512f", "avx2", "default"))) void vexp(const double* x, double* out, int64_t n) {
+  blocked<double>(x, out, n, 0.0, [](const double* in, double* res) {
+#pragma omp simd
+    for (int64_t u = 0; u < kBlock; ++u) res[u] = std::exp(in[u]);
+  });
+}
+
 __attribute__((target_clones("avx512f", "avx2", "default"))) void vexp(float* x, int64_t n) {
   blocked<float>(x, x, n, 0.0f, [](const float* in, float* out) {
 #pragma omp simd

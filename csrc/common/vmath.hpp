@@ -12,6 +12,7 @@
 namespace luab {
 
 void vexp(double* x, int64_t n);                      // x[i] = exp(x[i])
+void vexp(const double* x, double* out, int64_t n);   // out[i] = exp(x[i]), the same values
 void vexp(float* x, int64_t n);                       // x[i] = expf(x[i])
 void vlog(const double* x, double* out, int64_t n);   // out[i] = log(x[i])
 
