@@ -13,6 +13,8 @@
 #include "aggregate/bayes.hpp"
 #include "aggregate/crowd.hpp"
 #include "aggregate/dawid_skene.hpp"
+#include "aggregate/em_kernels.hpp"
+#include "aggregate/encode.hpp"
 #include "aggregate/majority_vote.hpp"
 #include "common/buffer.hpp"
 #include "common/check.hpp"
@@ -99,6 +101,47 @@ PYBIND11_MODULE(_C, m) {
   init_ops_rasterize(ops);
 
   auto a = m.def_submodule("aggregate", "EM label-aggregation engine");
+
+  a.def(
+      "factorize_integers",
+      [](const py::array& values, bool sorted) -> py::object {
+        const int64_t n = values.ndim() == 1 ? values.shape(0) : -1;
+        const int64_t* v = checked<int64_t>(values, "values", {-1}, "int64");
+        std::vector<int64_t> codes(static_cast<size_t>(n)), uniques;
+        bool ok;
+        {
+          py::gil_scoped_release nogil;
+          ok = agg::factorize_integers(v, n, sorted, codes.data(), uniques);
+        }
+        if (!ok) return py::none();
+        const auto u = static_cast<py::ssize_t>(uniques.size());
+        return py::make_tuple(to_numpy(std::move(codes), {n}), to_numpy(std::move(uniques), {u}));
+      },
+      py::arg("values"), py::arg("sorted") = false,
+      "(codes, uniques) of int64 ids, uniques in order of first appearance (or ascending with sorted=True); "
+      "None when the ids span too wide a range for a direct table (use a hash instead).");
+
+  a.def(
+      "argmax_rows",
+      [](const py::array& x, int n_threads) {
+        LUAB_CHECK(x.ndim() == 2, "x must be 2-D (rows, classes), got shape ", shape_str(x));
+        const int64_t rows = x.shape(0), k = x.shape(1);
+        LUAB_CHECK(k >= 1, "x must have at least one column, got shape ", shape_str(x));
+        std::vector<int64_t> out(static_cast<size_t>(rows));
+        const int nt = agg::resolve_threads(n_threads, rows * k);
+        if (x.dtype().is(py::dtype::of<float>())) {
+          const float* p = checked<float>(x, "x", {rows, k}, "float32");
+          py::gil_scoped_release nogil;
+          agg::argmax_rows(p, rows, k, out.data(), nt);
+        } else {
+          const double* p = checked<double>(x, "x", {rows, k}, "float64 or float32");
+          py::gil_scoped_release nogil;
+          agg::argmax_rows(p, rows, k, out.data(), nt);
+        }
+        return to_numpy(std::move(out), {rows});
+      },
+      py::arg("x"), py::arg("n_threads") = 0,
+      "First index of each row's maximum (numpy.argmax(x, axis=1) for NaN-free rows), OpenMP-parallel.");
 
   a.def(
       "majority_vote",

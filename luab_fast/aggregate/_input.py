@@ -9,6 +9,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import _ext
+
 COLUMNS = ("task", "worker", "label")
 DUPLICATE_POLICIES = ("keep", "first", "last", "raise")
 
@@ -68,6 +70,30 @@ def _int_column(values: np.ndarray, name: str) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def _compiled_factorize(values: pd.Series, sort: bool) -> tuple[np.ndarray, pd.Index] | None:
+    """``(codes, uniques)`` from the compiled direct-address table, for integer ids in a compact range (the
+    usual case, and ~4× faster than pandas' hash at 500k labels); None where that does not apply. Uniques keep
+    the column's dtype, as pandas' would."""
+    dtype = values.dtype
+    if _ext._C is None or not isinstance(dtype, np.dtype) or dtype.kind not in "iu" or \
+            (dtype.kind == "u" and dtype.itemsize > 4):
+        return None
+    out = _ext._C.aggregate.factorize_integers(values.to_numpy(np.int64), sort)
+    if out is None:
+        return None
+    codes, uniques = out
+    return codes, pd.Index(uniques.astype(dtype, copy=False))
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Dense codes in order of first appearance (pandas.factorize(sort=False), crowd-kit's task order)."""
+    fast = _compiled_factorize(values, sort=False)
+    if fast is not None:
+        return fast
+    codes, uniques = pd.factorize(values, sort=False)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
 def _sorted_unique(values: pd.Series) -> pd.Index:
     uniques = pd.unique(values)
     try:
@@ -88,8 +114,8 @@ def _encode_frame(df: pd.DataFrame, n_classes: int | None) -> Encoded:
         if na.any():
             raise ValueError(f"{col} must not contain NaN/None, found at rows {_first_bad(na)}")
     # factorize in order of first appearance, as crowd-kit's groupby(sort=False) orders tasks
-    task, task_ids = pd.factorize(df["task"], sort=False)
-    worker, worker_ids = pd.factorize(df["worker"], sort=False)
+    task, task_ids = _factorize(df["task"])
+    worker, worker_ids = _factorize(df["worker"])
     labels = df["label"]
     if n_classes is not None:
         lab = _int_column(labels.to_numpy(), "label")
@@ -99,9 +125,13 @@ def _encode_frame(df: pd.DataFrame, n_classes: int | None) -> Encoded:
         classes = pd.RangeIndex(n_classes, name="label")
         label = lab
     else:
-        classes = _sorted_unique(labels)
-        label = classes.get_indexer(labels)
-    return Encoded(task=task.astype(np.int64), worker=worker.astype(np.int64), label=np.asarray(label, np.int64),
+        fast = _compiled_factorize(labels, sort=True)
+        if fast is not None:
+            label, classes = fast
+        else:
+            classes = _sorted_unique(labels)
+            label = classes.get_indexer(labels)
+    return Encoded(task=task, worker=worker, label=np.asarray(label, np.int64),
                    task_ids=pd.Index(task_ids, name="task"), worker_ids=pd.Index(worker_ids, name="worker"),
                    classes=pd.Index(classes, name="label"), from_frame=True)
 

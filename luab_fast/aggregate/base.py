@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .. import _ext
 from .._ext import require_ext
 from ._input import Encoded, encode, extend
 
@@ -119,7 +120,7 @@ class BaseAggregator:
         smallest label when labels are sortable)."""
         enc = self._check_fitted()
         if "labels" not in self._cache:
-            idx = np.argmax(self.posteriors_, axis=1)
+            idx = self.label_array_
             self._cache["labels"] = pd.Series(enc.classes[idx], index=enc.task_ids, name="agg_label")
         return self._cache["labels"]
 
@@ -127,7 +128,11 @@ class BaseAggregator:
     def label_array_(self) -> np.ndarray:
         """Dense class index (position in ``classes_``) of each task, int64 [T]."""
         self._check_fitted()
-        return np.argmax(self.posteriors_, axis=1)
+        post = self.posteriors_
+        if _ext._C is not None and post.ndim == 2 and post.shape[1] > 0 and post.dtype in (np.float32, np.float64):
+            # numpy's argmax is single-threaded and this is a full pass over T×K on the fit_predict path
+            return _ext._C.aggregate.argmax_rows(np.ascontiguousarray(post), self._threads())
+        return np.argmax(post, axis=1)
 
     def _errors_frame(self, theta_zy: np.ndarray) -> pd.DataFrame:
         """crowd-kit's errors_ layout from [W, z, y]: rows (worker, observed label), columns true label."""
