@@ -5,6 +5,7 @@
 #include <limits>
 #include <type_traits>
 
+#include "../common/stream_store.hpp"
 #include "../common/vmath.hpp"
 #include "em_kernels.hpp"
 #include "majority_vote.hpp"
@@ -66,6 +67,7 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
   {
     std::vector<double> cnt(KK, 0.0), th(KK), denom(K), lrow(K), log_denom(K), vals(KK);
     std::vector<int32_t> counted(KK), touched;
+    std::vector<TL> lscratch(KK);
     std::vector<uint8_t> dense_row(K, 0);
 #pragma omp for schedule(dynamic, 8)
     for (int64_t w = 0; w < c.n_workers; ++w) {
@@ -142,9 +144,14 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
           }
         }
         vlog(vals.data(), vals.data(), n);
+        // The worker's K×K block is built in a scratch (in L1/L2) and streamed to the table in one go
+        // (stream_store.hpp): only the next E-step reads it, so writing through the caches would first read
+        // every line of the 40–80 MB table from memory for nothing. A/B on the 100k × 100 crowd: fp64 −8%, fp32
+        // −1.5% per fit.
+        TL* blk = lscratch.data();
         for (int64_t z = 0; z < K; ++z) {
           const double* base = (obs[z] ? log_base_obs.data() : log_base_unobs.data()) + z * K;
-          TL* out = lw + z * K;
+          TL* out = blk + z * K;
           for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TL>(base[y] - log_denom[y]);
           if (a != nullptr) {  // the prior's log density, as if no cell were counted; corrected below
             for (int64_t y = 0; y < K; ++y) {
@@ -158,12 +165,13 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
         for (int64_t k = 0; k < n; ++k) {
           const int64_t idx = counted[k], z = idx / K, y = idx - z * K;
           const double l = vals[k] - log_denom[y];
-          lw[idx] = static_cast<TL>(l);
+          blk[idx] = static_cast<TL>(l);
           obj += cnt[idx] * l;
           if (a != nullptr && a[y * K + z] > 0.0) obj += a[y * K + z] * (l - (log_base_obs[idx] - log_denom[y]));
         }
         for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
         worker_obj[w] = obj;
+        stream_store(lw, blk, KK);
         reset_counts(cnt.data(), touched, dense_row.data(), K);
         continue;
       }
@@ -191,6 +199,7 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
       worker_obj[w] = obj;
       reset_counts(cnt.data(), touched, dense_row.data(), K);
     }
+    store_fence();
   }
 }
 

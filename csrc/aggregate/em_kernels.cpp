@@ -6,10 +6,8 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
 
+#include "../common/stream_store.hpp"
 #include "../common/vmath.hpp"
 
 namespace luab::aggregate {
@@ -43,37 +41,6 @@ inline double lane_sum(const double* x, int64_t n, F&& f) {
   double s = 0.0;
   for (int64_t u = 0; u < kLanes; ++u) s += lanes[u];
   return s;
-}
-
-// Writes a posterior row with non-temporal stores (x86): the T×K table is written once per E-step and not read
-// again in it, so it should not take the cache space of the log θ rows that the E-step reads at random (their
-// table is about the size of L3). Callers end their loop with store_fence(). Elsewhere: plain stores.
-inline void store_row_streaming(float* out, const double* row, int64_t k) {
-  int64_t y = 0;
-#if defined(__SSE2__)
-  if ((reinterpret_cast<uintptr_t>(out) & 15) == 0)
-    for (; y + 4 <= k; y += 4)
-      _mm_stream_ps(out + y, _mm_set_ps(static_cast<float>(row[y + 3]), static_cast<float>(row[y + 2]),
-                                        static_cast<float>(row[y + 1]), static_cast<float>(row[y])));
-#endif
-  for (; y < k; ++y) out[y] = static_cast<float>(row[y]);
-}
-
-inline void store_row_streaming(double* out, const double* row, int64_t k) {
-  int64_t y = 0;
-#if defined(__SSE2__)
-  if ((reinterpret_cast<uintptr_t>(out) & 15) == 0)
-    for (; y + 2 <= k; y += 2) _mm_stream_pd(out + y, _mm_loadu_pd(row + y));
-#endif
-  for (; y < k; ++y) out[y] = row[y];
-}
-
-// Non-temporal stores are weakly ordered: each thread fences them before the region's closing barrier, after
-// which other threads (the M-step) read the rows.
-inline void store_fence() {
-#if defined(__SSE2__)
-  _mm_sfence();
-#endif
 }
 
 }  // namespace
@@ -143,7 +110,7 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
         if (compact != nullptr) compact->set_row(i, row, K);
         TP* out = post + i * K;
         // with compact rows the M-step does not read this row back: stream it past the caches
-        if (compact != nullptr) store_row_streaming(out, row, K);
+        if (compact != nullptr) stream_store(out, row, K);
         else for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TP>(row[y]);
         if (acc != nullptr && n_i > 0) {
           const double n = static_cast<double>(n_i);
