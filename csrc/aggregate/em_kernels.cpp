@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 
 #include "../common/stream_store.hpp"
@@ -68,6 +69,39 @@ inline double entropy_sum(const double* p, const double* sh, int64_t n, double l
   return s;
 }
 
+// row[y] += rows[0][y] + ... in that order (left to right), 8 classes at a time in a register.
+constexpr int64_t kRowBatch = 16;
+using Lanes8 = double __attribute__((vector_size(kLanes * sizeof(double))));
+using Lanes8f = float __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline Lanes8 load_lanes(const double* p) {
+  Lanes8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline Lanes8 load_lanes(const float* p) {
+  Lanes8f v;
+  std::memcpy(&v, p, sizeof(v));
+  return __builtin_convertvector(v, Lanes8);
+}
+
+template <typename TL>
+inline void add_rows(double* row, const TL* const* rows, int64_t nb, int64_t n) {
+  using D = Lanes8;
+  int64_t y = 0;
+  for (; y + kLanes <= n; y += kLanes) {
+    D acc;
+    std::memcpy(&acc, row + y, sizeof(D));
+    for (int64_t b = 0; b < nb; ++b) acc += load_lanes(rows[b] + y);
+    std::memcpy(row + y, &acc, sizeof(D));
+  }
+  for (; y < n; ++y) {
+    double a = row[y];
+    for (int64_t b = 0; b < nb; ++b) a += static_cast<double>(rows[b][y]);
+    row[y] = a;
+  }
+}
+
 }  // namespace
 
 int resolve_threads(int n_threads, int64_t work) {
@@ -116,12 +150,30 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
           }
           for (int64_t y = 0; y < K; ++y) row[y] += wrong_sum;
         }
-        for (int64_t j = c.task_ptr[i]; coin == nullptr && j < c.task_ptr[i + 1]; ++j) {
-          if (j + kPrefetchAhead < c.n_labels)
-            prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
-                             static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);
-          const TL* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
-          for (int64_t y = 0; y < K; ++y) row[y] += static_cast<double>(lt[y]);
+        if (coin == nullptr && !std::is_same_v<TL, float>) {
+          for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
+            if (j + kPrefetchAhead < c.n_labels)
+              prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
+                               static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);
+            const TL* lt = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
+            for (int64_t y = 0; y < K; ++y) row[y] += static_cast<double>(lt[y]);
+          }
+        } else if (coin == nullptr) {
+          // float rows: a batch of labels at a time, each block of 8 classes summed in a register (one load and
+          // one store of the row per batch instead of per label; the same additions in the same order). For
+          // double rows this measured 3% slower (A/B), so they keep the loop above.
+          const TL* rows[kRowBatch];
+          for (int64_t jb = c.task_ptr[i]; jb < c.task_ptr[i + 1]; jb += kRowBatch) {
+            const int64_t nb = std::min<int64_t>(kRowBatch, c.task_ptr[i + 1] - jb);
+            for (int64_t b = 0; b < nb; ++b) {
+              const int64_t j = jb + b;
+              if (j + kPrefetchAhead < c.n_labels)
+                prefetch_row(log_theta + c.task_worker[j + kPrefetchAhead] * KK +
+                                 static_cast<int64_t>(c.task_label[j + kPrefetchAhead]) * K, K);
+              rows[b] = log_theta + c.task_worker[j] * KK + static_cast<int64_t>(c.task_label[j]) * K;
+            }
+            add_rows(row, rows, nb, K);
+          }
         }
         // shift by the row maximum before exponentiating (the log-sum-exp trick); the shifted logs stay in
         // `shifted` for the entropy, and `row` takes the probabilities
