@@ -46,6 +46,11 @@ class CompactPosteriors {
   void set_row(int64_t i, const double* row, int64_t k) {
     int64_t kept = 0;  // a branch-free count first (it vectorises); most rows then need one short gather
     for (int64_t y = 0; y < k; ++y) kept += row[y] >= tau_;
+    set_row_counted(i, row, k, kept);
+  }
+
+  // The same, for a caller that has counted the row's entries >= tau() in a pass of its own.
+  void set_row_counted(int64_t i, const double* row, int64_t k, int64_t kept) {
     if (kept > kCap) {
       count_[i] = kDense;
       return;
