@@ -15,35 +15,29 @@
 
 namespace luab {
 
-// dst[i] = TP(src[i]) for a row computed in double.
-inline void stream_store(float* dst, const double* src, int64_t n) {
-  int64_t i = 0;
+namespace detail {
 #if defined(__SSE2__)
-  if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0)
-    for (; i + 4 <= n; i += 4)
-      _mm_stream_ps(dst + i, _mm_set_ps(static_cast<float>(src[i + 3]), static_cast<float>(src[i + 2]),
-                                        static_cast<float>(src[i + 1]), static_cast<float>(src[i])));
-#endif
-  for (; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+// One 16-byte non-temporal store of dst[0..16/sizeof(D)) = src[...], converted to D.
+inline void stream16(float* dst, const double* src) {
+  _mm_stream_ps(dst, _mm_set_ps(static_cast<float>(src[3]), static_cast<float>(src[2]), static_cast<float>(src[1]),
+                                static_cast<float>(src[0])));
 }
+inline void stream16(double* dst, const double* src) { _mm_stream_pd(dst, _mm_loadu_pd(src)); }
+inline void stream16(float* dst, const float* src) { _mm_stream_ps(dst, _mm_loadu_ps(src)); }
+#endif
+}  // namespace detail
 
-inline void stream_store(double* dst, const double* src, int64_t n) {
+// dst[i] = D(src[i]): a posterior row computed in double (D = TP), or a log θ block built in a cache-resident
+// scratch (S = D = TL). An unaligned dst (K·sizeof(D) not a multiple of 16) falls back to plain stores.
+template <typename D, typename S>
+inline void stream_store(D* dst, const S* src, int64_t n) {
   int64_t i = 0;
 #if defined(__SSE2__)
+  constexpr int64_t kStep = 16 / sizeof(D);
   if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0)
-    for (; i + 2 <= n; i += 2) _mm_stream_pd(dst + i, _mm_loadu_pd(src + i));
+    for (; i + kStep <= n; i += kStep) detail::stream16(dst + i, src + i);
 #endif
-  for (; i < n; ++i) dst[i] = src[i];
-}
-
-// dst[i] = src[i] for a table block built in a cache-resident scratch.
-inline void stream_store(float* dst, const float* src, int64_t n) {
-  int64_t i = 0;
-#if defined(__SSE2__)
-  if ((reinterpret_cast<uintptr_t>(dst) & 15) == 0)
-    for (; i + 4 <= n; i += 4) _mm_stream_ps(dst + i, _mm_loadu_ps(src + i));
-#endif
-  for (; i < n; ++i) dst[i] = src[i];
+  for (; i < n; ++i) dst[i] = static_cast<D>(src[i]);
 }
 
 inline void store_fence() {
