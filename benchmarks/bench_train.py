@@ -63,7 +63,7 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
 
     from luab_fast.data import build_loader, make_demo
     from luab_fast.train.config import TrainConfig
-    from luab_fast.train.loop import make_step, maybe_compile
+    from luab_fast.train.loop import Trainer
     from luab_fast.train.model import LUABModel
 
     paths = make_demo(tmp_path / "demo", size="tiny")
@@ -90,22 +90,27 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         return run
 
     def ours(byproducts: bool):
-        cfg = TrainConfig(image_size=SIZE.image_size, model=SIZE.model)
+        """The trainer users run (``Trainer.fit``: loader, targets, compiled step, AdamW, schedule, loss
+        read-back and NaN guard), less its checkpoint writes."""
+        cfg = TrainConfig(image_size=SIZE.image_size, model=SIZE.model, batch_size=SIZE.batch, warmup_steps=1,
+                          checkpoint_every=10**9)
         model = LUABModel(SIZE.model, 10, 16 if not GPU else 32).to(device)
         if GPU:
             model = model.to(memory_format=torch.channels_last)
         heat = model.heat_size(SIZE.image_size) if not GPU else (7, 7)
         loader = build_loader(paths.train, SIZE.batch, device=device, image_size=SIZE.image_size,
                               byproducts=paths.store if byproducts else None, heat_size=heat, channels_last=GPU)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        step = maybe_compile(make_step(model, cfg, byproducts), cfg, device, print)
+        name = "luab" if byproducts else "labels"
+        trainer = Trainer(name, model, loader, cfg, device, byproducts, tmp_path / name, lambda msg: None)
+        trainer.save = lambda: None  # timing the step, not the disk
 
-        def epoch_batches(epoch):
-            loader.set_epoch(epoch)
-            for b in loader:
-                yield b["images"], b["labels"], b.get("point"), b.get("point_weight"), b.get("heat")
+        def run(limit):
+            start = trainer.state.step
+            trainer.total = start + (limit or n_batches)
+            trainer.fit(lambda record: None, lambda epoch: None)
+            return trainer.state.step - start
 
-        return _steps(epoch_batches, lambda *b: step(*b)[0], opt)
+        return run
 
     def baseline():
         import timm

@@ -89,12 +89,34 @@ def _target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return batch["soft_labels"] if "soft_labels" in batch else batch["labels"]
 
 
-def _check_finite(loss: torch.Tensor, parts: dict[str, torch.Tensor], where: str) -> None:
-    if torch.isfinite(loss):
-        return
-    bad = [k for k, v in parts.items() if not torch.isfinite(v)] or ["loss"]
-    raise NaNLoss(f"{where}: the {', '.join(bad)} term went {float(loss)}; stopped, the last good checkpoint is "
-                  f"kept (lower --lr, or check the inputs of that term)")
+class StepValues:
+    """One step's loss and loss parts on their way to the host. On a GPU the copy is queued behind the step
+    (pinned memory, an event) and read a step later, so the loop never waits for the GPU: the CPU decodes the
+    next batch while the GPU trains on this one. A NaN is therefore seen one step late; nothing is saved before
+    the values of every step up to the save were read, so the checkpoint on disk is always a good one."""
+
+    def __init__(self, step: int, epoch: int, lr: float, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
+        self.step, self.epoch, self.lr, self.names = step, epoch, lr, ["loss", *parts]
+        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in parts.values())])
+        self.event = None
+        if values.is_cuda:
+            self.host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
+            self.host.copy_(values, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = values
+
+    def read(self, where: str) -> dict[str, float]:
+        """The values (waiting for the step on a GPU); raises NaNLoss naming the non-finite term(s)."""
+        if self.event is not None:
+            self.event.synchronize()
+        values = dict(zip(self.names, self.host.tolist()))
+        if not math.isfinite(values["loss"]):
+            bad = [k for k, v in values.items() if k != "loss" and not math.isfinite(v)] or ["loss"]
+            raise NaNLoss(f"{where} step {self.step}: the {', '.join(bad)} term went {values['loss']}; stopped, the "
+                          f"last good checkpoint is kept (lower --lr, or check the inputs of that term)")
+        return values
 
 
 class Trainer:
@@ -148,6 +170,28 @@ class Trainer:
         n_epochs = math.ceil(self.total / len(self.loader))
         bar = tqdm(total=self.total, initial=self.state.step, desc=self.name, unit="step",
                    disable=self.rank != 0, dynamic_ncols=True, leave=True)
+        pending: Optional[StepValues] = None
+        t0, seen = time.perf_counter(), 0  # this epoch's clock (restarted each epoch: no pending step crosses one)
+
+        def settle() -> None:
+            """Reads the previous step's values: NaN check, history, log, progress bar."""
+            nonlocal pending
+            if pending is None:
+                return
+            done, pending = pending, None
+            values = done.read(self.name)
+            img_s = seen / (time.perf_counter() - t0)
+            record = {"model": self.name, "epoch": done.epoch, "step": done.step, **values, "lr": done.lr,
+                      "img_s": img_s}
+            self.state.history.append(record)
+            log(record)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k != "loss"} | {"img/s": f"{img_s:.0f}"})
+            bar.update(1)
+
+        def save() -> None:
+            settle()  # never save a step whose loss has not been read
+            self.save()
+
         while not self.done() and self.state.epoch < n_epochs:
             self.loader.set_epoch(self.state.epoch)
             self.model.train()
@@ -156,7 +200,8 @@ class Trainer:
                 with self.autocast:  # bf16 on the GPU
                     loss, parts = self.step_fn(batch["images"], _target(batch), batch.get("point"),
                                                batch.get("point_weight"), batch.get("heat"))
-                _check_finite(loss.detach(), parts, f"{self.name} step {self.state.step}")
+                # numbered like state.step after it (1-based); the learning rate this step used
+                current = StepValues(self.state.step + 1, self.state.epoch, self.sched.get_last_lr()[0], loss, parts)
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 self.opt.step()
@@ -164,16 +209,10 @@ class Trainer:
                 self.state.step += 1
                 self.state.batch += 1
                 seen += batch["images"].shape[0]
-                img_s = seen / (time.perf_counter() - t0)
-                record = {"model": self.name, "epoch": self.state.epoch, "step": self.state.step,
-                          "loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()},
-                          "lr": self.sched.get_last_lr()[0], "img_s": img_s}
-                self.state.history.append(record)
-                log(record)
-                bar.set_postfix({k: f"{v:.3f}" for k, v in parts.items()} | {"img/s": f"{img_s:.0f}"})
-                bar.update(1)
+                settle()  # the step before this one: long done on the GPU by now
+                pending = current
                 if self.state.step % cfg.checkpoint_every == 0:
-                    self.save()
+                    save()
                 if self.state.step == _KILL_AT_STEP:  # fault injection for the kill-and-resume test
                     os.kill(os.getpid(), signal.SIGKILL)
                 if self.done():
@@ -181,10 +220,11 @@ class Trainer:
             else:  # the epoch ran to its end
                 self.state.epoch += 1
                 self.state.batch = 0
-                self.save()
+                save()
                 on_epoch_end(self.state.epoch)
                 continue
-            self.save()
+            save()
+        settle()
         bar.close()
 
 

@@ -90,15 +90,29 @@ def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, An
     return dict(train=Path(cfg.data), val=val, byproducts=cfg.byproducts, labels=labels, boxes=None)
 
 
-def _count_missing(loader, say, strict: bool) -> None:
+def check_store_coverage(loader, name: str, cfg: TrainConfig, say) -> None:
+    """Counts the training images a store lacks (their rows get weight 0, or their own hard label as the class
+    target); ``--strict`` makes any an error, and a store that holds none of the images is always one."""
     t = loader.targets
-    if t is None or t.byproducts is None:
+    if t is None:
         return
-    missing = int((t.bp_rows < 0).sum())
-    if missing:
-        msg = f"{missing:,} of {len(loader.images):,} training images have no byproducts (weight 0)"
-        if strict:
-            raise ValueError(msg + " and --strict is set")
+    stems = loader.images.stems
+    for option, store, rows, fallback in (
+            ("--byproducts", t.byproducts, getattr(t, "bp_rows", None), "no byproducts (weight 0)"),
+            ("--label-maps", t.label_maps, getattr(t, "lm_rows", None), "no label map (their hard label is used)")):
+        if store is None:
+            continue
+        absent = (rows < 0).cpu().numpy()
+        missing = int(absent.sum())
+        if not missing:
+            continue
+        if missing == len(stems):
+            raise ValueError(f"{option}: the store holds none of the {len(stems):,} training images (stores are "
+                             f"keyed by file stem, e.g. {stems[0]!r}); is it the store of another dataset?")
+        msg = (f"{name}: {missing:,} of {len(stems):,} training images have {fallback}, e.g. "
+               f"{[s for s, a in zip(stems, absent) if a][:3]}")
+        if cfg.strict:
+            raise ValueError(f"{option}: {msg}, and --strict is set")
         say(msg)
 
 
@@ -111,6 +125,10 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                           byproducts=data["byproducts"] if luab else None,
                           label_maps=cfg.label_maps, labels=data["labels"],
                           heat_size=_heat_size(cfg), heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0))
+    if len(loader) == 0:  # drop_last: not one full batch
+        per = f" over {world} processes" if world > 1 else ""
+        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(loader.images):,} training images"
+                         f"{per} (full batches only, for fixed shapes); lower --batch-size")
     num_classes = len(loader.images.classes)
     t = loader.targets
     if t is not None and t.labels is not None:
@@ -120,8 +138,7 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                              f"got [{int(hard.min())}, {int(hard.max())}]")
         if hard is None and t.labels.shape[1] != num_classes:
             raise ValueError(f"--labels: posteriors have {t.labels.shape[1]} columns, the data {num_classes} classes")
-    if luab:
-        _count_missing(loader, say, cfg.strict)
+    check_store_coverage(loader, name, cfg, say)
     pool = cfg.pool if luab else cfg.baseline_pool
     model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool).to(device)
     if device.type == "cuda":

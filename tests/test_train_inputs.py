@@ -1,0 +1,147 @@
+"""python -m luab_fast.train on user data (CPU, in process): the label forms --labels takes, YAML configs,
+stores that lack images (--strict), and the NaN guard (stops, names the term, keeps the last good checkpoint)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+
+from luab_fast.train import loop
+from luab_fast.train.run import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from luab_fast.data import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo") / "tiny", seed=0, size="tiny")
+
+
+def _train(demo, out, *extra):
+    """One short labels+byproducts run on the demo's train split given as user data."""
+    return main(["--data", str(demo.train), "--byproducts", str(demo.store), "--out", str(out), "--device", "cpu",
+                 "--backend", "torchvision", "--batch-size", "16", "--no-compare", *extra])
+
+
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_raw_crowd_csv_is_aggregated_then_trained_on(demo, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(demo, out, "--labels", str(demo.labels), "--max-steps", "1") == 0
+    said = capsys.readouterr().out
+    assert "with Dawid-Skene" in said
+    agg = pd.read_csv(out / "aggregated_labels.csv", dtype={"task": str})
+    truth = pd.read_csv(demo.truth, dtype={"task": str}).set_index("task")["label"]
+    assert len(agg) == len(truth) and (agg.set_index("task")["label"] == truth.loc[agg["task"]]).mean() > 0.8
+    assert _metrics(out)["models"]["luab"]["steps"] == 1
+
+
+def test_posteriors_are_soft_targets(demo, tmp_path, capsys):
+    truth = pd.read_csv(demo.truth, dtype={"task": str})
+    probs = torch.full((len(truth), 10), 0.02)
+    probs[torch.arange(len(truth)), torch.as_tensor(truth["label"].to_numpy().copy())] = 0.82
+    soft = pd.DataFrame(probs.numpy(), columns=[f"p{k}" for k in range(10)])
+    soft.insert(0, "task", truth["task"])
+    path = tmp_path / "posteriors.csv"
+    soft.to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert _train(demo, out, "--labels", str(path), "--max-steps", "2") == 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    # soft targets: the class term is a cross-entropy against 0.82/0.02 targets, never below their entropy
+    entropy = -(0.82 * torch.log(torch.tensor(0.82)) + 9 * 0.02 * torch.log(torch.tensor(0.02)))
+    assert [r["step"] for r in log if "cls" in r] == [1, 2]
+    assert all(r["cls"] >= float(entropy) - 1e-4 for r in log if "cls" in r)
+
+    soft.iloc[:, :6].to_csv(path, index=False)  # 5 class columns for 10 classes
+    assert _train(demo, tmp_path / "bad", "--labels", str(path), "--max-steps", "1") == 2
+    assert "posteriors have 5 columns, the data 10 classes" in capsys.readouterr().err
+
+
+def test_yaml_config_with_command_line_overrides(demo, tmp_path):
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("max-steps: 2\nbatch_size: 32\nlambda_heat: 0.5\nlr: 0.001\n")
+    out = tmp_path / "run"
+    assert _train(demo, out, "--config", str(cfg), "--lr", "0.003") == 0
+    used = _metrics(out)["config"]
+    # _train passes --batch-size 16: the command line wins over the file, the file over the defaults
+    assert (used["max_steps"], used["batch_size"], used["lambda_heat"], used["lr"]) == (2, 16, 0.5, 0.003)
+    assert _metrics(out)["models"]["luab"]["steps"] == 2
+
+
+@pytest.fixture()
+def folder_with_an_extra_image(demo, tmp_path):
+    """The demo's train split plus one image (a copy under a new id) that its byproduct store lacks."""
+    data = tmp_path / "train"
+    shutil.copytree(demo.train, data)
+    first = sorted(data.glob("*/*.JPEG"))[0]
+    shutil.copy(first, first.with_name(first.parent.name + "_999999.JPEG"))
+    return data
+
+
+def test_store_missing_images_weight_zero_or_strict(demo, folder_with_an_extra_image, tmp_path, capsys):
+    data = folder_with_an_extra_image
+    args = ["--data", str(data), "--byproducts", str(demo.store), "--device", "cpu", "--backend", "torchvision",
+            "--batch-size", "16", "--no-compare", "--max-steps", "1"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    said = capsys.readouterr().out
+    n = len(list(data.glob("*/*.JPEG")))
+    assert f"1 of {n} training images have no byproducts (weight 0)" in said and "_999999" in said
+    assert main([*args, "--out", str(tmp_path / "b"), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "--byproducts" in err and "--strict" in err
+
+
+def test_store_of_another_dataset_is_an_error(demo, tmp_path, capsys):
+    from luab_fast.data import make_demo
+
+    other = make_demo(tmp_path / "other", seed=0, size="tiny")
+    renamed = tmp_path / "renamed"
+    for f in other.train.glob("*/*.JPEG"):  # the same pictures under other ids
+        (renamed / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, renamed / f.parent.name / f"x{f.name}")
+    assert main(["--data", str(renamed), "--byproducts", str(demo.store), "--out", str(tmp_path / "o"),
+                 "--device", "cpu", "--backend", "torchvision", "--max-steps", "1", "--no-compare"]) == 2
+    assert "holds none of the 200 training images" in capsys.readouterr().err
+
+
+def _nan_at(step: int, term: str, monkeypatch):
+    """Makes ``term`` of the loss NaN from the ``step``-th call of the step on (1-based, as the log counts)."""
+    calls = {"n": 0}
+    real = loop.luab_loss
+
+    def loss_with_nan(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] >= step:
+            nan = torch.tensor(float("nan"))
+            parts = {**parts, term: parts[term] + nan}
+            loss = loss + nan
+        return loss, parts
+
+    monkeypatch.setattr(loop, "luab_loss", loss_with_nan)
+
+
+@pytest.mark.parametrize("nan_step", [3, 4])  # between checkpoints, and on a checkpoint step
+def test_nan_loss_stops_names_the_term_and_keeps_the_last_good_checkpoint(demo, tmp_path, capsys, monkeypatch,
+                                                                          nan_step):
+    _nan_at(nan_step, "heat", monkeypatch)
+    out = tmp_path / "run"
+    assert _train(demo, out, "--max-steps", "8", "--checkpoint-every", "2") == 2
+    err = capsys.readouterr().err
+    assert f"luab step {nan_step}: the heat term went nan" in err and "last good checkpoint" in err
+    saved = torch.load(out / "luab" / "last.pt", weights_only=False)
+    assert saved["state"]["step"] == 2  # the checkpoint before the NaN, not one after it
+    assert all(torch.isfinite(v).all() for v in saved["model"].values() if v.is_floating_point())
+    assert [r["step"] for r in saved["state"]["history"]] == [1, 2]
+    assert not list((out / "luab").glob(".*.tmp")) and not (out / "metrics.json").exists()
+
+
+def test_batch_larger_than_the_data_is_an_error(demo, tmp_path, capsys):
+    assert _train(demo, tmp_path / "o", "--batch-size", "256", "--max-steps", "1") == 2
+    assert "--batch-size 256 is larger than the 200 training images" in capsys.readouterr().err
