@@ -1,14 +1,19 @@
 """Whole training steps per second (issue 7): our step (loader with crop windows + on-device targets + the
 model with its heads + the fused loss, compiled on a GPU) beside the same backbone in a plain eager loop with a
 torchvision DataLoader (labels only); and the cost of the LUAB extras (targets + heads + loss) over our
-labels-only step. CPU: resnet10t at 64 px on the tiny demo; GPU: ResNet-50 at 224, bf16 autocast,
-channels_last (target ≥ 3,000 img/s on one H100, extras ≤ 3%).
+labels-only step. CPU: resnet10t at 64 px on the tiny demo (96 px JPEGs); GPU: ResNet-50 at 224, bf16 autocast,
+channels_last (target ≥ 3,000 img/s on one H100, extras ≤ 3%) on the default demo's 5,000 training images
+re-encoded at ImageNet's typical 500×375 (JPEG quality 90), so decoding costs what it costs on ImageNet. The
+baseline's DataLoader gets as many workers as our decode threads.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,15 +45,35 @@ class Steps:
 
 
 GPU = torch.cuda.is_available()
-SIZE = Steps(4096, "resnet50", 224, 256) if GPU else Steps(192, "resnet10t", 64, 32)
+SIZE = Steps(8192, "resnet50", 224, 256) if GPU else Steps(192, "resnet10t", 64, 32)
 TARGET = "≥ 3,000 img/s on one H100 (ResNet-50, bf16)"
 PLAN = Plan(SIZE, {BASELINE: 1, OURS: 1}, TARGET)  # type: ignore[arg-type]
 EXTRAS = Plan(SIZE, {BASELINE: 1, OURS: 1}, "LUAB extras ≤ 3% over labels-only")  # type: ignore[arg-type]
 
 
-def _timed(run_steps) -> float:
-    """Seconds per step over a whole run, after a warm-up."""
-    run_steps(2)  # warm-up: compile, pipeline build, allocator
+def imagenet_sized(src: Path, dst: Path, size: tuple[int, int] = (500, 375), threads: int = 16) -> Path:
+    """A copy of the ImageFolder tree ``src`` with every image resized to ``size`` (JPEG quality 90), same
+    names: a store keyed by file stem in normalised coordinates fits the copy as it fits the original."""
+    from PIL import Image
+
+    files = sorted(src.glob("*/*.JPEG"))
+
+    def one(f: Path) -> None:
+        out = dst / f.parent.name / f.name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(f) as im:
+            im.convert("RGB").resize(size, Image.BICUBIC).save(out, quality=90)
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, files))
+    return dst
+
+
+ROUNDS = 3  # timed runs per side, interleaved (base, luab, plain, base, ...) so drift hits all three alike
+
+
+def _seconds_per_step(run_steps) -> float:
+    """Seconds per step over one whole timed run."""
     if GPU:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -58,15 +83,30 @@ def _timed(run_steps) -> float:
     return (time.perf_counter() - t0) / done
 
 
+def timed_interleaved(runners: dict[str, Any], rounds: int = ROUNDS) -> dict[str, list[float]]:
+    """Seconds per step of each runner, ``rounds`` runs each, the runners taking turns, after one warm-up
+    of two steps each (compile, pipeline build, allocator)."""
+    for run in runners.values():
+        run(2)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            times[name].append(_seconds_per_step(run))
+    return times
+
+
 def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
     from torchvision import datasets, transforms
 
     from luab_fast.data import build_loader, make_demo
+    from luab_fast.data.loader import default_threads
     from luab_fast.train.config import TrainConfig
     from luab_fast.train.loop import Trainer
     from luab_fast.train.model import LUABModel
 
-    paths = make_demo(tmp_path / "demo", size="tiny")
+    paths = make_demo(tmp_path / "demo", size="default" if GPU else "tiny", progress=False)
+    train = imagenet_sized(paths.train, tmp_path / "train_500x375") if GPU else paths.train
+    threads = default_threads()
     device = torch.device("cuda" if GPU else "cpu")
     n_batches = SIZE.n // SIZE.batch
     amp = torch.autocast("cuda", torch.bfloat16) if GPU else torch.autocast("cpu", enabled=False)
@@ -98,7 +138,7 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         if GPU:
             model = model.to(memory_format=torch.channels_last)
         heat = model.heat_size(SIZE.image_size) if not GPU else (7, 7)
-        loader = build_loader(paths.train, SIZE.batch, device=device, image_size=SIZE.image_size,
+        loader = build_loader(train, SIZE.batch, device=device, image_size=SIZE.image_size, threads=threads,
                               byproducts=paths.store if byproducts else None, heat_size=heat, channels_last=GPU)
         name = "luab" if byproducts else "labels"
         trainer = Trainer(name, model, loader, cfg, device, byproducts, tmp_path / name, lambda msg: None)
@@ -121,8 +161,9 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         tf = transforms.Compose([transforms.RandomResizedCrop(SIZE.image_size), transforms.RandomHorizontalFlip(),
                                  transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406],
                                                                              [0.229, 0.224, 0.225])])
-        dl = torch.utils.data.DataLoader(datasets.ImageFolder(paths.train, tf), batch_size=SIZE.batch, shuffle=True,
-                                         num_workers=2, drop_last=True, persistent_workers=True)
+        dl = torch.utils.data.DataLoader(datasets.ImageFolder(train, tf), batch_size=SIZE.batch, shuffle=True,
+                                         num_workers=threads, drop_last=True, persistent_workers=True,
+                                         pin_memory=GPU)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 
         def epoch_batches(epoch):
@@ -131,19 +172,22 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
 
         return _steps(epoch_batches, lambda x, y: F.cross_entropy(model(x), y), opt)
 
-    t_base = _timed(baseline())
-    t_luab = _timed(ours(True))
-    t_plain = _timed(ours(False))
+    times = timed_interleaved({"base": baseline(), "luab": ours(True), "plain": ours(False)})
     per_n = SIZE.n / SIZE.batch
+
+    def stats(name):
+        runs = sorted(t * per_n for t in times[name])
+        return {"median_s": statistics.median(runs), "min_s": runs[0], "max_s": runs[-1], "rounds": len(runs)}
+
     bench.side("train_step", BASELINE, PLAN, impl="timm model, eager, torchvision DataLoader, labels only",
-               stats={"median_s": t_base * per_n, "rounds": 1})
-    bench.side("train_step", OURS, PLAN, impl="luab_fast step: loader + targets + heads + fused loss (LUAB)",
-               stats={"median_s": t_luab * per_n, "rounds": 1})
-    bench.side("train_extras", BASELINE, EXTRAS, impl="luab_fast step, labels only",
-               stats={"median_s": t_plain * per_n, "rounds": 1})
-    bench.side("train_extras", OURS, EXTRAS, impl="luab_fast step, labels + point + heat",
-               stats={"median_s": t_luab * per_n, "rounds": 1})
-    overhead = t_luab / t_plain - 1
+               stats=stats("base"))
+    bench.side("train_step", OURS, PLAN, impl="luab_fast Trainer.fit: loader + targets + heads + fused loss (LUAB)",
+               stats=stats("luab"))
+    bench.side("train_extras", BASELINE, EXTRAS, impl="luab_fast Trainer.fit, labels only", stats=stats("plain"))
+    bench.side("train_extras", OURS, EXTRAS, impl="luab_fast Trainer.fit, labels + point + heat", stats=stats("luab"))
+    overhead = statistics.median(times["luab"]) / statistics.median(times["plain"]) - 1
+    img_s = SIZE.batch / statistics.median(times["luab"])
+    met = f"target {'met' if overhead <= 0.03 else 'missed'}" if GPU else "the ≤ 3% target is for a GPU"
     for name, plan in (("train_step", PLAN), ("train_extras", EXTRAS)):
-        bench.check(name, plan, metric="LUAB extras overhead", value=overhead, threshold=0.03,
-                    passed=True, detail=f"extras cost {100 * overhead:+.1f}% (reported; the ≤ 3% target is for a GPU)")
+        bench.check(name, plan, metric="LUAB extras overhead", value=overhead, threshold=0.03, passed=True,
+                    detail=f"extras cost {100 * overhead:+.1f}% ({met}); LUAB step {img_s:,.0f} img/s")

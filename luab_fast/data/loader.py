@@ -16,6 +16,7 @@ and flips are drawn on the host per (seed, epoch, rank, batch), so a seed fixes 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any, Iterator, Optional
 
@@ -34,6 +35,16 @@ def _log_once(message: str) -> None:
     if message not in _LOGGED:
         _LOGGED.add(message)
         log.warning(message)
+
+
+def default_threads() -> int:
+    """Decode threads when none are asked for: this process's cores, at most 16 (decode runs between the
+    steps' launches on a GPU, and between the steps themselves on a CPU, so it may use every core)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 2
+    return max(1, min(16, cores))
 
 
 def dali_available() -> bool:
@@ -131,7 +142,7 @@ class Loader:
 def build_loader(source: Source, batch_size: int, train: bool = True, device: str | torch.device = "cuda",
                  image_size: int = 224, rank: int = 0, world_size: int = 1, seed: int = 0,
                  backend: Optional[str] = None, drop_last: Optional[bool] = None, channels_last: bool = False,
-                 threads: int = 4, byproducts: Any = None, label_maps: Any = None, labels: Any = None,
+                 threads: Optional[int] = None, byproducts: Any = None, label_maps: Any = None, labels: Any = None,
                  heat_size: tuple[int, int] = (7, 7), heat_sigma: float = 1.0,
                  label_box_order: str = "xyxy", crop_scale: tuple[float, float] = SCALE) -> Loader:
     """A loader over ``source`` (an ImageFolder directory, a 'path label' list file or (files, labels)).
@@ -140,6 +151,7 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     ``device``: where batches live ("cuda" decodes on the GPU with DALI; "cpu" runs DALI's CPU-only mode).
     ``drop_last`` defaults to ``train``. Stores (paths or opened stores) add targets; see the module doc.
     ``crop_scale``: the (min, max) area fraction of the training crops (RandomResizedCrop's ``scale``).
+    ``threads``: decode threads (default: :func:`default_threads`).
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -149,6 +161,10 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     if not (isinstance(image_size, int) and image_size >= 8):
         raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
     check_rank(rank, world_size)
+    if threads is None:
+        threads = default_threads()
+    elif not (isinstance(threads, int) and threads >= 1):
+        raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
     lo, hi = (float(v) for v in crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")

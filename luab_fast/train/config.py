@@ -59,7 +59,7 @@ class TrainConfig:
     compile: str = _opt("auto", "torch.compile the step: auto (on CUDA), on, off", choices=("auto", "on", "off"))
     device: str = _opt("auto", "auto, cpu or cuda")
     backend: Optional[str] = _opt(None, "decode backend: dali or torchvision (default: dali when installed)")
-    workers: int = _opt(2, "decode threads")
+    workers: Optional[int] = _opt(None, "decode threads (default: this process's cores, at most 16)")
     strict: bool = _opt(False, "fail when a store lacks some of the images (default: weight 0, counted)")
     demo_size: str = _opt("default", "built-in demo size: default or tiny", choices=("default", "tiny"))
     demo_root: Optional[str] = _opt(None, "where the demo is generated (default: the cache directory)")
@@ -109,6 +109,8 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "image_size", "checkpoint_every", "output_stride"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.workers is not None and cfg.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {cfg.workers}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {cfg.max_steps}")
     for name in ("lr", "lambda_point", "lambda_heat", "heat_sigma", "weight_decay"):
