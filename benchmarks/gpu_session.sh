@@ -9,7 +9,8 @@
 # luab_fast._C does not import (a fresh machine); train = issue 7's
 # `benchmarks.run --mode full -k train` (ResNet-50 bf16 img/s, LUAB extras); kernels = the GPU benchmarks of
 # the ops (label pooling, ReLabel loss, rasterisation, fused loss); tests = the kernel, data and trainer
-# tests, which run their Triton kernels compiled on the GPU.
+# tests, which run their Triton kernels compiled on the GPU; dali = unpack DALI from the parts that
+# benchmarks/dali_kit.sh made and earlier calls left in /tmp/kit (then the loader decodes with nvJPEG).
 #
 # Everything lands in $OUT (or ./gpu_out without one): one log per stage and the results JSON of each
 # benchmark run; copy the JSON into benchmarks/results/ afterwards. Each stage has its own time limit and
@@ -20,7 +21,8 @@ OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 DEADLINE_S=${DEADLINE_S:-540}
 PY=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" LUAB_FAST_CACHE=/tmp/luab_fast_cache
+DALI_SITE=/tmp/dali_site
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD:$DALI_SITE${PYTHONPATH:+:$PYTHONPATH}" LUAB_FAST_CACHE=/tmp/luab_fast_cache
 start=$(date +%s)
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(train kernels)
@@ -55,6 +57,10 @@ fi
 for s in "${stages[@]}"; do
   case $s in
     build) ;;
+    dali) stage dali 150 bash -c "set -o pipefail; rm -rf $DALI_SITE && mkdir -p $DALI_SITE && \
+            cat /tmp/kit/dali-py*.tar.xz.part-* | $PY -c 'import lzma, sys, tarfile; \
+            tarfile.open(fileobj=lzma.open(sys.stdin.buffer), mode=\"r|\").extractall(sys.argv[1])' $DALI_SITE && \
+            $PY -c 'import nvidia.dali as d; print(\"dali\", d.__version__)'" || exit 1 ;;
     train) stage train 330 "$PY" -m benchmarks.run --mode full -k train --no-memory --out "$OUT" ;;
     kernels) stage kernels 240 "$PY" -m benchmarks.run --mode full -k "label_pool or relabel or rasterize or luab_loss" \
                --no-memory --out "$OUT" ;;
@@ -63,7 +69,7 @@ for s in "${stages[@]}"; do
              tests/test_relabel_cross_entropy.py tests/test_relabel_store.py tests/test_byproducts_store.py \
              tests/test_data_loader.py tests/test_kernels_compile.py tests/test_ext.py tests/test_train.py \
              tests/test_train_inputs.py ;;
-    *) echo "gpu_session: unknown stage $s (build, train, kernels, tests)"; exit 2 ;;
+    *) echo "gpu_session: unknown stage $s (build, dali, train, kernels, tests)"; exit 2 ;;
   esac
 done
 echo "gpu_session: done in $(( $(date +%s) - start )) s" | tee -a "$OUT/summary.log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -101,6 +102,12 @@ def test_compiled_step_equals_eager(demo_root):
     assert parts.keys() == eager_parts.keys()
     for g, e in zip((p.grad for p in model.parameters()), eager_grads):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-6)
+    # later batches (new crops, targets, weights) reuse the one graph: fixed shapes, no recompiles
+    loader.set_epoch(1)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for later in itertools.islice(loader, 2):
+            loss, _ = compiled(later["images"], later["labels"], later["point"], later["point_weight"], later["heat"])
+            loss.backward()
 
 
 @pytest.mark.slow
