@@ -214,3 +214,14 @@ def test_dali_mixed_mode_matches_cpu_mode(folder):
     for x, y in zip(gpu, cpu):
         assert x["images"].is_cuda and torch.equal(x["boxes"].cpu(), y["boxes"])
         assert float((x["images"].cpu() - y["images"]).abs().mean()) < 0.03
+
+
+@pytest.mark.cuda
+def test_torchvision_backend_on_the_gpu_equals_the_cpu(folder):
+    """On a GPU the torchvision backend stages each batch in pinned memory and copies it asynchronously: the
+    same pixels as on the CPU, bit for bit, over several batches (no buffer reused before its copy ended)."""
+    gpu = build_loader(folder, 2, device="cuda", image_size=32, backend="torchvision", seed=3)
+    cpu = build_loader(folder, 2, device="cpu", image_size=32, backend="torchvision", seed=3)
+    batches = list(gpu)  # all launched before any is read back
+    for x, y in zip(batches, cpu):
+        assert x["images"].is_cuda and torch.equal(x["images"].cpu(), y["images"])

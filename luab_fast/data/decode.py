@@ -53,7 +53,15 @@ class TorchvisionDecoder:
 
     def __call__(self, files: Sequence[str], windows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
         arrays = list(self.pool.map(self._one, zip(files, windows, flips)))
-        x = torch.from_numpy(np.stack(arrays)).to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
+        if self.device.type == "cuda":
+            # stacked into pinned memory: an asynchronous copy, where one from pageable memory waits for the
+            # GPU's queue (the step in flight) first. The caching host allocator keeps the block until the
+            # copy is done, so a fresh buffer per batch is cheap and never overwritten early.
+            host = torch.empty((len(arrays), *arrays[0].shape), dtype=torch.uint8, pin_memory=True)
+            np.stack(arrays, out=host.numpy())
+        else:
+            host = torch.from_numpy(np.stack(arrays))
+        x = host.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float()
         return (x - self.mean) / self.std
 
     def close(self) -> None:
