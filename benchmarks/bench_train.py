@@ -134,7 +134,9 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         read-back and NaN guard), less its checkpoint writes."""
         cfg = TrainConfig(image_size=SIZE.image_size, model=SIZE.model, batch_size=SIZE.batch, warmup_steps=1,
                           checkpoint_every=10**9)
-        model = LUABModel(SIZE.model, 10, 16 if not GPU else 32).to(device)
+        # pooled as python -m luab_fast.train pools them: attention for LUAB, avg for labels only
+        pool = cfg.pool if byproducts else cfg.baseline_pool
+        model = LUABModel(SIZE.model, 10, 16 if not GPU else 32, pool=pool).to(device)
         if GPU:
             model = model.to(memory_format=torch.channels_last)
         heat = model.heat_size(SIZE.image_size) if not GPU else (7, 7)

@@ -123,6 +123,42 @@ def test_two_process_cpu_ddp(demo_root, tmp_path):
     assert metrics["world_size"] == 2 and metrics["models"]["luab"]["steps"] == 3
 
 
+_NAN_ON_RANK_1 = """
+import os, sys, torch
+from luab_fast.train import loop
+from luab_fast.train.run import main
+
+real, calls = loop.luab_loss, [0]
+def loss_nan_from_step_3_on_rank_1(*args, **kwargs):
+    loss, parts = real(*args, **kwargs)
+    calls[0] += 1
+    if os.environ["RANK"] == "1" and calls[0] >= 3:
+        loss, parts = loss + float("nan"), {**parts, "point": parts["point"] + float("nan")}
+    return loss, parts
+loop.luab_loss = loss_nan_from_step_3_on_rank_1
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_ddp_nan_on_one_rank_stops_every_rank(demo_root, tmp_path):
+    """The step values are averaged over ranks before the NaN guard reads them: a NaN on rank 1 alone stops
+    both ranks at that step with the message, rather than leaving rank 0 waiting in the next collective."""
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found")
+    script = tmp_path / "nan_on_rank_1.py"
+    script.write_text(_NAN_ON_RANK_1)
+    proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29518", str(script),
+                           *_args(demo_root, tmp_path / "ddp", "--no-compare", "--max-steps", "8",
+                                  "--checkpoint-every", "2")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert proc.stderr.count("luab step 3: the point term went nan") == 2, proc.stderr[-3000:]  # both ranks
+    saved = torch.load(tmp_path / "ddp" / "luab" / "last.pt", weights_only=False)
+    assert saved["state"]["step"] == 2
+
+
 def test_errors_are_clear(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
     assert "source" in capsys.readouterr().err

@@ -90,7 +90,7 @@ def _target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class StepValues:
-    """One step's loss and loss parts on their way to the host. On a GPU the copy is queued behind the step
+    """One step's loss and loss parts (averaged over ranks under DDP) on their way to the host. On a GPU the copy is queued behind the step
     (pinned memory, an event) and read a step later, so the loop never waits for the GPU: the CPU decodes the
     next batch while the GPU trains on this one. A NaN is therefore seen one step late; nothing is saved before
     the values of every step up to the save were read, so the checkpoint on disk is always a good one."""
@@ -98,6 +98,11 @@ class StepValues:
     def __init__(self, step: int, epoch: int, lr: float, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         self.step, self.epoch, self.lr, self.names = step, epoch, lr, ["loss", *parts]
         values = torch.stack([loss.detach().float(), *(v.detach().float() for v in parts.values())])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # the mean over ranks (queued like the step on NCCL): what rank 0 logs is the global loss, and a
+            # NaN on any rank stops every rank at the same step instead of leaving the others in a collective
+            torch.distributed.all_reduce(values)
+            values /= torch.distributed.get_world_size()
         self.event = None
         if values.is_cuda:
             self.host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
