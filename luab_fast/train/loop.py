@@ -135,7 +135,9 @@ class Trainer:
         self.dir.mkdir(parents=True, exist_ok=True)
         train_model = ddp_model or model
         self.total = cfg.max_steps or cfg.epochs * len(loader)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # on CUDA the fused kernel: one launch updates every parameter (foreach needs several per group)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                     fused=device.type == "cuda")
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.warmup_steps))
         self.step_fn = maybe_compile(make_step(train_model, cfg, byproducts), cfg, device, say)
         self.state = RunState()
