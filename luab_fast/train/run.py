@@ -28,11 +28,12 @@ def _say(rank: int):
     return say
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed(cfg: TrainConfig) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
+        # by the training device, not by what the machine has: --device cpu on a GPU machine needs gloo
+        on_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+        torch.distributed.init_process_group("nccl" if on_cuda else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
@@ -186,7 +187,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rank, world = _distributed()
+    rank, world = _distributed(cfg)
     say = _say(rank)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
