@@ -61,8 +61,8 @@ for s in "${stages[@]}"; do
             cat /tmp/kit/dali-py*.tar.xz.part-* | $PY -c 'import lzma, sys, tarfile; \
             tarfile.open(fileobj=lzma.open(sys.stdin.buffer), mode=\"r|\").extractall(sys.argv[1])' $DALI_SITE && \
             $PY -c 'import nvidia.dali as d; print(\"dali\", d.__version__)'" || exit 1 ;;
-    train) stage train 330 "$PY" -m benchmarks.run --mode full -k train --no-memory --out "$OUT" ;;
-    kernels) stage kernels 240 "$PY" -m benchmarks.run --mode full -k "label_pool or relabel or rasterize or luab_loss" \
+    train) stage train 400 "$PY" -m benchmarks.run --mode full -k train --no-memory --out "$OUT" ;;
+    kernels) stage kernels 200 "$PY" -m benchmarks.run --mode full -k "label_pool or relabel or rasterize or luab_loss" \
                --no-memory --out "$OUT" ;;
     tests) stage tests 420 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" \
              tests/test_label_pool.py tests/test_label_pool_triton.py tests/test_rasterize.py tests/test_luab_loss.py \
