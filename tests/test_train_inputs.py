@@ -145,3 +145,23 @@ def test_nan_loss_stops_names_the_term_and_keeps_the_last_good_checkpoint(demo, 
 def test_batch_larger_than_the_data_is_an_error(demo, tmp_path, capsys):
     assert _train(demo, tmp_path / "o", "--batch-size", "256", "--max-steps", "1") == 2
     assert "--batch-size 256 is larger than the 200 training images" in capsys.readouterr().err
+
+
+def test_localisation_scored_against_the_stores_boxes(demo, tmp_path, capsys):
+    """User data: the ILSVRC boxes an ImageNet-AB store carries score the predicted peak and point on any
+    split holding those images (here the training images themselves, evaluated as a split)."""
+    from luab_fast.train.run import store_boxes
+
+    boxes = store_boxes(demo.store)
+    manifest = json.loads(demo.manifest.read_text())
+    truth = {it["stem"]: [v / manifest["canvas"] for v in it["box"]] for it in manifest["images"]}
+    assert len(boxes) == 200 and all(b.shape == (1, 4) for b in boxes.values())
+    for stem, b in boxes.items():  # the XML's boxes are the demo's digit boxes
+        assert abs(b[0] - truth[stem]).max() < 0.02
+    out = tmp_path / "run"
+    assert _train(demo, out, "--max-steps", "2", "--val-data", f"seen={demo.train}") == 0
+    ev = _metrics(out)["models"]["luab"]["eval"]["seen"]
+    assert ev["boxed_images"] == 200 and 0 <= ev["pointing_heat"] <= 1 and 0 <= ev["pointing_point"] <= 1
+    said = capsys.readouterr().out
+    assert "200 images of the byproduct store have ILSVRC boxes" in said
+    assert "luab on seen: heat-map peak inside the annotated box on" in said

@@ -238,8 +238,9 @@ class Trainer:
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[str, np.ndarray]] = None
              ) -> dict[str, Any]:
-    """top-1, top-5, per-class accuracy; with ``boxes`` (stem → (x0, y0, x1, y1) normalised to the original
-    image) also the pointing accuracy of the predicted heat-map peak and point."""
+    """top-1, top-5, per-class accuracy; with ``boxes`` (stem → [n, 4] or [4] (x0, y0, x1, y1) normalised to
+    the original image) also the pointing accuracy (1 − localisation error) of the predicted heat-map peak and
+    point: the share of the boxed images whose peak / point falls inside one of their boxes."""
     model.eval()
     correct1 = correct5 = total = 0
     per_class = np.zeros((num_classes, 2), np.int64)
@@ -264,7 +265,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[st
                     b = boxes.get(stems[r])
                     if b is None:
                         continue
-                    inside = b[0] <= x <= b[2] and b[1] <= y <= b[3]
+                    b = np.atleast_2d(b)  # an image may have several boxes: inside any counts
+                    inside = bool(((b[:, 0] <= x) & (x <= b[:, 2]) & (b[:, 1] <= y) & (y <= b[:, 3])).any())
                     if name == "heat":
                         hits_heat += inside
                         n_boxed += 1
@@ -275,6 +277,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[st
     if n_boxed:
         out["pointing_heat"] = hits_heat / n_boxed
         out["pointing_point"] = hits_point / n_boxed
+        out["boxed_images"] = n_boxed
     return out
 
 

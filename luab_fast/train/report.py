@@ -10,7 +10,8 @@ import torch
 
 
 def table(metrics: dict[str, Any]) -> str:
-    """Markdown table of top-1 per split for each model, and LUAB − baseline when both ran."""
+    """Markdown table of top-1 per split for each model, and LUAB − baseline when both ran; then the
+    localisation (pointing accuracy) of each model and split that has it."""
     models = [m for m in ("baseline", "luab") if m in metrics["models"]]
     splits = sorted({s for m in models for s in metrics["models"][m]["eval"]})
     head = "| split | " + " | ".join(f"{m} top-1" for m in models) + (" | difference |" if len(models) == 2 else " |")
@@ -21,6 +22,13 @@ def table(metrics: dict[str, Any]) -> str:
         if len(models) == 2:
             row += f" | {100 * (vals[1] - vals[0]):+.2f} pts"
         lines.append(row + " |")
+    for m in models:
+        for s in splits:
+            ev = metrics["models"][m]["eval"][s]
+            if "pointing_heat" in ev:
+                lines.append(f"\n{m} on {s}: heat-map peak inside the annotated box on {100 * ev['pointing_heat']:.1f}% "
+                             f"of {ev['boxed_images']:,} boxed images, regressed point on "
+                             f"{100 * ev['pointing_point']:.1f}%")
     return "\n".join(lines)
 
 

@@ -88,7 +88,26 @@ def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, An
     labels = cfg.labels
     if labels and "worker" in pd.read_csv(labels, nrows=1).columns:
         labels = aggregate_crowd(Path(labels), run_dir / "aggregated_labels.csv", say)
-    return dict(train=Path(cfg.data), val=val, byproducts=cfg.byproducts, labels=labels, boxes=None)
+    boxes = store_boxes(cfg.byproducts) if cfg.byproducts else None
+    if boxes:
+        say(f"{len(boxes):,} images of the byproduct store have ILSVRC boxes: localisation is scored on those")
+    return dict(train=Path(cfg.data), val=val, byproducts=cfg.byproducts, labels=labels, boxes=boxes or None)
+
+
+def store_boxes(path) -> dict[str, np.ndarray]:
+    """stem → [n, 4] boxes normalised to the image, for the store's images that carry ILSVRC boxes and their
+    size (ImageNet-AB's LOC subset): the evaluation scores the predicted point and heat-map peak against them
+    on whatever split holds those images."""
+    from ..byproducts import ByproductStore
+
+    store = ByproductStore.open(path)
+    off, sizes = np.asarray(store.arrays["box_offsets"]), np.asarray(store.arrays["size"], np.float64)
+    ids = store.ids
+    out = {}
+    for i in np.flatnonzero((np.diff(off) > 0) & (sizes > 0).all(1)):
+        w, h = sizes[i]
+        out[str(ids[i])] = store.boxes(int(i)) / np.array([w, h, w, h])
+    return out
 
 
 def check_store_coverage(loader, name: str, cfg: TrainConfig, say) -> None:
