@@ -104,6 +104,8 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
     from luab_fast.train.loop import Trainer
     from luab_fast.train.model import LUABModel
 
+    if GPU:  # as our Trainer sets it; set first, so the baseline's convolutions get the same cuDNN choice
+        torch.backends.cudnn.benchmark = True
     paths = make_demo(tmp_path / "demo", size="default" if GPU else "tiny", progress=False)
     train = imagenet_sized(paths.train, tmp_path / "train_500x375") if GPU else paths.train
     threads = default_threads()

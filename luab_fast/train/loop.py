@@ -142,6 +142,9 @@ class Trainer:
         self.step_fn = maybe_compile(make_step(train_model, cfg, byproducts), cfg, device, say)
         self.state = RunState()
         self.ckpt_path = self.dir / "last.pt"
+        if device.type == "cuda" and not cfg.deterministic:
+            # fixed shapes (drop_last): cuDNN times its convolution algorithms once per shape and keeps the fastest
+            torch.backends.cudnn.benchmark = True
         self.autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else \
             torch.autocast("cpu", enabled=False)
 
