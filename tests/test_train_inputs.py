@@ -165,3 +165,19 @@ def test_localisation_scored_against_the_stores_boxes(demo, tmp_path, capsys):
     said = capsys.readouterr().out
     assert "200 images of the byproduct store have ILSVRC boxes" in said
     assert "luab on seen: heat-map peak inside the annotated box on" in said
+
+
+@pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "convnext_atto"])
+def test_other_timm_backbones_train(demo, tmp_path, backbone):
+    """Any timm backbone: a ViT (tokens laid out on their patch grid, its own input size, no output_stride) and
+    a ConvNeXt; the heat targets are rasterised at the feature map the backbone really has."""
+    out = tmp_path / "run"
+    assert _train(demo, out, "--model", backbone, "--image-size", "32", "--max-steps", "2",
+                  "--val-data", f"seen={demo.train}") == 0
+    m = _metrics(out)["models"]["luab"]
+    assert m["steps"] == 2 and 0 <= m["eval"]["seen"]["top1"] <= 1
+
+
+def test_unknown_backbone_is_a_clear_error(demo, tmp_path, capsys):
+    assert _train(demo, tmp_path / "o", "--model", "resnet_51", "--max-steps", "1") == 2
+    assert "--model 'resnet_51'" in capsys.readouterr().err

@@ -83,6 +83,11 @@ class Loader:
         self.last_epoch_seconds: Optional[float] = None
         self.last_epoch_images = 0
 
+    def set_heat_size(self, heat_size: tuple[int, int]) -> None:
+        """The (h, w) the trace heat maps are rasterised at: the model's feature map, known once it exists."""
+        if self.targets is not None:
+            self.targets.heat_size = (int(heat_size[0]), int(heat_size[1]))
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 

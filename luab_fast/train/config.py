@@ -34,7 +34,9 @@ class TrainConfig:
     baseline_pool: str = _opt("avg", "feature pooling of the labels-only baseline (with no traces to supervise it, "
                                      "attention pooling learned the demo's background alone: 11.6%% ood top-1 "
                                      "against 21-23%% with avg)", choices=("avg", "attention"))
-    output_stride: int = _opt(16, "backbone output stride (the heat map's resolution is image_size / this)")
+    output_stride: int = _opt(16, "backbone output stride, for the backbones that take one (ResNets, ConvNeXts, "
+                                  "...; ViTs and Swins keep their patch grid): the heat head predicts on the last "
+                                  "feature map, image_size / this on a side")
     image_size: int = _opt(64, "training crop side in pixels")
     crop_scale: float = _opt(0.35, "smallest area fraction of a random training crop (RandomResizedCrop's scale "
                                    "minimum; ImageNet recipes use 0.08, which in a 3-epoch run crops the digit out "

@@ -18,18 +18,12 @@ from torch import nn
 
 class LUABModel(nn.Module):
     def __init__(self, backbone: str, num_classes: int, output_stride: int = 32,
-                 pretrained_path: Optional[str] = None, pool: str = "avg") -> None:
+                 pretrained_path: Optional[str] = None, pool: str = "avg", image_size: Optional[int] = None) -> None:
         super().__init__()
         if pool not in ("avg", "attention"):
             raise ValueError(f"--pool must be avg or attention, got {pool!r}")
         self.pool = pool
-        import timm
-
-        kwargs = {"output_stride": output_stride} if output_stride != 32 else {}
-        try:
-            self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, global_pool="", **kwargs)
-        except (RuntimeError, ValueError, TypeError) as exc:  # unknown name, or no output_stride support
-            raise ValueError(f"--model {backbone!r} with output_stride={output_stride}: {exc}") from exc
+        self.backbone = _create_backbone(backbone, output_stride, image_size)
         if pretrained_path:
             load_backbone(self.backbone, pretrained_path)
         width = self.backbone.num_features
@@ -37,8 +31,20 @@ class LUABModel(nn.Module):
         self.point_head = nn.Linear(width, 2)
         self.heat_head = nn.Conv2d(width, 1, kernel_size=1)
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's last feature map as [B, F, h, w], whatever layout it returns: NCHW (CNNs), NHWC
+        (timm's Swin and other ``output_fmt='NHWC'`` models) or tokens [B, prefix + h·w, F] (ViTs)."""
+        feats = self.backbone.forward_features(images)
+        if feats.dim() == 3:  # tokens: drop class/register tokens, lay the patches out on their grid
+            tokens = feats[:, getattr(self.backbone, "num_prefix_tokens", 0):]
+            h, w = _token_grid(self.backbone, images, tokens.shape[1])
+            return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
+        if getattr(self.backbone, "output_fmt", "NCHW") == "NHWC":
+            return feats.permute(0, 3, 1, 2)
+        return feats
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        feats = self.backbone.forward_features(images)  # [B, F, h, w]
+        feats = self.features(images)  # [B, F, h, w]
         heat = self.heat_head(feats)[:, 0]
         if self.pool == "attention":  # the class sees the features where the heat head looks
             w = heat.flatten(1).softmax(1).to(feats.dtype)
@@ -48,12 +54,45 @@ class LUABModel(nn.Module):
         return self.classifier(pooled), torch.sigmoid(self.point_head(pooled)), heat
 
     def heat_size(self, image_size: int) -> tuple[int, int]:
+        """(h, w) of the heat map for ``image_size`` crops: the heat targets must be rasterised at this size."""
         with torch.no_grad():
             was = self.training
             self.eval()
-            h, w = self.backbone.forward_features(torch.zeros(1, 3, image_size, image_size)).shape[-2:]
+            p = next(self.parameters())
+            h, w = self.features(torch.zeros(1, 3, image_size, image_size, device=p.device)).shape[-2:]
             self.train(was)
         return int(h), int(w)
+
+
+def _create_backbone(name: str, output_stride: int, image_size: Optional[int]) -> nn.Module:
+    """timm backbone without pooling or classifier. ``output_stride`` goes to the models that take it (ResNets,
+    ConvNeXts, ...; ViTs have their patch size), ``img_size`` to those that fix their input size (ViTs, Swin)."""
+    import timm
+
+    optional = {}
+    if output_stride != 32:
+        optional["output_stride"] = output_stride
+    if image_size is not None:
+        optional["img_size"] = image_size
+    tries = [optional] + [{k: v for k, v in optional.items() if k != drop} for drop in optional] + [{}]
+    for kwargs in tries:  # drop the options a model's constructor does not take
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **kwargs)
+        except TypeError as exc:
+            last: Exception = exc
+        except (RuntimeError, ValueError) as exc:  # an unknown name, an unusable combination
+            raise ValueError(f"--model {name!r}: {exc} (timm.list_models() lists the names)") from exc
+    raise ValueError(f"--model {name!r}: {last}")
+
+
+def _token_grid(backbone: nn.Module, images: torch.Tensor, n: int) -> tuple[int, int]:
+    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
+    if grid is not None and grid[0] * grid[1] == n:
+        return int(grid[0]), int(grid[1])
+    side = int(round(n ** 0.5))
+    if side * side != n:
+        raise ValueError(f"cannot lay {n} tokens of the backbone out on a grid for a {tuple(images.shape[-2:])} input")
+    return side, side
 
 
 def load_backbone(backbone: nn.Module, path: str) -> None:

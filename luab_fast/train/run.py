@@ -144,7 +144,8 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                           rank=rank, world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
                           byproducts=data["byproducts"] if luab else None,
                           label_maps=cfg.label_maps, labels=data["labels"],
-                          heat_size=_heat_size(cfg), heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0))
+                          heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0),
+                          channels_last=device.type == "cuda")
     if len(loader) == 0:  # drop_last: not one full batch
         per = f" over {world} processes" if world > 1 else ""
         raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(loader.images):,} training images"
@@ -160,16 +161,19 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
             raise ValueError(f"--labels: posteriors have {t.labels.shape[1]} columns, the data {num_classes} classes")
     check_store_coverage(loader, name, cfg, say)
     pool = cfg.pool if luab else cfg.baseline_pool
-    model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool).to(device)
+    model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool,
+                      cfg.image_size).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    loader.set_heat_size(model.heat_size(cfg.image_size))  # the heat targets at the backbone's own map size
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
     trainer = Trainer(name, model, loader, cfg, device, luab, run_dir, say, rank, ddp)
     if cfg.resume:
         trainer.resume()
     log = append_jsonl(run_dir / "log.jsonl") if rank == 0 else (lambda r: None)
     evals = {k: build_loader(v, cfg.batch_size, train=False, device=device, image_size=cfg.image_size,
-                             backend=cfg.backend, threads=cfg.workers, drop_last=False)
+                             backend=cfg.backend, threads=cfg.workers, drop_last=False,
+                             channels_last=device.type == "cuda")
              for k, v in data["val"].items()}
 
     def on_epoch_end(epoch: int) -> None:
@@ -193,11 +197,6 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                            traces=data.get("ood_traces"))
     result["history"] = trainer.state.history
     return result
-
-
-def _heat_size(cfg: TrainConfig) -> tuple[int, int]:
-    side = -(-cfg.image_size // cfg.output_stride)
-    return side, side
 
 
 def main(argv: Optional[list[str]] = None) -> int:
