@@ -90,10 +90,11 @@ def _target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 class StepValues:
-    """One step's loss and loss parts (averaged over ranks under DDP) on their way to the host. On a GPU the copy is queued behind the step
-    (pinned memory, an event) and read a step later, so the loop never waits for the GPU: the CPU decodes the
-    next batch while the GPU trains on this one. A NaN is therefore seen one step late; nothing is saved before
-    the values of every step up to the save were read, so the checkpoint on disk is always a good one."""
+    """One step's loss and loss parts (averaged over ranks under DDP) on their way to the host. On a GPU the
+    copy is queued behind the step (pinned memory, an event) and read a step later, so the loop never waits for
+    the GPU: the CPU decodes the next batch while the GPU trains on this one. A NaN is therefore seen one step
+    late; nothing is saved before the values of every step up to the save were read, so the checkpoint on disk
+    is always a good one."""
 
     def __init__(self, step: int, epoch: int, lr: float, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
         self.step, self.epoch, self.lr, self.names = step, epoch, lr, ["loss", *parts]

@@ -26,9 +26,9 @@ def table(metrics: dict[str, Any]) -> str:
         for s in splits:
             ev = metrics["models"][m]["eval"][s]
             if "pointing_heat" in ev:
-                lines.append(f"\n{m} on {s}: heat-map peak inside the annotated box on {100 * ev['pointing_heat']:.1f}% "
-                             f"of {ev['boxed_images']:,} boxed images, regressed point on "
-                             f"{100 * ev['pointing_point']:.1f}%")
+                lines.append(f"\n{m} on {s}: heat-map peak inside the annotated box on "
+                             f"{100 * ev['pointing_heat']:.1f}% of {ev['boxed_images']:,} boxed images, regressed "
+                             f"point on {100 * ev['pointing_point']:.1f}%")
     return "\n".join(lines)
 
 
