@@ -159,12 +159,13 @@ def test_localisation_scored_against_the_stores_boxes(demo, tmp_path, capsys):
     for stem, b in boxes.items():  # the XML's boxes are the demo's digit boxes
         assert abs(b[0] - truth[stem]).max() < 0.02
     out = tmp_path / "run"
-    assert _train(demo, out, "--max-steps", "2", "--val-data", f"seen={demo.train}") == 0
-    ev = _metrics(out)["models"]["luab"]["eval"]["seen"]
+    assert _train(demo, out, "--max-steps", "2", "--val-data", f"ood={demo.train}") == 0
+    ev = _metrics(out)["models"]["luab"]["eval"]["ood"]
     assert ev["boxed_images"] == 200 and 0 <= ev["pointing_heat"] <= 1 and 0 <= ev["pointing_point"] <= 1
     said = capsys.readouterr().out
     assert "200 images of the byproduct store have ILSVRC boxes" in said
-    assert "luab on seen: heat-map peak inside the annotated box on" in said
+    assert "luab on ood: heat-map peak inside the annotated box on" in said
+    assert (out / "attention_ood.png").is_file()  # the figure draws the store's [n, 4] boxes too
 
 
 @pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "convnext_atto"])

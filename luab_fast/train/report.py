@@ -114,10 +114,10 @@ def plot_attention(model, loader, path: Path, n: int = 6, human: dict | None = N
                 ax.imshow(prob[k].numpy(), cmap="inferno", alpha=0.55, extent=(0, side, side, 0),
                           interpolation="bilinear")
                 ax.plot(float(point[k, 0]) * side, float(point[k, 1]) * side, "c+", ms=12, mew=2)
-            box = (human or {}).get(stems[k])
-            if box is not None:  # the digit box, mapped from the image into this crop
-                bx = batch["boxes"][k].cpu().numpy()
-                sx, sy = side / (bx[2] - bx[0]), side / (bx[3] - bx[1])
+            boxes = (human or {}).get(stems[k])
+            bx = batch["boxes"][k].cpu().numpy()
+            sx, sy = side / (bx[2] - bx[0]), side / (bx[3] - bx[1])
+            for box in np.atleast_2d(boxes) if boxes is not None else []:  # mapped from the image into this crop
                 x0, y0 = (box[0] - bx[0]) * sx, (box[1] - bx[1]) * sy
                 ax.add_patch(Rectangle((x0, y0), (box[2] - box[0]) * sx, (box[3] - box[1]) * sy, fill=False,
                                        ec="lime", lw=1.5))
