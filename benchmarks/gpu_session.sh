@@ -7,7 +7,7 @@
 # Stages (default: train kernels): build = luab_fast._C for the device's Python (its image has torch,
 # triton, timm, pybind11, cmake, pytest, pytest-benchmark; no DALI, no crowd-kit), run first whenever
 # luab_fast._C does not import (a fresh machine); train = issue 7's
-# `benchmarks.run --mode full -k train` (ResNet-50 bf16 img/s, LUAB extras); kernels = the GPU benchmarks of
+# `benchmarks.run --mode full -k train` (ResNet-50 bf16 img/s, LUAB extras); kernels = `-k gpu`, the GPU benchmarks of
 # the ops (label pooling, ReLabel loss, rasterisation, fused loss); tests = the kernel, data and trainer
 # tests, which run their Triton kernels compiled on the GPU; dali = unpack DALI from the parts that
 # benchmarks/dali_kit.sh made and earlier calls left in /tmp/kit (then the loader decodes with nvJPEG).
@@ -62,7 +62,7 @@ for s in "${stages[@]}"; do
             tarfile.open(fileobj=lzma.open(sys.stdin.buffer), mode=\"r|\").extractall(sys.argv[1])' $DALI_SITE && \
             $PY -c 'import nvidia.dali as d; print(\"dali\", d.__version__)'" || exit 1 ;;
     train) stage train 400 "$PY" -m benchmarks.run --mode full -k train --no-memory --out "$OUT" ;;
-    kernels) stage kernels 200 "$PY" -m benchmarks.run --mode full -k "label_pool or relabel or rasterize or luab_loss" \
+    kernels) stage kernels 200 "$PY" -m benchmarks.run --mode full -k "gpu" \
                --no-memory --out "$OUT" ;;
     tests) stage tests 420 "$PY" -m pytest -q -p no:cacheprovider --junitxml="$OUT/tests.xml" \
              tests/test_label_pool.py tests/test_label_pool_triton.py tests/test_rasterize.py tests/test_luab_loss.py \
