@@ -225,3 +225,23 @@ def test_torchvision_backend_on_the_gpu_equals_the_cpu(folder):
     batches = list(gpu)  # all launched before any is read back
     for x, y in zip(batches, cpu):
         assert x["images"].is_cuda and torch.equal(x["images"].cpu(), y["images"])
+
+
+@pytest.mark.cuda
+def test_gpu_batches_never_wait_for_the_gpu(tmp_path):
+    """Building a batch on a GPU (decode, copies, click and trace targets) queues work without syncing, so the
+    loader prepares batch k+1 while the GPU trains on batch k: CUDA's sync debug mode raises on any sync."""
+    from luab_fast.data import make_demo
+
+    paths = make_demo(tmp_path / "demo", seed=0, size="tiny")
+    loader = build_loader(paths.train, 32, device="cuda", image_size=64, backend="torchvision", byproducts=paths.store,
+                          labels=None, heat_size=(4, 4), channels_last=True)
+    batches = iter(loader)
+    next(batches)  # warm-up: Triton compiles its kernels, the allocators fill
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            batch = next(batches)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert batch["heat"].is_cuda and batch["point"].is_cuda and batch["images"].is_cuda

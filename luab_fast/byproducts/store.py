@@ -116,10 +116,10 @@ class ByproductStore:
             self._tensors[key] = ByproductTensors(self.arrays, device)
         return self._tensors[key]
 
-    def point_targets(self, rows, boxes, flips):
+    def point_targets(self, rows, boxes, flips, validate: bool = True):
         """(points [B, 2], weights [B]) for crops ``boxes`` [B, 4] and ``flips`` [B] of ``rows`` [B], on the
         device of ``boxes``; see :meth:`ByproductTensors.point_targets`."""
-        return self.to(boxes.device).point_targets(rows, boxes, flips)
+        return self.to(boxes.device).point_targets(rows, boxes, flips, validate)
 
     def raster_inputs(self, device) -> dict:
         """The whole store's traces and clicks on ``device``, as ``luab_fast.ops.rasterize_traces`` takes

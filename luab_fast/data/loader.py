@@ -118,14 +118,22 @@ class Loader:
         images = self.decode(self._files[rows].tolist(), windows, flips)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        dev = self.device
-        rows_t = torch.from_numpy(rows.astype(np.int64)).to(dev)
+        rows_t = self._to_device(rows.astype(np.int64))
         out = {"images": images, "labels": self.labels[rows_t], "rows": rows_t,
-               "boxes": torch.from_numpy(windows_to_boxes(windows, sizes)).to(dev),
-               "flips": torch.from_numpy(flips).to(dev), "sizes": torch.from_numpy(sizes).to(dev)}
+               "boxes": self._to_device(windows_to_boxes(windows, sizes)), "flips": self._to_device(flips),
+               "sizes": self._to_device(sizes)}
         if self.targets is not None:
             out.update(self.targets(out))
         return out
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        """A host array on the device without a sync: a blocking copy from pageable memory waits for the GPU's
+        queue (the training step in flight); a pinned one goes asynchronously (the caching host allocator keeps
+        the block until the copy is done)."""
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
 
     def __iter__(self, start_batch: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         rows = self.epoch_rows()

@@ -90,7 +90,7 @@ class Targets:
             srow = self.bp_rows[rows]
             known = srow >= 0
             srow = srow.clamp(min=0)
-            point, weight = self.byproducts.point_targets(srow, boxes, flips)
+            point, weight = self.byproducts.point_targets(srow, boxes, flips, validate=False)  # no device sync
             out["point"], out["point_weight"] = point, weight * known
             heat = rasterize_traces(**self.raster, rows=srow, boxes=boxes, flips=flips, out_size=self.heat_size,
                                     sigma=self.heat_sigma, weighting="dwell", normalize="sum", validate=False)
