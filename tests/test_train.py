@@ -75,6 +75,11 @@ def test_killed_and_resumed_equals_uninterrupted(demo_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     ma, mb = (json.loads((tmp_path / d / "metrics.json").read_text())["models"]["luab"]["eval"] for d in "ab")
     assert ma == mb
+    # the log holds each step once: a step's record is written when its loss is read, and nothing after the
+    # last checkpoint was (step 3 died unread; the resumed run logs it again from step 2's checkpoint)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()
+              if "loss" in line]
+    assert logged == [1, 2, 3, 4, 5, 6]
 
 
 def test_compiled_step_equals_eager(demo_root):
