@@ -23,7 +23,7 @@ ${PIP_PYTHON:-python3} -m pip download -q --no-deps --only-binary=:all: --python
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 -d "$WORK/whl" \
   nvidia-dali-cuda130==2.4.0 "nvidia-nvimgcodec-cu13>=0.9,<0.10" nvidia-libnvcomp-cu13==5.3.0.16 \
-  nvidia-nvjpeg==13.3.2.43 astunparse gast optree nvtx makefun "libcst~=1.8" 2>&1 | grep -v "WARNING: Location" || true
+  nvidia-nvjpeg==13.3.2.43 astunparse gast optree nvtx makefun "libcst~=1.8" six 2>&1 | grep -v "WARNING: Location" || true
 for w in "$WORK"/whl/*.whl; do python3 -m zipfile -e "$w" "$WORK/site"; done
 tag="cpython-${PYVER/./}-x86_64"
 find "$WORK/site/nvidia/dali" -maxdepth 1 -name 'backend_impl.cpython-*.so' ! -name "*$tag*" -delete
