@@ -99,7 +99,7 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
     from torchvision import datasets, transforms
 
     from luab_fast.data import build_loader, make_demo
-    from luab_fast.data.loader import dali_available, default_threads
+    from luab_fast.data.loader import default_threads
     from luab_fast.train.config import TrainConfig
     from luab_fast.train.loop import Trainer
     from luab_fast.train.model import LUABModel
@@ -109,6 +109,7 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
     paths = make_demo(tmp_path / "demo", size="default" if GPU else "tiny", progress=False)
     train = imagenet_sized(paths.train, tmp_path / "train_500x375") if GPU else paths.train
     threads = default_threads()
+    used: dict[str, str] = {}  # what our loaders ran with, for the results
     device = torch.device("cuda" if GPU else "cpu")
     n_batches = SIZE.n // SIZE.batch
     amp = torch.autocast("cuda", torch.bfloat16) if GPU else torch.autocast("cpu", enabled=False)
@@ -147,6 +148,7 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         name = "luab" if byproducts else "labels"
         trainer = Trainer(name, model, loader, cfg, device, byproducts, tmp_path / name, print)  # says if compile fails
         trainer.save = lambda: None  # timing the step, not the disk
+        used["decode"] = f"{loader.backend} decode, {threads} threads"
 
         def run(limit):
             start = trainer.state.step
@@ -183,7 +185,7 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         runs = sorted(t * per_n for t in times[name])
         return {"median_s": statistics.median(runs), "min_s": runs[0], "max_s": runs[-1], "rounds": len(runs)}
 
-    how = f"{'dali' if dali_available() else 'torchvision'} decode, {threads} threads"  # build_loader's default
+    how = used["decode"]
     bench.side("train_step", BASELINE, PLAN, impl=f"timm model, eager, torchvision DataLoader ({threads} workers), "
                                                   "labels only",
                stats=stats("base"))

@@ -28,6 +28,15 @@ def demo_root(tmp_path_factory):
     return root
 
 
+@pytest.fixture()
+def torchrun() -> str:
+    """The torchrun of this interpreter's environment (skips without one)."""
+    found = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if found is None:
+        pytest.skip("torchrun not found")
+    return found
+
+
 def _args(demo_root, out, *extra):
     return ["--demo-size", "tiny", "--demo-root", str(demo_root), "--out", str(out), "--device", "cpu",
             "--batch-size", "32", "--workers", "2", *extra]
@@ -116,10 +125,7 @@ def test_compiled_step_equals_eager(demo_root):
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp(demo_root, tmp_path):
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found")
+def test_two_process_cpu_ddp(demo_root, tmp_path, torchrun):
     proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29517", "-m", "luab_fast.train",
                            *_args(demo_root, tmp_path / "ddp", "--no-compare", "--max-steps", "3")],
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -146,12 +152,9 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_ddp_nan_on_one_rank_stops_every_rank(demo_root, tmp_path):
+def test_ddp_nan_on_one_rank_stops_every_rank(demo_root, tmp_path, torchrun):
     """The step values are averaged over ranks before the NaN guard reads them: a NaN on rank 1 alone stops
     both ranks at that step with the message, rather than leaving rank 0 waiting in the next collective."""
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
-    if torchrun is None:
-        pytest.skip("torchrun not found")
     script = tmp_path / "nan_on_rank_1.py"
     script.write_text(_NAN_ON_RANK_1)
     proc = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29518", str(script),

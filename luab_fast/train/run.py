@@ -28,17 +28,21 @@ def _say(rank: int):
     return say
 
 
+def _wants_cuda(cfg: TrainConfig) -> bool:
+    """Whether this run trains on CUDA: ``--device``, or for auto what the machine has."""
+    return cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+
+
 def _distributed(cfg: TrainConfig) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
         # by the training device, not by what the machine has: --device cpu on a GPU machine needs gloo
-        on_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-        torch.distributed.init_process_group("nccl" if on_cuda else "gloo")
+        torch.distributed.init_process_group("nccl" if _wants_cuda(cfg) else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
 def _device(cfg: TrainConfig, rank: int) -> torch.device:
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+    if not _wants_cuda(cfg):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise ValueError("--device cuda but no CUDA device is available")
