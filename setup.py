@@ -2,6 +2,8 @@
 
 Environment knobs: LUAB_FAST_DEBUG=1 builds with debug symbols and no optimisation;
 LUAB_FAST_BUILD_TYPE=RelWithDebInfo keeps symbols in an optimised build (for perf);
+LUAB_FAST_NATIVE=0 builds for any x86-64 CPU instead of the building one (-march=native is the default:
+a wheel built that way may not run on an older CPU);
 CMAKE_BUILD_PARALLEL_LEVEL sets the number of compile jobs (default: all cores).
 """
 
@@ -31,6 +33,8 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
             f"-DCMAKE_BUILD_TYPE={cfg}",
+            # always passed: CMake caches options, so an unset variable would keep the last build's choice
+            f"-DLUAB_FAST_NATIVE={'OFF' if os.environ.get('LUAB_FAST_NATIVE') == '0' else 'ON'}",
         ]
         build_temp = Path(self.build_temp) / ext.name
         build_temp.mkdir(parents=True, exist_ok=True)

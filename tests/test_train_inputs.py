@@ -74,6 +74,19 @@ def test_yaml_config_with_command_line_overrides(demo, tmp_path):
     assert _metrics(out)["models"]["luab"]["steps"] == 2
 
 
+def test_val_data_flag_repeated_or_with_several_values():
+    from luab_fast.train.config import load_config
+
+    repeated = load_config(["--val-data", "a=X", "--val-data", "b=Y"]).val_data
+    together = load_config(["--val-data", "a=X", "b=Y"]).val_data
+    assert repeated == together == ["a=X", "b=Y"]  # argparse's default action kept only the last flag
+
+
+def test_val_data_split_named_twice_is_an_error(demo, tmp_path, capsys):
+    assert _train(demo, tmp_path / "o", "--max-steps", "1", "--val-data", f"a={demo.train}", f"a={demo.iid}") == 2
+    assert "--val-data: split name 'a' given twice" in capsys.readouterr().err
+
+
 @pytest.fixture()
 def folder_with_an_extra_image(demo, tmp_path):
     """The demo's train split plus one image (a copy under a new id) that its byproduct store lacks."""

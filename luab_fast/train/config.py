@@ -20,8 +20,8 @@ def _opt(default: Any, help: str, **kw: Any) -> Any:
 class TrainConfig:
     data: Optional[str] = _opt(None, "training images: ImageFolder directory or 'path label' list (default: the "
                                      "built-in demo)")
-    val_data: list[str] = _opt(None, "evaluation splits, NAME=DIR (repeatable); the demo adds iid= and ood=",
-                               nargs="*")
+    val_data: list[str] = _opt(None, "evaluation splits, NAME=DIR (several after one flag, or the flag repeated); "
+                                     "the demo adds iid= and ood=", nargs="+", action="extend")
     byproducts: Optional[str] = _opt(None, "packed ImageNet-AB byproduct store (python -m luab_fast.byproducts pack)")
     label_maps: Optional[str] = _opt(None, "packed ReLabel label-map store: class targets become pooled soft labels")
     labels: Optional[str] = _opt(None, "aggregated labels or posteriors CSV (task,label | task,<class columns>) or "
@@ -72,7 +72,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m luab_fast.train",
         description="Train an image classifier on labels and annotation byproducts (LUAB). With no data "
-                    "argument: the built-in demo end to end (baseline vs LUAB, iid and ood top-1).")
+                    "argument: the built-in demo end to end (baseline vs LUAB, iid and ood top-1).",
+        epilog="Several processes (DDP, one per GPU; gloo on the CPU): torchrun --nproc_per_node=N -m luab_fast.train "
+               "... . Stores and --labels are matched to the images by file stem.")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         meta = dict(f.metadata)

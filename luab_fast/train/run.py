@@ -57,9 +57,25 @@ def aggregate_crowd(csv: Path, out: Path, say) -> Path:
     df = pd.read_csv(csv, dtype={"task": str, "worker": str})
     model = DawidSkene().fit(df)
     labels = model.labels_
-    pd.DataFrame({"task": labels.index.astype(str), "label": labels.to_numpy()}).to_csv(out, index=False)
+    tmp = out.with_name(out.name + ".tmp")  # a killed run must not leave a half-written file to be reused
+    pd.DataFrame({"task": labels.index.astype(str), "label": labels.to_numpy()}).to_csv(tmp, index=False)
+    os.replace(tmp, out)
     say(f"aggregated {len(df):,} crowd labels of {len(labels):,} images with Dawid-Skene → {out}")
     return out
+
+
+def _val_splits(cfg: TrainConfig, val: dict[str, Path]) -> dict[str, Path]:
+    """``--val-data`` NAME=DIR items (a bare DIR is named after its folder) added to ``val``."""
+    val = dict(val)
+    for item in cfg.val_data or []:
+        name, _, path = item.partition("=")
+        if not path:
+            name, path = Path(item).name, item
+        if name in val:
+            raise ValueError(f"--val-data: split name {name!r} given twice ({val[name]} and {path}); "
+                             f"name each split NAME=DIR")
+        val[name] = Path(path)
+    return val
 
 
 def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, Any]:
@@ -81,14 +97,10 @@ def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, An
                 "of the training images")
         if torch.distributed.is_initialized():
             torch.distributed.barrier()
-        return dict(train=paths.train, val={"iid": paths.iid, "ood": paths.ood}, byproducts=paths.store,
-                    labels=labels, boxes=boxes, ood_traces=paths.ood_store)
-    val = {}
-    for item in cfg.val_data or []:
-        name, _, path = item.partition("=")
-        if not path:
-            name, path = Path(item).name, item
-        val[name] = Path(path)
+        val = _val_splits(cfg, {"iid": paths.iid, "ood": paths.ood})
+        return dict(train=paths.train, val=val, byproducts=paths.store, labels=labels, boxes=boxes,
+                    ood_traces=paths.ood_store)
+    val = _val_splits(cfg, {})
     labels = cfg.labels
     if labels and "worker" in pd.read_csv(labels, nrows=1).columns:
         labels = aggregate_crowd(Path(labels), run_dir / "aggregated_labels.csv", say)
