@@ -39,7 +39,8 @@ class _Runner:
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=("quick", "full"), default="quick",
-                        help="quick: small sizes for CI; full: docs/performance.md's sizes (minutes)")
+                        help="quick: small sizes for CI; full: the sizes of ../shared/docs/performance.md "
+                             "(its ImageNet-100 annotation run alone ~500 s on 2 cores)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="directory for the results JSON")
     parser.add_argument("-k", dest="keyword", default=None, help="only benchmarks matching this pytest -k EXPR")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")

@@ -181,6 +181,19 @@ def test_localisation_scored_against_the_stores_boxes(demo, tmp_path, capsys):
     assert (out / "attention_ood.png").is_file()  # the figure draws the store's [n, 4] boxes too
 
 
+@pytest.mark.parametrize("backbone, heat", [("swin_tiny_patch4_window7_224", (2, 2)),  # NHWC, patch 4 × 2³ merges
+                                             ("efficientnet_b0", (4, 4))])  # NCHW, output stride 16
+def test_nhwc_and_strided_backbones_give_their_maps(backbone, heat):
+    from luab_fast.train.model import LUABModel
+
+    model = LUABModel(backbone, 10, 16, image_size=64)
+    assert model.heat_size(64) == heat
+    logits, point, heat_pred = model(torch.randn(2, 3, 64, 64))
+    assert (logits.shape, point.shape, heat_pred.shape) == ((2, 10), (2, 2), (2, *heat))
+    heat_pred.square().sum().backward()  # the heat map is read off the backbone's last feature map
+    assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
+
+
 @pytest.mark.parametrize("backbone", ["vit_tiny_patch16_224", "convnext_atto"])
 def test_other_timm_backbones_train(demo, tmp_path, backbone):
     """Any timm backbone: a ViT (tokens laid out on their patch grid, its own input size, no output_stride) and

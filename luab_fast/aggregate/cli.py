@@ -103,7 +103,7 @@ def accuracy(labels: pd.Series, truth: pd.Series) -> tuple[float, int]:
 def demo(args: argparse.Namespace) -> int:
     print(f"luab_fast aggregation demo: synthetic crowd of {args.demo_tasks:,} tasks × {args.demo_workers} workers "
           f"× {args.demo_labels} labels/task × {args.demo_classes} classes\n(worker accuracy ~ U(0.5, 0.95), "
-          "wrong answers uniform; the protocol of docs/aggregation.md)\n")
+          "wrong answers uniform; the protocol of ../shared/docs/aggregation.md)\n")
     crowd = make_crowd(args.demo_tasks, args.demo_workers, args.demo_labels, args.demo_classes, seed=args.seed)
     df = crowd.frame()
     truth = pd.Series(crowd.truth, name="truth")
