@@ -55,7 +55,7 @@ def _short(n: int) -> str:
 
 QUICK = CrowdSize(10_000, 200, 5, 20)
 QUICK_ONECOIN = CrowdSize(5_000, 100, 5, 10)  # crowd-kit's OneCoin is a pandas apply over W·K rows per iteration
-FULL = CrowdSize(100_000, 1_000, 5, 100)  # docs/performance.md: crowd-kit 49–58 s, 1.62 GB
+FULL = CrowdSize(100_000, 1_000, 5, 100)  # ../shared/docs/performance.md: crowd-kit 49–58 s, 1.62 GB
 SCALE = CrowdSize(2_000_000, 1_000, 5, 100)  # 10M labels: crowd-kit would need ~27 GB
 
 DS_TARGET = "≥100× faster, ≤1/10 memory, ≥99.9% same labels"

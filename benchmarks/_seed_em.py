@@ -1,5 +1,6 @@
-"""The efficient-annotation seed's EM step, ported loop for loop from its description (docs/aggregation.md §A,
-"EMOptimizer" and "EM mathematics of the Bayes aggregator"): the baseline of benchmarks/bench_annotate.py.
+"""The efficient-annotation seed's EM step, ported loop for loop from its description
+(../shared/docs/aggregation.md §A, "EMOptimizer" and "EM mathematics of the Bayes aggregator"): the baseline of
+benchmarks/bench_annotate.py.
 
 Not the seed's code (it is not vendored here) but its cost structure: the M-step loops over workers × all
 annotations in Python — O(M·N_ann) per EM iteration — and the E-step is a Python loop over images with a numpy

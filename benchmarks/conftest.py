@@ -27,7 +27,8 @@ SCHEMA_VERSION = 1
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("luab_fast benchmarks")
     group.addoption("--bench-mode", choices=("quick", "full"), default="quick",
-                    help="quick: small sizes for CI (well under 2 minutes); full: the sizes of docs/performance.md")
+                    help="quick: small sizes for CI (well under 2 minutes); full: the sizes of "
+                         "../shared/docs/performance.md")
     group.addoption("--bench-out", default=None, metavar="DIR",
                     help="write <device>-<mode>-<timestamp>.json into DIR at session end")
     group.addoption("--bench-no-memory", action="store_true",

@@ -32,7 +32,7 @@ def tied_argmax(post):
 
 def reference_bayes(task, worker, label, T, W, K, alpha, learner=None, max_iter=10, criterion="soft",
                     likelihood_epsilon=1e-3):
-    """Seed algorithm (docs/aggregation.md, "EM mathematics of the Bayes aggregator"). Returns
+    """Seed algorithm (../shared/docs/aggregation.md, "EM mathematics of the Bayes aggregator"). Returns
     (posterior [T, K], theta [W, y, z], z-likelihood per iteration, converged)."""
     alpha = np.broadcast_to(np.asarray(alpha, np.float64), (W, K, K))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,18 @@ def test_load_amt_format(amt):
     assert (amt.class_group[np.nonzero(seen)[1]] == amt.worker_group[np.nonzero(seen)[0]]).all()
     pooled = amt.counts.sum(0)
     assert np.trace(pooled) / pooled.sum() == pytest.approx(0.698, abs=0.001)
-    assert W.DEFAULT_DIR == SHARED_DATA / "amt_workers"
+
+
+
+def test_package_ships_the_amt_data_unchanged():
+    """The package must not need ../shared at run time: it ships a copy, byte for byte the shared one."""
+    assert W.DEFAULT_DIR.is_relative_to(Path(W.__file__).parent)
+    for name in ("group_workers.json", "groups.txt"):
+        shared = SHARED_DATA / "amt_workers" / name
+        if not shared.is_file():
+            pytest.skip("shared AMT worker data not found")
+        assert (W.DEFAULT_DIR / name).read_bytes() == shared.read_bytes()
+    assert load_amt().counts.shape == (58, 100, 100)
 
 
 def test_load_amt_env_override_and_errors(amt, tmp_path, monkeypatch):

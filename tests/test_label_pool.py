@@ -1,7 +1,7 @@
 """label_pool / label_pool_targets (luab_fast/ops/label_pool.py, csrc/ops/label_pool.cpp).
 
 The "cpu" backend must equal torchvision's CPU roi_align on the densified map bit for bit
-(docs/label-pooling.md §7); the targets follow §7 step 2 within a tolerance (softmax order is torch's).
+(../shared/docs/label-pooling.md §7); the targets follow §7 step 2 within a tolerance (softmax order is torch's).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ def assert_close_to_reference(got: torch.Tensor, want: torch.Tensor, scale: floa
 
 
 def pool_oracle(scores, indices, boxes, C, oh=1, ow=1, legacy=False) -> torch.Tensor:
-    """torchvision roi_align's float32 sample positions and bilinear weights (docs/label-pooling.md §7),
+    """torchvision roi_align's float32 sample positions and bilinear weights (../shared/docs/label-pooling.md §7),
     summed in exact-enough float64: the value torchvision's formula has without its summation rounding."""
     B, K, S, _ = scores.shape
     dense = torch.zeros(B, C, S * S, dtype=torch.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -208,3 +209,87 @@ def test_other_timm_backbones_train(demo, tmp_path, backbone):
 def test_unknown_backbone_is_a_clear_error(demo, tmp_path, capsys):
     assert _train(demo, tmp_path / "o", "--model", "resnet_51", "--max-steps", "1") == 2
     assert "--model 'resnet_51'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def label_maps(demo, tmp_path_factory):
+    """A ReLabel-format store for the demo's train images but the first 20 (sorted order): every cell scores the
+    class after the image's own first (5.0), its own second (1.0), so pooled targets point away from the folder."""
+    from luab_fast.data.source import list_images
+    from luab_fast.relabel import pack_label_maps
+
+    images = list_images(demo.train)
+    src = tmp_path_factory.mktemp("maps")
+    for path, label in list(zip(images.files, images.labels.tolist()))[20:]:
+        scores = torch.tensor([5.0, 1.0]).view(2, 1, 1).expand(2, 4, 4)
+        classes = torch.tensor([(label + 1) % 10, label], dtype=torch.float32).view(2, 1, 1).expand(2, 4, 4)
+        (src / images.classes[label]).mkdir(exist_ok=True)
+        torch.save(torch.stack([scores, classes]).contiguous(), src / images.classes[label] / f"{Path(path).stem}.pt")
+    res = pack_label_maps(src, src.parent / "maps.store", num_classes=10, progress=False)
+    assert res.problems == [] and res.rows == len(images) - 20
+    return res.path, images
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_label_maps_fall_back_to_the_labels_target_not_the_folder(label_maps, soft):
+    """Images the label-map store lacks take their --labels target (aggregated label or posterior), the
+    others ReLabel's pooled target; the folder label is used only without --labels."""
+    from luab_fast.data.targets import Targets
+    from luab_fast.ops import label_pool_targets
+    from luab_fast.relabel import LabelMapStore
+
+    store_path, images = label_maps
+    given = (torch.from_numpy(images.labels) + 2) % 10  # aggregated labels that differ from the folders
+    table = torch.nn.functional.one_hot(given, 10).float() * 0.9 + 0.01 if soft else given
+    t = Targets.build(images, torch.device("cpu"), None, store_path, table.numpy(), (4, 4), 1.0, "xyxy")
+    rows = torch.tensor([0, 5, 19, 20, 21, 150])
+    boxes = torch.tensor([[0.1, 0.2, 0.9, 0.7]]).repeat(6, 1)
+    out = t({"rows": rows, "boxes": boxes, "flips": torch.zeros(6, dtype=torch.bool),
+             "labels": torch.from_numpy(images.labels)[rows]})
+    store = LabelMapStore.open(store_path).to("cpu")
+    srows = torch.from_numpy(store.rows([images.stems[r] for r in rows[3:].tolist()]))
+    pooled = label_pool_targets(*store.tensors(), boxes[3:], 10, rows=srows)
+    torch.testing.assert_close(out["soft_labels"][3:], pooled)
+    assert (pooled.argmax(1) == (torch.from_numpy(images.labels)[rows[3:]] + 1) % 10).all()
+    expect = table[rows[:3]] if soft else torch.nn.functional.one_hot(given[rows[:3]], 10).float()
+    assert torch.equal(out["soft_labels"][:3], expect)
+
+
+def test_training_with_label_maps(demo, label_maps, tmp_path, capsys):
+    store_path, _ = label_maps
+    out = tmp_path / "run"
+    assert _train(demo, out, "--label-maps", str(store_path), "--max-steps", "2") == 0
+    said = capsys.readouterr().out
+    assert "20 of 200 training images have no label map (their folder label is used)" in said
+    assert _metrics(out)["models"]["luab"]["steps"] == 2
+    assert _train(demo, tmp_path / "strict", "--label-maps", str(store_path), "--max-steps", "1", "--strict") == 2
+    assert "--label-maps: luab: 20 of 200 training images have no label map" in capsys.readouterr().err
+
+
+def test_label_maps_of_another_class_count_is_an_error(demo, tmp_path, capsys):
+    from luab_fast.relabel import pack_label_maps
+
+    src = tmp_path / "maps" / "n0"
+    src.mkdir(parents=True)
+    from luab_fast.data.source import list_images
+
+    stem = list_images(demo.train).stems[0]
+    torch.save(torch.stack([torch.ones(1, 2, 2), torch.full((1, 2, 2), 999.0)]), src / f"{stem}.pt")
+    store = pack_label_maps(src.parent, tmp_path / "maps.store", progress=False).path  # 1,000 classes
+    assert _train(demo, tmp_path / "o", "--label-maps", str(store), "--max-steps", "1") == 2
+    assert "--label-maps: the store's maps score 1000 classes, the training data has 10" in capsys.readouterr().err
+
+
+def test_demo_run_takes_labels_given(demo, tmp_path, capsys):
+    """--labels on the demo (e.g. python -m luab_fast.annotate's labels_<method>.csv) replaces the demo's own
+    aggregated crowd: a file lacking one training image is refused by name, so it was the one read."""
+    truth = pd.read_csv(demo.truth, dtype={"task": str})
+    given = tmp_path / "labels.csv"
+    truth.iloc[1:].to_csv(given, index=False)
+    argv = ["--demo-size", "tiny", "--demo-root", str(demo.root), "--out", str(tmp_path / "o"), "--device", "cpu",
+            "--backend", "torchvision", "--batch-size", "16", "--no-compare", "--max-steps", "1"]
+    assert main([*argv, "--labels", str(given)]) == 2
+    assert f"labels CSV {given} lacks 1 of the source's images" in capsys.readouterr().err
+    truth.to_csv(given, index=False)
+    assert main([*argv, "--labels", str(given)]) == 0
+    assert "aggregated labels agree with the truth" not in capsys.readouterr().out

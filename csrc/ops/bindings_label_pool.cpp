@@ -59,5 +59,6 @@ void init_ops_label_pool(py::module_& ops) {
           py::arg("num_classes"), py::arg("out_h") = 1, py::arg("out_w") = 1, py::arg("legacy") = false,
           py::arg("softmax") = false, py::arg("n_threads") = 0,
           "Sparse LabelPooling: scores f32[B,K,S,S], indices int[B,K,S,S], boxes f32[B,4] (x0,y0,x1,y1) -> "
-          "f32[B,C,out_h,out_w] (softmax over C if softmax), bit-identical to torchvision's CPU roi_align (docs/label-pooling.md s.7).");
+          "f32[B,C,out_h,out_w] (softmax over C if softmax), bit-identical to torchvision's CPU roi_align "
+          "(../shared/docs/label-pooling.md s.7).");
 }

@@ -1,4 +1,4 @@
-// Sparse LabelPooling, bit-identical to torchvision's CPU roi_align (docs/label-pooling.md section 7).
+// Sparse LabelPooling, bit-identical to torchvision's CPU roi_align (../shared/docs/label-pooling.md section 7).
 //
 // torchvision's kernel (roi_align_kernel.cpp, aligned=False, sampling_ratio=-1) computes, per output
 // channel c and bin, acc_c = +0; for each sample (iy outer, ix inner):
@@ -170,7 +170,7 @@ void bin_samples(float start_h, float start_w, float bin_h, float bin_w, int64_t
   }
 }
 
-// ReLabel's target over the C strided values p[c * P] (docs/label-pooling.md section 6). Every class not in
+// ReLabel's target over the C strided values p[c * P] (../shared/docs/label-pooling.md section 6). Every class not in
 // `listed` (the classes the bin's samples touched) is exactly 0, so they all share exp(0 - m) and only the
 // listed ones need an exp, done in float64 by luab::vexp (SIMD, <= 4 ulp of a double). Sum in float64; the
 // result is within ~1 ulp of torch's float32 softmax (docs section 7 step 2 asks for 1e-6 relative).

@@ -1,7 +1,7 @@
 // LabelPooling (ReLabel, Yun et al., CVPR 2021, arXiv 2101.05022): RoIAlign of sparse top-k label maps
 // over crop boxes, evaluated sparsely (the [B, C, S, S] dense map is never built).
 // Bit-identical to torchvision.ops.roi_align on the CPU (aligned=False, sampling_ratio=-1,
-// spatial_scale=1, boxes fl(fl(box*S) - 0.5)): see docs/label-pooling.md section 7.
+// spatial_scale=1, boxes fl(fl(box*S) - 0.5)): see ../shared/docs/label-pooling.md section 7.
 #pragma once
 
 #include <cstdint>

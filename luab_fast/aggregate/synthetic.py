@@ -1,4 +1,4 @@
-"""Synthetic crowds, the protocol of docs/aggregation.md's timings (and the default demo data):
+"""Synthetic crowds, the protocol of ../shared/docs/aggregation.md's timings (and the default demo data):
 truth uniform over K classes; each worker has a one-coin accuracy ~ U(acc_low, acc_high); a wrong
 answer is uniform over the other classes; each task gets ``labels_per_task`` distinct random workers."""
 

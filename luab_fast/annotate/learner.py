@@ -1,4 +1,4 @@
-"""The machine learner of the efficient-annotation seed (docs/aggregation.md §A "Learner"): an MLP on
+"""The machine learner of the efficient-annotation seed (../shared/docs/aggregation.md §A "Learner"): an MLP on
 precomputed features (one hidden layer of 64, tanh), trained on the current posteriors' argmax (or the soft
 posteriors), class-balanced, Adam with lr = 1e-4·√batch and weight decay 1e-3, validated every 10 epochs
 keeping the best validation loss; calibrated by temperature scaling on the clean prototypes (dropped when

@@ -1,5 +1,5 @@
 """The online labelling loop of "Towards Good Practices for Efficiently Annotating Large-Scale Image
-Classification Datasets" (Liao, Kar, Fidler, CVPR 2021; docs/aggregation.md §A), on the C++ EM engine.
+Classification Datasets" (Liao, Kar, Fidler, CVPR 2021; ../shared/docs/aggregation.md §A), on the C++ EM engine.
 
 Each step: the sampler hands HITs to workers, they label, EM (``BayesAggregator``, the seed's hard-EM with a
 Dirichlet worker prior) refits with the learner's probabilities as a per-task prior, the learner refits on
@@ -34,7 +34,7 @@ class Method:
     val: str = "prototypes"  # or "random": a random labelled subset of the same size
 
 
-METHODS = {  # docs/aggregation.md §A, "The four methods"
+METHODS = {  # ../shared/docs/aggregation.md §A, "The four methods"
     "ds_model": Method("soft", learner=False),
     "lean": Method("hard", learner=True, calibrate="cv_3", val="random"),
     "improved_lean": Method("soft", learner=True),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# the seed's imagenet_100_classes: 100 classes, ImageNet's ≈1,300 images per class (docs/aggregation.md §A)
+# the seed's imagenet_100_classes: 100 classes, ImageNet's ≈1,300 images per class (../shared/docs/aggregation.md §A)
 IMAGENET100 = {"n_images": 125_689, "n_classes": 100}
 
 

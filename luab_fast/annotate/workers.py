@@ -24,7 +24,7 @@ import pandas as pd
 from ..aggregate._input import encode
 
 ENV_DIR = "LUAB_FAST_AMT_DIR"
-DEFAULT_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "amt_workers"
+DEFAULT_DIR = Path(__file__).resolve().parent / "amt_workers"  # shipped with the package (amt_workers/SOURCE.md)
 NOISE_LEVEL = 0.03  # the seed's "according to the amt stats" share of in-group mass spread outside the group
 LABEL_CHUNK = 1 << 15  # labels drawn per vectorised chunk in SimulatedWorkers.label
 WORKER_WEIGHT = 10  # the seed adds 10× the sampled real worker's counts to its group's pooled counts
@@ -67,8 +67,8 @@ class AMTData:
 
 
 def load_amt(path: str | os.PathLike | None = None) -> AMTData:
-    """Reads ``group_workers.json`` and ``groups.txt`` from ``path``, else $LUAB_FAST_AMT_DIR, else
-    ../shared/data/amt_workers next to the checkout. Raises ValueError naming the path when missing/malformed."""
+    """Reads ``group_workers.json`` and ``groups.txt`` from ``path``, else $LUAB_FAST_AMT_DIR, else the copy the
+    package ships (``luab_fast/annotate/amt_workers``). Raises ValueError naming the path when missing/malformed."""
     root = Path(path if path is not None else os.environ.get(ENV_DIR) or DEFAULT_DIR)
     jpath, gpath = root / "group_workers.json", root / "groups.txt"
     for p in (jpath, gpath):

@@ -1,7 +1,8 @@
 """Per-crop training targets from the stores, built on the device for a whole batch (no per-sample Python).
 
 Each store is keyed by image id (file stem); the mapping from the loader's rows to store rows is looked up
-once, at build time. A row absent from a store gets weight 0 (no point, an empty heat map) or its hard label.
+once, at build time. A row absent from a store gets weight 0 (no point, an empty heat map) or, for label maps, its
+``labels=`` target (aggregated label or posterior) where one is given, else the source's label.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ class Targets:
             t.lm_tensors, t.num_classes = store.tensors(), store.num_classes
         if labels is not None:
             t.labels = _labels_table(labels, images).to(device)
+            if label_maps is not None and t.labels.dim() == 2 and t.labels.shape[1] != t.num_classes:
+                raise ValueError(f"labels: posteriors have {t.labels.shape[1]} columns, the label-map store "
+                                 f"{t.num_classes} classes")
         return t
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -101,6 +105,9 @@ class Targets:
             scores, indices = self.lm_tensors
             soft = label_pool_targets(scores, indices, boxes, self.num_classes, box_order=self.box_order,
                                       rows=lrow.clamp(min=0), validate=False)
-            hard = torch.nn.functional.one_hot(batch["labels"], self.num_classes).float()
-            out["soft_labels"] = torch.where(known[:, None], soft, hard)
+            if "soft_labels" in out:  # posteriors from labels=: the fallback of images the store lacks
+                fallback = out["soft_labels"]
+            else:  # the aggregated label where labels= gives one, not the folder's
+                fallback = torch.nn.functional.one_hot(out.get("labels", batch["labels"]), self.num_classes).float()
+            out["soft_labels"] = torch.where(known[:, None], soft, fallback)
         return out

@@ -1,4 +1,5 @@
-"""Triton kernels, one file per op. Imported lazily by ``luab_fast.ops``; never raises at import.
+"""Triton kernels, one file per op. This package (and triton) is imported with ``luab_fast.ops``; each kernel
+module is imported on first use. Never raises at import.
 
 ``HAS_TRITON``: triton imports. ``INTERPRET``: ``TRITON_INTERPRET=1`` was set before triton was imported,
 so kernels run on CPU tensors through Triton's numpy interpreter (how CI tests them).

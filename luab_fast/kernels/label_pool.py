@@ -8,7 +8,7 @@ Why it is accurate and deterministic although it scatters:
   * RoIAlign's sample grid is a tensor product and its bilinear weights are products of a row weight and a
     column weight, so the total weight of map cell (r, q) is Wy[r] · Wx[q] (sums over the bin's sample rows
     and columns; a sample outside [−1, S] zeroes its row or column). The sample positions and per-sample
-    weights are computed with torchvision's float32 expressions (docs/label-pooling.md §7), the sums in
+    weights are computed with torchvision's float32 expressions (../shared/docs/label-pooling.md §7), the sums in
     float64.
   * Each of the K·S·S sparse entries then adds w·v to its class. Those adds go into an int64 fixed-point
     accumulator (scale 2**40) with integer atomics: integer addition is associative, so the result does

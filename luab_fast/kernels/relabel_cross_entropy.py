@@ -1,7 +1,7 @@
 """Triton fused ReLabel soft-target cross-entropy: LabelPooling + softmax target + cross-entropy + its
 gradient, one launch per batch, the target never written to memory.
 
-Per sample b (docs/label-pooling.md §6): p = the pooled scores (the label_pool kernel's fixed-point
+Per sample b (../shared/docs/label-pooling.md §6): p = the pooled scores (the label_pool kernel's fixed-point
 accumulation), t = softmax_c(p) over all C (absent classes at 0), and
 
     loss_b = logsumexp(x_b) − Σ_c t_bc x_bc,        ∂loss_b/∂x_bc = softmax(x_b)_c − t_bc.

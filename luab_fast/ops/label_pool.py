@@ -4,9 +4,9 @@
 (``[B, C, oh, ow]`` for ``output_size != 1``), the RoIAlign of the dense map
 ``D[b, c, y, x] = scores[b, k, y, x] if indices[b, k, y, x] == c else 0`` over each box, with ReLabel's
 arithmetic: roi_align rows ``fl(fl(box·S) − 0.5)``, ``spatial_scale=1, sampling_ratio=-1, aligned=False``
-(docs/label-pooling.md §2.3 and §7).
+(../shared/docs/label-pooling.md §2.3 and §7).
 
-Box order (docs/label-pooling.md §4): ``boxes`` are the project's float32 ``(x0, y0, x1, y1)`` normalised.
+Box order (../shared/docs/label-pooling.md §4): ``boxes`` are the project's float32 ``(x0, y0, x1, y1)`` normalised.
 ``box_order="xyxy"`` pools that region of a map stored rows first (``[.., y, x]``): correct.
 ``box_order="legacy"`` hands roi_align ``(y0, x0, y1, x1)`` like the official ReLabel code (its coords are
 ``(top, left, bottom, right)`` read as ``(x1, y1, x2, y2)``), i.e. it pools the transposed map; it
@@ -252,7 +252,7 @@ def label_pool_targets(scores: torch.Tensor, indices: torch.Tensor, boxes: torch
                        validate: bool = True) -> torch.Tensor:
     """ReLabel's soft targets: softmax over all C classes of ``label_pool(...)`` (dim 1).
 
-    As in ReLabel (docs/label-pooling.md §2.3, §4 "Quirk", §7 step 2) the classes absent from the pooled
+    As in ReLabel (../shared/docs/label-pooling.md §2.3, §4 "Quirk", §7 step 2) the classes absent from the pooled
     vector enter the softmax as exact zeros, not −inf: each gets exp(0 − m)/Z, so a modest top logit
     leaves much of the mass spread over the ~995 absent classes. float32 [B, C] (or [B, C, oh, ow]).
     The "cpu" and "triton" backends fuse the softmax into the kernel (§6 closed form / online softmax);

@@ -2,7 +2,7 @@
 
     loss = mean_b [ logsumexp(x_b) − Σ_c t_bc x_bc ],   t = label_pool_targets(scores, indices, boxes, C)
 
-(ReLabel's training loss, docs/label-pooling.md §7 step 3). On the GPU one Triton launch pools the label
+(ReLabel's training loss, ../shared/docs/label-pooling.md §7 step 3). On the GPU one Triton launch pools the label
 maps, forms the target's softmax statistics and the loss and its gradient without ever writing t
 (luab_fast/kernels/relabel_cross_entropy.py, the closed form of §6). Elsewhere the targets come from
 ``label_pool_targets`` (the C++ kernel on the CPU) and the loss from PyTorch. Both backends return the

@@ -78,6 +78,28 @@ def _val_splits(cfg: TrainConfig, val: dict[str, Path]) -> dict[str, Path]:
     return val
 
 
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _given_labels(cfg: TrainConfig, run_dir: Path, say, rank: int) -> Optional[Path]:
+    """``--labels`` as given, or first aggregated with Dawid-Skene when it is a raw crowd CSV (a ``worker``
+    column); rank 0 writes, the other ranks wait for it."""
+    if not cfg.labels:
+        return None
+    labels = Path(cfg.labels)
+    if not labels.is_file():
+        raise ValueError(f"--labels {labels} does not exist")
+    if "worker" not in pd.read_csv(labels, nrows=1).columns:
+        return labels
+    out = run_dir / "aggregated_labels.csv"
+    if rank == 0:
+        aggregate_crowd(labels, out, say)
+    _barrier()
+    return out
+
+
 def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, Any]:
     if cfg.data is None:
         from ..data.demo import ensure_demo
@@ -88,22 +110,21 @@ def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, An
         manifest = json.loads(paths.manifest.read_text())
         canvas = float(manifest["canvas"])
         boxes = {it["stem"]: np.asarray(it["box"], np.float64) / canvas for it in manifest["images"]}
-        labels = run_dir / "aggregated_labels.csv"
-        if rank == 0 and not labels.exists():
-            aggregate_crowd(paths.labels, labels, say)
-            truth = pd.read_csv(paths.truth, dtype={"task": str}).set_index("task")["label"]
-            agg = pd.read_csv(labels, dtype={"task": str}).set_index("task")["label"]
-            say(f"aggregated labels agree with the truth on {100 * (agg == truth.loc[agg.index]).mean():.2f}% "
-                "of the training images")
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
+        labels = _given_labels(cfg, run_dir, say, rank)  # e.g. python -m luab_fast.annotate's on the demo
+        if labels is None:  # the demo's crowd, aggregated afresh: the run directory may hold another demo's
+            labels = run_dir / "aggregated_labels.csv"
+            if rank == 0:
+                aggregate_crowd(paths.labels, labels, say)
+                truth = pd.read_csv(paths.truth, dtype={"task": str}).set_index("task")["label"]
+                agg = pd.read_csv(labels, dtype={"task": str}).set_index("task")["label"]
+                say(f"aggregated labels agree with the truth on {100 * (agg == truth.loc[agg.index]).mean():.2f}% "
+                    "of the training images")
+            _barrier()
         val = _val_splits(cfg, {"iid": paths.iid, "ood": paths.ood})
-        return dict(train=paths.train, val=val, byproducts=paths.store, labels=labels, boxes=boxes,
-                    ood_traces=paths.ood_store)
+        return dict(train=paths.train, val=val, byproducts=cfg.byproducts or paths.store, labels=labels,
+                    boxes=boxes, ood_traces=paths.ood_store)
     val = _val_splits(cfg, {})
-    labels = cfg.labels
-    if labels and "worker" in pd.read_csv(labels, nrows=1).columns:
-        labels = aggregate_crowd(Path(labels), run_dir / "aggregated_labels.csv", say)
+    labels = _given_labels(cfg, run_dir, say, rank)
     boxes = store_boxes(cfg.byproducts) if cfg.byproducts else None
     if boxes:
         say(f"{len(boxes):,} images of the byproduct store have ILSVRC boxes: localisation is scored on those")
@@ -127,15 +148,17 @@ def store_boxes(path) -> dict[str, np.ndarray]:
 
 
 def check_store_coverage(loader, name: str, cfg: TrainConfig, say) -> None:
-    """Counts the training images a store lacks (their rows get weight 0, or their own hard label as the class
-    target); ``--strict`` makes any an error, and a store that holds none of the images is always one."""
+    """Counts the training images a store lacks (their rows get weight 0, or as the class target their --labels
+    target, else their folder label); ``--strict`` makes any an error, and a store that holds none of the images is
+    always one."""
     t = loader.targets
     if t is None:
         return
     stems = loader.images.stems
     for option, store, rows, fallback in (
             ("--byproducts", t.byproducts, getattr(t, "bp_rows", None), "no byproducts (weight 0)"),
-            ("--label-maps", t.label_maps, getattr(t, "lm_rows", None), "no label map (their hard label is used)")):
+            ("--label-maps", t.label_maps, getattr(t, "lm_rows", None), "no label map (their "
+             f"{'--labels target' if t.labels is not None else 'folder label'} is used)")):
         if store is None:
             continue
         absent = (rows < 0).cpu().numpy()
@@ -175,6 +198,9 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                              f"got [{int(hard.min())}, {int(hard.max())}]")
         if hard is None and t.labels.shape[1] != num_classes:
             raise ValueError(f"--labels: posteriors have {t.labels.shape[1]} columns, the data {num_classes} classes")
+    if t is not None and t.label_maps is not None and t.num_classes != num_classes:
+        raise ValueError(f"--label-maps: the store's maps score {t.num_classes} classes, the training data has "
+                         f"{num_classes} (its class k is the k-th folder in sorted order)")
     check_store_coverage(loader, name, cfg, say)
     pool = cfg.pool if luab else cfg.baseline_pool
     model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool,
