@@ -33,13 +33,22 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
 
 
 def load(path: Path) -> Optional[dict[str, Any]]:
+    """The checkpoint at ``path``, None when there is none; tensors and plain Python only (``weights_only``: a
+    checkpoint runs no code when loaded, and ``--pretrained-path`` can read this trainer's own)."""
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torn by something else than this code (saves are atomic), or not a checkpoint
+        raise ValueError(f"--resume: {path} is not a readable checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]}); delete it to start over") from None
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    name, keys, pos, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: weights_only loads them
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -47,7 +56,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

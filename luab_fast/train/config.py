@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -92,37 +93,137 @@ def load_config(argv: Optional[list[str]] = None) -> TrainConfig:
     args = vars(parser().parse_args(argv))
     values: dict[str, Any] = {}
     if args.get("config"):
-        import yaml
-
-        path = Path(args["config"])
-        if not path.is_file():
-            raise ValueError(f"--config {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        unknown = sorted(set(k.replace("-", "_") for k in loaded) - known)
-        if unknown:
-            raise ValueError(f"--config {path}: unknown option(s) {unknown}")
-        values.update({k.replace("-", "_"): v for k, v in loaded.items()})
+        values.update(_read_yaml(Path(args["config"])))
     values.update({k: v for k, v in args.items() if v is not None})
     cfg = TrainConfig(**values)
     validate(cfg)
     return cfg
 
 
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The options of a YAML config, each checked and converted as argparse would a command-line value."""
+    import yaml
+
+    if path.is_dir():
+        raise ValueError(f"--config {path} is a directory, expected a YAML file")
+    if not path.is_file():
+        raise ValueError(f"--config {path} does not exist")
+    try:
+        loaded = yaml.safe_load(path.read_bytes())  # bytes: a binary file is a YAMLError, not a UnicodeDecodeError
+    except OSError as exc:
+        raise ValueError(f"--config {path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"--config {path}: invalid YAML{where}: {problem}") from None
+    if loaded is None:  # an empty file (or only comments)
+        return {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"--config {path}: expected a mapping of option: value, got a {type(loaded).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    names = {str(k): str(k).replace("-", "_") for k in loaded}  # a YAML key may be a number or bool (on:)
+    unknown = sorted(k for k, name in names.items() if name not in fields)
+    if unknown:
+        raise ValueError(f"--config {path}: unknown option(s) {unknown}")
+    if "config" in names.values():
+        raise ValueError(f"--config {path}: a config file cannot name another config")
+    values: dict[str, Any] = {}
+    for key, value in loaded.items():
+        name = names[str(key)]
+        if name in values:  # batch-size and batch_size both given: which one wins would be silent
+            raise ValueError(f"--config {path}: {key}: option given twice")
+        values[name] = _coerce(fields[name], value, f"--config {path}: {key}")
+    return values
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, str)):  # bool is an int subclass: true is not 1
+        raise TypeError
+    return int(v)
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):  # str: PyYAML reads 1e-3 (no dot) as one
+        raise TypeError
+    return float(v)
+
+
+def _to_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError
+    return v
+
+
+def _to_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in _BOOL_WORDS:  # a quoted "false" is a non-empty, truthy string
+        return _BOOL_WORDS[v.lower()]
+    raise ValueError
+
+
+def _to_str_list(v: Any) -> list[str]:
+    items = [v] if isinstance(v, str) else v  # a lone string would otherwise be iterated character by character
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise TypeError
+    return list(items)
+
+
+# field type (without Optional[]) -> (converter, what the message says was expected)
+_KINDS = {"int": (_to_int, "an integer"), "float": (_to_float, "a number"), "str": (_to_str, "a string"),
+          "bool": (_to_bool, "true or false"), "list[str]": (_to_str_list, "a string or a list of strings")}
+
+
+def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` from a YAML file as field ``f``'s type; ValueError saying what was expected and what came."""
+    kind = str(f.type)
+    optional = kind.startswith("Optional[") or f.default is None
+    kind = kind[len("Optional["):-1] if kind.startswith("Optional[") else kind
+    convert, expected = _KINDS[kind]
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"{where}: expected {expected}, got null")
+    if f.name == "compile" and isinstance(value, bool):  # YAML 1.1 reads an unquoted on/off as true/false
+        value = "on" if value else "off"
+    try:
+        out = convert(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected {expected}, got {value!r} ({type(value).__name__})") from None
+    choices = f.metadata.get("choices")
+    if choices and out not in choices:
+        raise ValueError(f"{where}: expected one of {', '.join(choices)}, got {out!r}")
+    return out
+
+
 def validate(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "image_size", "checkpoint_every", "output_stride"):
         if getattr(cfg, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("seed", "warmup_steps"):  # numpy rejects a negative seed only later, and less clearly
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
     if cfg.workers is not None and cfg.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {cfg.workers}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise ValueError(f"--max-steps must be >= 1, got {cfg.max_steps}")
-    for name in ("lr", "lambda_point", "lambda_heat", "heat_sigma", "weight_decay"):
+    for f in dataclasses.fields(TrainConfig):  # --lr inf would train until the NaN guard stops it
+        if f.type in ("float", float) and not math.isfinite(getattr(cfg, f.name)):
+            raise ValueError(f"--{f.name.replace('_', '-')} must be finite, got {getattr(cfg, f.name)}")
+    for name in ("lr", "lambda_point", "lambda_heat", "weight_decay"):
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+    if not cfg.heat_sigma > 0:  # the rasteriser rejects a zero-width splat, but only at the first step
+        raise ValueError(f"--heat-sigma must be > 0, got {cfg.heat_sigma}")
     if not 0 < cfg.crop_scale <= 1:
         raise ValueError(f"--crop-scale must be in (0, 1], got {cfg.crop_scale}")
     if not 0 <= cfg.label_smoothing < 1:
         raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if not cfg.out.strip():  # an empty run directory is the current one, which would fill with run files
+        raise ValueError(f"--out must not be empty, got {cfg.out!r}")

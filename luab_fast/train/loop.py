@@ -154,14 +154,32 @@ class Trainer:
         if self.rank != 0:
             return
         ckpt.save_atomic({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                          "sched": self.sched.state_dict(), "state": vars(self.state), "rng": ckpt.rng_state()},
-                         self.ckpt_path)
+                          "sched": self.sched.state_dict(), "state": vars(self.state), "rng": ckpt.rng_state(),
+                          "run": self._identity()}, self.ckpt_path)
+
+    def _identity(self) -> dict[str, Any]:
+        """What a resumed run must share with the saved one to continue it (not epochs / max steps: a run may
+        be extended; not paths, threads or the decode backend)."""
+        keys = ("model", "image_size", "output_stride", "pool", "baseline_pool", "batch_size", "lr", "weight_decay",
+                "warmup_steps", "label_smoothing", "lambda_point", "lambda_heat", "heat_sigma", "crop_scale", "seed")
+        return {**{k: getattr(self.cfg, k) for k in keys}, "world_size": self.loader.world_size,
+                "num_classes": len(self.loader.images.classes), "images": len(self.loader.images)}
 
     def resume(self) -> bool:
         saved = ckpt.load(self.ckpt_path)
         if saved is None:
+            self.say(f"{self.name}: --resume, but no checkpoint at {self.ckpt_path}: starting from step 0")
             return False
-        self.model.load_state_dict(saved["model"])
+        was, now = saved.get("run", {}), self._identity()
+        changed = [f"{k} {was[k]!r} → {now[k]!r}" for k in now if k in was and was[k] != now[k]]
+        if changed:
+            raise ValueError(f"--resume: {self.ckpt_path} was saved by a run with other settings "
+                             f"({'; '.join(changed)}); resume with the same ones or use a new --out")
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as exc:  # a checkpoint from before settings were saved with it
+            raise ValueError(f"--resume: {self.ckpt_path} holds another model: {str(exc).splitlines()[1:2]}; "
+                             f"use a new --out") from None
         self.opt.load_state_dict(saved["opt"])
         self.sched.load_state_dict(saved["sched"])
         self.state = RunState(**saved["state"])

@@ -9,6 +9,7 @@ head then steers the classifier to where people looked.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -80,6 +81,9 @@ def _create_backbone(name: str, output_stride: int, image_size: Optional[int]) -
             return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **kwargs)
         except TypeError as exc:
             last: Exception = exc
+        except AssertionError:  # timm asserts on the output strides a model cannot give
+            raise ValueError(f"--output-stride {output_stride} is not one {name} can give; "
+                             f"CNNs such as ResNets take 8, 16 or 32") from None
         except (RuntimeError, ValueError) as exc:  # an unknown name, an unusable combination
             raise ValueError(f"--model {name!r}: {exc} (timm.list_models() lists the names)") from exc
     raise ValueError(f"--model {name!r}: {last}")
@@ -96,17 +100,40 @@ def _token_grid(backbone: nn.Module, images: torch.Tensor, n: int) -> tuple[int,
 
 
 def load_backbone(backbone: nn.Module, path: str) -> None:
+    """Loads a backbone state dict (.pt/.pth/.safetensors; also a checkpoint holding one under ``state_dict`` or
+    ``model``, e.g. this trainer's ``last.pt``, whose ``backbone.`` prefix is dropped). Heads and classifiers
+    of the source model are ignored; missing or misshapen backbone tensors are named."""
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"--pretrained-path {p} does not exist")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        raise ValueError(f"--pretrained-path {p} " + ("is a directory, expected a weights file" if p.exists()
+                                                      else "does not exist"))
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(p))
-    else:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
-    if len(missing) > len(state) // 2:
-        raise ValueError(f"--pretrained-path {p} does not fit the backbone: {len(missing)} missing keys, e.g. "
-                         f"{missing[:3]}")
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)  # never runs code from the file
+    except Exception as exc:  # pickle, zip, safetensors header errors: all mean "not readable weights"
+        raise ValueError(f"--pretrained-path {p}: cannot read it as weights ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200]})") from None
+    if isinstance(state, dict):
+        state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"--pretrained-path {p} holds a {type(state).__name__}, expected a state dict "
+                         f"(parameter name → tensor)")
+    if sum(k.startswith("backbone.") for k in state) > len(state) // 2:  # a LUABModel's own state dict
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    own = backbone.state_dict()
+    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"--pretrained-path {p}: {len(wrong)} tensors have another shape than the backbone's "
+                         f"(weights of another architecture?), e.g. {wrong[:3]}")
+    missing, _ = backbone.load_state_dict(state, strict=False)
+    if len(missing) > len(own) // 2:
+        raise ValueError(f"--pretrained-path {p} does not fit the backbone: {len(missing)} of its {len(own)} "
+                         f"tensors missing, e.g. {missing[:3]}")
+    if missing:
+        warnings.warn(f"--pretrained-path {p}: {len(missing)} of the backbone's {len(own)} tensors are not in "
+                      f"the file and keep their random initialisation, e.g. {missing[:3]}", stacklevel=2)

@@ -36,6 +36,13 @@ def _wants_cuda(cfg: TrainConfig) -> bool:
 def _distributed(cfg: TrainConfig) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
+        lacking = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
+        if lacking:
+            raise ValueError(f"WORLD_SIZE={world} is set but {', '.join(lacking)} not: launch several processes "
+                             f"with torchrun --nproc_per_node=N -m luab_fast.train ...")
+        if os.environ["RANK"] == "0":  # a process that never comes leaves the others waiting here: say so
+            print(f"waiting for {world} processes at {os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}",
+                  flush=True)
         # by the training device, not by what the machine has: --device cpu on a GPU machine needs gloo
         torch.distributed.init_process_group("nccl" if _wants_cuda(cfg) else "gloo")
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
@@ -71,11 +78,32 @@ def _val_splits(cfg: TrainConfig, val: dict[str, Path]) -> dict[str, Path]:
         name, _, path = item.partition("=")
         if not path:
             name, path = Path(item).name, item
+        if not name:
+            raise ValueError(f"--val-data {item!r}: empty split name; give NAME=DIR")
         if name in val:
             raise ValueError(f"--val-data: split name {name!r} given twice ({val[name]} and {path}); "
                              f"name each split NAME=DIR")
+        if not Path(path).exists():
+            raise ValueError(f"--val-data {name}={path}: {path} does not exist")
         val[name] = Path(path)
     return val
+
+
+def eval_source(path: Path, split: str, classes: tuple[str, ...]):
+    """The split's images labelled by the *training* classes, matched by name (an ImageFolder's folder names,
+    a list file's label ids): a split holding a subset of the classes, or in another folder order, still scores
+    right. A class training never saw is an error: no logit could be right for it."""
+    from ..data.source import list_images
+
+    images = list_images(path)
+    if images.classes == classes:
+        return path
+    index = {c: k for k, c in enumerate(classes)}
+    unknown = sorted(set(images.classes[k] for k in np.unique(images.labels)) - set(index))
+    if unknown:
+        raise ValueError(f"--val-data {split}={path}: {len(unknown)} class(es) are not among the "
+                         f"{len(classes)} training classes, e.g. {unknown[:5]}")
+    return list(images.files), np.asarray([index[images.classes[k]] for k in images.labels], np.int64)
 
 
 def _barrier() -> None:
@@ -207,14 +235,19 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                       cfg.image_size).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    loader.set_heat_size(model.heat_size(cfg.image_size))  # the heat targets at the backbone's own map size
+    heat = model.heat_size(cfg.image_size)
+    if luab and heat[0] * heat[1] < 4:  # one cell: the heat target is constant and attention pooling is avg
+        raise ValueError(f"--image-size {cfg.image_size} gives {cfg.model} a {heat[0]}×{heat[1]} feature map: too "
+                         f"coarse for heat-map targets; raise --image-size or lower --output-stride")
+    loader.set_heat_size(heat)  # the heat targets at the backbone's own map size
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
     trainer = Trainer(name, model, loader, cfg, device, luab, run_dir, say, rank, ddp)
     if cfg.resume:
         trainer.resume()
     log = append_jsonl(run_dir / "log.jsonl") if rank == 0 else (lambda r: None)
-    evals = {k: build_loader(v, cfg.batch_size, train=False, device=device, image_size=cfg.image_size,
-                             backend=cfg.backend, threads=cfg.workers, drop_last=False,
+    classes = loader.images.classes
+    evals = {k: build_loader(eval_source(v, k, classes), cfg.batch_size, train=False, device=device,
+                             image_size=cfg.image_size, backend=cfg.backend, threads=cfg.workers, drop_last=False,
                              channels_last=device.type == "cuda")
              for k, v in data["val"].items()}
 
@@ -241,22 +274,37 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
     return result
 
 
+def _run_dir(cfg: TrainConfig, rank: int) -> Path:
+    """Creates ``--out``; a fresh run (no ``--resume``) first removes an earlier run's outputs there, so that its
+    log is not appended to and no figure or metrics of that run pass for this one's."""
+    run_dir = Path(cfg.out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
+    if rank == 0 and not cfg.resume:
+        for name in ("log.jsonl", "metrics.json", "curves.png", "attention_ood.png"):
+            (run_dir / name).unlink(missing_ok=True)
+    return run_dir
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load_config(argv)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rank, world = _distributed(cfg)
-    say = _say(rank)
-    run_dir = Path(cfg.out)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     try:
+        rank, world = _distributed(cfg)
+        say = _say(rank)
+        run_dir = _run_dir(cfg, rank)
         device = _device(cfg, rank)
         data = _setup_data(cfg, run_dir, say, rank)
+        if not data["val"]:
+            say("no --val-data: the models are trained, not evaluated (give NAME=DIR splits to score them)")
         models = ["baseline", "luab"] if cfg.compare and data["byproducts"] else ["luab"]
         if not data["byproducts"]:
             models = ["baseline"]
