@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
-import pandas as pd
 import torch
 
+from .labels_table import labels_table
 from .source import ImageList
 
 
@@ -27,27 +27,6 @@ def _open(store: Any, kind: str):
 
         return LabelMapStore.open(store)
     return store
-
-
-def _labels_table(labels: Any, images: ImageList) -> torch.Tensor:
-    """int64 [N] hard labels or float32 [N, C] posteriors by row, from an array or a CSV (task, label[, ...])."""
-    if isinstance(labels, (str, Path)):
-        df = pd.read_csv(labels)
-        if "task" not in df.columns:
-            raise ValueError(f"labels CSV {labels} must have a 'task' column (image id) and 'label' or class "
-                             f"probability columns, got {list(df.columns)}")
-        df = df.set_index(df["task"].astype(str))
-        missing = [s for s in images.stems if s not in df.index]
-        if missing:
-            raise ValueError(f"labels CSV {labels} lacks {len(missing)} of the source's images, e.g. {missing[:3]}")
-        df = df.loc[images.stems]
-        if "label" in df.columns:
-            return torch.from_numpy(df["label"].to_numpy(np.int64).copy())
-        return torch.from_numpy(df.drop(columns=["task"]).to_numpy(np.float32).copy())
-    t = torch.as_tensor(np.asarray(labels))
-    if t.shape[0] != len(images) or t.dim() not in (1, 2):
-        raise ValueError(f"labels must be [N={len(images)}] classes or [N, C] posteriors by row, got {tuple(t.shape)}")
-    return t.long() if t.dim() == 1 else t.float()
 
 
 class Targets:
@@ -74,7 +53,7 @@ class Targets:
             t.lm_rows = torch.from_numpy(np.asarray(store.rows(stems), np.int64)).to(device)
             t.lm_tensors, t.num_classes = store.tensors(), store.num_classes
         if labels is not None:
-            t.labels = _labels_table(labels, images).to(device)
+            t.labels = labels_table(labels, images).to(device)
             if label_maps is not None and t.labels.dim() == 2 and t.labels.shape[1] != t.num_classes:
                 raise ValueError(f"labels: posteriors have {t.labels.shape[1]} columns, the label-map store "
                                  f"{t.num_classes} classes")

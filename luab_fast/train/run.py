@@ -62,7 +62,10 @@ def aggregate_crowd(csv: Path, out: Path, say) -> Path:
     from ..aggregate import DawidSkene
 
     df = pd.read_csv(csv, dtype={"task": str, "worker": str})
-    model = DawidSkene().fit(df)
+    try:
+        model = DawidSkene().fit(df)
+    except ValueError as exc:
+        raise ValueError(f"--labels {csv} (crowd labels: task, worker, label): {exc}") from None
     labels = model.labels_
     tmp = out.with_name(out.name + ".tmp")  # a killed run must not leave a half-written file to be reused
     pd.DataFrame({"task": labels.index.astype(str), "label": labels.to_numpy()}).to_csv(tmp, index=False)
@@ -118,8 +121,13 @@ def _given_labels(cfg: TrainConfig, run_dir: Path, say, rank: int) -> Optional[P
         return None
     labels = Path(cfg.labels)
     if not labels.is_file():
-        raise ValueError(f"--labels {labels} does not exist")
-    if "worker" not in pd.read_csv(labels, nrows=1).columns:
+        raise ValueError(f"--labels {labels} " + ("is a directory, expected a CSV file" if labels.exists()
+                                                  else "does not exist"))
+    try:
+        columns = pd.read_csv(labels, nrows=1).columns
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--labels {labels}: not a readable CSV ({exc})") from None
+    if "worker" not in columns:
         return labels
     out = run_dir / "aggregated_labels.csv"
     if rank == 0:
