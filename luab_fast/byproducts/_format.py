@@ -35,11 +35,40 @@ def _manifest_digest(body: Mapping[str, Any]) -> str:
     return hashlib.blake2b(json.dumps(body, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
+# per store format: what it is called and the command that packs one
+_KINDS = {"luab_fast.relabel": ("label-map store", "python -m luab_fast.relabel pack"),
+          "luab_fast.byproducts": ("store", "python -m luab_fast.byproducts pack")}
+
+
+def _kind(fmt: str) -> tuple[str, str]:
+    return _KINDS.get(fmt, ("store", "python -m luab_fast.byproducts pack"))
+
+
+def check_writable(dst: str | os.PathLike, fmt: str) -> None:
+    """Raises ValueError unless packing may write ``dst``: a new path, an empty directory or a store of ``fmt``
+    (replaced). Anything else may be the user's data (an image folder, a release archive) and is never replaced.
+    Packers call it before their (long) parse too."""
+    dst = Path(dst)
+    if not dst.exists() or (dst.is_dir() and not any(dst.iterdir())):
+        return
+    try:
+        found = json.loads((dst / MANIFEST).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        found = None
+    if found != fmt:
+        what = "a file" if dst.is_file() else f"a {found} store" if isinstance(found, str) else \
+            f"a directory without a store manifest ({MANIFEST})"
+        raise ValueError(f"dst {dst} exists and is not a {fmt} {_kind(fmt)[0]} (it is {what}); choose a new path "
+                         f"or delete it yourself")
+
+
 def write_store(dst: str | os.PathLike, fmt: str, version: int, arrays: Mapping[str, np.ndarray],
                 meta: Mapping[str, Any]) -> Path:
     """Writes ``arrays`` and a manifest into ``dst`` atomically (temp dir + rename); replaces an existing
-    store at ``dst`` only after the new one is complete."""
+    store of the same format at ``dst`` only after the new one is complete, and nothing else
+    (:func:`check_writable`)."""
     dst = Path(dst)
+    check_writable(dst, fmt)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
     try:
@@ -58,11 +87,16 @@ def write_store(dst: str | os.PathLike, fmt: str, version: int, arrays: Mapping[
             f.flush()
             os.fsync(f.fileno())
         old = None
-        if dst.exists():
-            old = dst.with_name(f".{dst.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(dst, old)
-        os.replace(tmp, dst)
+        if dst.exists():  # checked above: an empty directory or an old store; moved aside, deleted once replaced
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+            os.replace(dst, old / "x")
+        try:
+            os.replace(tmp, dst)
+        except BaseException:
+            if old is not None:  # put the old store back rather than leave nothing
+                os.replace(old / "x", dst)
+                old.rmdir()
+            raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return dst
@@ -78,14 +112,13 @@ def read_store(path: str | os.PathLike, fmt: str, versions: tuple[int, ...]) -> 
     path = Path(path)
     mf = path / MANIFEST
     if not mf.is_file():
-        raise StoreError(f"{path} is not a luab_fast store (no {MANIFEST}); create one with "
-                         f"`python -m luab_fast.byproducts pack SRC {path}`")
+        raise StoreError(not_a_store(path, fmt))
     try:
         manifest = json.loads(mf.read_text())
         body = {k: manifest[k] for k in ("format", "version", "arrays", "meta")}
         digest = manifest["manifest_blake2b"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise StoreError(f"{mf} is unreadable ({exc}); re-pack the store") from exc
+        raise StoreError(f"{mf} is unreadable ({exc}); delete {path} and re-pack it") from exc
     if _manifest_digest(body) != digest:
         raise StoreError(f"{mf} fails its checksum: the store is corrupt; re-pack it")
     if body["format"] != fmt:
@@ -104,6 +137,24 @@ def read_store(path: str | os.PathLike, fmt: str, versions: tuple[int, ...]) -> 
                              f"{info['dtype']}{info['shape']}; re-pack the store")
         arrays[name] = arr
     return arrays, body["meta"]
+
+
+def not_a_store(path: Path, fmt: str) -> str:
+    """Why ``path`` (no store manifest in it) is not a store of ``fmt``, and how to make one without packing over
+    what is there (packing replaces its destination)."""
+    name, pack = _kind(fmt)
+    head = f"{path} is not a luab_fast {name}"
+    if not path.exists():
+        return f"{head}: it does not exist; create one with `{pack} SRC {path}`"
+    if name == "store":  # byproducts: a .tar.gz / COCO .json release, or an extracted ImageNet-AB one
+        release = path.name.endswith((".tar.gz", ".tgz", ".tar", ".json")) or (path / "train_xml").is_dir()
+    else:  # label maps: a directory of <wnid>/<stem>.pt
+        release = path.is_dir() and next(path.glob("*/*.pt"), None) is not None
+    if release:
+        what = "a release archive" if path.is_file() else "a release directory"
+        return f"{head}: it is {what}, not packed yet; pack it into a new path with `{pack} {path} NEW.store`"
+    what = "a file" if path.is_file() else f"a directory without a store manifest ({MANIFEST})"
+    return f"{head}: it is {what}; pack a release into a new path with `{pack} SRC NEW.store`"
 
 
 def verify_store(path: str | os.PathLike) -> list[str]:

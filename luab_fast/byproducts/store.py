@@ -15,7 +15,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ._format import StoreError, read_store, verify_store, write_store
+from ._format import StoreError, check_writable, read_store, verify_store, write_store
 from ._index import lookup_stems
 from ._pack_imagenet import pack_imagenet_arrays
 from .records import ImageNetSample
@@ -26,7 +26,8 @@ VERSION = 1
 
 def write_imagenet_store(samples: Iterable[ImageNetSample], dst: str | os.PathLike,
                          meta: dict[str, Any] | None = None) -> Path:
-    """Packs ImageNet-AB samples into a store at ``dst`` (atomically)."""
+    """Packs ImageNet-AB samples into a store at ``dst`` (atomically; an existing ``dst`` must be a store)."""
+    check_writable(dst, FORMAT)  # before the parse, which may take minutes
     arrays = pack_imagenet_arrays(samples)
     return write_store(dst, FORMAT, VERSION, arrays, {"kind": "imagenet", **(meta or {})})
 

@@ -20,15 +20,28 @@ STD = (0.229, 0.224, 0.225)
 
 
 def image_sizes(files: Sequence[str], threads: int = 8) -> np.ndarray:
-    """int64 [N, 2] (H, W) from the files' headers (no decode)."""
+    """int64 [N, 2] (H, W) from the files' headers (no decode); ValueError naming every unreadable file."""
     from PIL import Image
 
-    def size(f: str) -> tuple[int, int]:
-        with Image.open(f) as im:
-            return im.size[1], im.size[0]
+    def size(f: str) -> tuple[int, int] | str:
+        try:
+            with Image.open(f) as im:
+                return im.size[1], im.size[0]
+        except Exception as e:  # zero-byte, not an image, truncated header, unreadable: reported below, all at once
+            return _reason(e, f)
 
     with ThreadPoolExecutor(threads) as pool:
-        return np.asarray(list(pool.map(size, files)), dtype=np.int64).reshape(-1, 2)
+        sizes = list(pool.map(size, files))
+    bad = [(f, s) for f, s in zip(files, sizes) if isinstance(s, str)]
+    if bad:
+        raise ValueError(f"{len(bad)} of {len(files)} images cannot be read; fix or remove them: "
+                         + "; ".join(f"{f} ({why})" for f, why in bad[:5]) + ("; ..." if len(bad) > 5 else ""))
+    return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
+
+
+def _reason(e: BaseException, f: str) -> str:
+    """The error's type and message, without the file name PIL repeats in it (the caller names the file)."""
+    return f"{type(e).__name__}: {str(e).replace(repr(str(f)), '').replace(str(f), '').strip(' :')}"
 
 
 class TorchvisionDecoder:
@@ -44,12 +57,15 @@ class TorchvisionDecoder:
         from PIL import Image
 
         f, (y0, x0, h, w), flip = args
-        with Image.open(f) as im:
-            im = im.convert("RGB").crop((int(x0), int(y0), int(x0 + w), int(y0 + h)))
-            im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
-            if flip:
-                im = im.transpose(Image.FLIP_LEFT_RIGHT)
-            return np.asarray(im)
+        try:  # costs nothing unless it raises; then the error names the file (PIL's often does not)
+            with Image.open(f) as im:
+                im = im.convert("RGB").crop((int(x0), int(y0), int(x0 + w), int(y0 + h)))
+                im = im.resize((self.image_size, self.image_size), Image.BILINEAR)
+                if flip:
+                    im = im.transpose(Image.FLIP_LEFT_RIGHT)
+                return np.asarray(im)
+        except Exception as e:
+            raise ValueError(f"image {f} cannot be decoded ({_reason(e, f)}); fix or remove it") from e
 
     def __call__(self, files: Sequence[str], windows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
         arrays = list(self.pool.map(self._one, zip(files, windows, flips)))
@@ -106,11 +122,29 @@ class DaliDecoder:
         self.pipe.feed_input("anchor", [np.ascontiguousarray(w[:2]) for w in windows])
         self.pipe.feed_input("shape", [np.ascontiguousarray(w[2:]) for w in windows])
         self.pipe.feed_input("mirror", [np.int32(f) for f in flips])
-        (out,) = self.pipe.run()
+        try:
+            (out,) = self.pipe.run()
+        except RuntimeError as e:
+            raise _decode_error(e, files) from e
         return _to_torch(out, self.device)[:n]
 
     def close(self) -> None:
         del self.pipe
+
+
+def _decode_error(e: RuntimeError, files: Sequence[str]) -> Exception:
+    """DALI's decode failure ("Failed to decode sample #i") as a ValueError naming the batch's file i (the pipeline
+    is unusable after it); any other failure of the pipeline is returned as it is."""
+    import re
+
+    m = re.search(r"[^\n]*decode sample #(\d+)[^\n]*", str(e))
+    if m and int(m.group(1)) < len(files):
+        return ValueError(f"image {files[int(m.group(1))]} cannot be decoded (DALI: {m.group(0).strip(' :')}); "
+                          f"fix or remove it")
+    if "decode" in str(e).lower():
+        return ValueError(f"an image of this batch cannot be decoded (DALI: {str(e).strip().splitlines()[-1]}); "
+                          f"the batch's files: {', '.join(files[:8])}{', ...' if len(files) > 8 else ''}")
+    return e
 
 
 def _to_torch(batch, device: torch.device) -> torch.Tensor:

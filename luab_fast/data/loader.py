@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ import torch
 from .crops import SCALE, center_windows, random_resized_windows, windows_to_boxes
 from .decode import image_sizes
 from .source import ImageList, Source, check_rank, list_images, shard_rows
+
+if TYPE_CHECKING:  # imported where used: targets pulls in the ops and their kernels
+    from .targets import Targets
 
 log = logging.getLogger("luab_fast.data")
 _LOGGED: set[str] = set()

@@ -8,6 +8,7 @@ folder; labels integers), or a ``(files, labels)`` pair.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, Union
@@ -34,16 +35,27 @@ class ImageList:
         """File names without suffix: the image ids the byproduct and label-map stores are keyed by."""
         return [Path(f).stem for f in self.files]
 
+    @property
+    def empty_classes(self) -> tuple[str, ...]:
+        """Classes no row belongs to (an empty class folder; a list file's label ids that never occur): the
+        model still has an output for each, so they count in ``classes``."""
+        counts = np.bincount(self.labels, minlength=len(self.classes)) if len(self.labels) else np.zeros(0, int)
+        return tuple(c for c, n in zip(self.classes, counts) if n == 0)
 
-def list_images(source: Source) -> ImageList:
-    """The rows of ``source``; raises ValueError naming it when it is empty or malformed."""
+
+def list_images(source: Source, min_classes: int = 2) -> ImageList:
+    """The rows of ``source``; raises ValueError naming it when it is empty or malformed. A directory or list
+    file must hold images of at least ``min_classes`` classes (a classifier of one class learns nothing); a
+    class without images is kept (a list may use part of a bigger label space) and reported by a warning.
+    ``(files, labels)`` pairs are the caller's own label space and are taken as they are."""
     if isinstance(source, tuple):
         files, labels = source
         labels = np.asarray(labels, dtype=np.int64)
         if len(files) != len(labels) or labels.ndim != 1:
             raise ValueError(f"source must be (files, labels) of one length, got {len(files)} and {labels.shape}")
         n_cls = int(labels.max()) + 1 if len(labels) else 0
-        return _checked(ImageList(tuple(map(str, files)), labels, tuple(str(k) for k in range(n_cls))), source)
+        classes = tuple(str(k) for k in range(n_cls))
+        return _checked(ImageList(tuple(map(str, files)), labels, classes), "(files, labels)")
     path = Path(source)
     if path.is_dir():
         classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -53,30 +65,72 @@ def list_images(source: Source) -> ImageList:
                 if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file():
                     files.append(str(f))
                     labels.append(k)
-        return _checked(ImageList(tuple(files), np.asarray(labels, np.int64), tuple(classes)), source)
-    if path.is_file():
-        files, labels = [], []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                raise ValueError(f"source {path}: line {n} must be '<path> <integer label>', got {line!r}")
-            f = Path(parts[0])
-            files.append(str(f if f.is_absolute() else path.parent / f))
-            labels.append(int(parts[1]))
-        labels_arr = np.asarray(labels, np.int64)
-        n_cls = int(labels_arr.max()) + 1 if len(labels_arr) else 0
-        return _checked(ImageList(tuple(files), labels_arr, tuple(str(k) for k in range(n_cls))), source)
-    raise ValueError(f"source must be an ImageFolder directory, a 'path label' list file or (files, labels); "
-                     f"{source!r} does not exist")
+        if not files:
+            top = sum(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in path.iterdir())
+            if top:  # images laid out flat: no folder says which class each is
+                raise ValueError(f"data source {path} needs class subfolders ({path}/<class>/<image>); found {top} "
+                                 f"image(s) at its top level and {len(classes)} class folder(s) holding none")
+        images = _checked(ImageList(tuple(files), np.asarray(labels, np.int64), tuple(classes)), path)
+    elif path.is_file():
+        images = _checked(_read_list(path), path)
+    else:
+        raise ValueError(f"source must be an ImageFolder directory, a 'path label' list file or (files, labels); "
+                         f"{source!r} does not exist")
+    return _enough_classes(images, path, min_classes)
+
+
+def _read_list(path: Path) -> ImageList:
+    """A text file of '<path> <label>' lines; paths relative to the file's folder."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\0"
+    if "\0" in text:  # an image or other binary file passed as --data
+        raise ValueError(f"data source {path} is neither a directory nor a text list of 'path label' lines "
+                         f"(it is binary, not UTF-8 text)")
+    files, labels, missing = [], [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise ValueError(f"data source {path}: line {n} must be '<path> <integer label>', got {line!r}")
+        if int(parts[1]) < 0:
+            raise ValueError(f"data source {path}: line {n} has label {parts[1]}; labels must be integers >= 0")
+        f = Path(parts[0])
+        f = f if f.is_absolute() else path.parent / f
+        if not f.is_file():
+            missing.append((n, parts[0], f))
+        files.append(str(f))
+        labels.append(int(parts[1]))
+    if missing:  # checked here, not at the first decode: all at once, with where each path was looked for
+        n, written, resolved = missing[0]
+        raise ValueError(f"data source {path}: {len(missing)} listed image(s) do not exist, e.g. line {n}: "
+                         f"{written!r} (looked for {os.path.abspath(resolved)}); relative paths are read from the "
+                         f"list file's folder {os.path.abspath(path.parent)}")
+    labels_arr = np.asarray(labels, np.int64)
+    n_cls = int(labels_arr.max()) + 1 if len(labels_arr) else 0
+    return ImageList(tuple(files), labels_arr, tuple(str(k) for k in range(n_cls)))
 
 
 def _checked(images: ImageList, source) -> ImageList:
     if not len(images):
-        raise ValueError(f"source {source!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise ValueError(f"data source {source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if (images.labels < 0).any():
-        raise ValueError(f"source {source!r}: labels must be >= 0")
+        raise ValueError(f"data source {source}: labels must be >= 0")
+    return images
+
+
+def _enough_classes(images: ImageList, path: Path, min_classes: int) -> ImageList:
+    empty = images.empty_classes
+    used = [c for c in images.classes if c not in empty]
+    if len(used) < min_classes:
+        raise ValueError(f"data source {path}: a classifier needs at least {min_classes} classes, got {len(used)}: "
+                         f"{used[:10]}" + (f" (and {len(empty)} without images)" if empty else ""))
+    if empty:  # training still works (the class is never a target) but it is rarely what was meant
+        warnings.warn(f"data source {path}: {len(empty)} of {len(images.classes)} classes have no images, e.g. "
+                      f"{list(empty[:5])}" + (" (label ids never used in the list file)" if path.is_file()
+                                              else " (class folders without images)"), stacklevel=3)
     return images
 
 

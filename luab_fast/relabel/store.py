@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..byproducts._format import MANIFEST, StoreError, read_store, verify_store, write_store
+from ..byproducts._format import StoreError, check_writable, read_store, verify_store, write_store
 from ..byproducts._index import file_stem, lookup_stems
 from ..byproducts.records import ReadProblem
 from ._pack import pack_label_map_arrays
@@ -55,6 +55,7 @@ def pack_label_maps(src_dir: str | os.PathLike, dst: str | os.PathLike, score_dt
     src = Path(src_dir)
     if not src.is_dir():
         raise ValueError(f"src_dir must be a directory of <wnid>/<stem>.pt label maps, got {src}")
+    check_writable(dst, FORMAT)  # before reading every file
     t0 = time.perf_counter()
     arrays, problems = pack_label_map_arrays(src, score_dtype, num_classes, strict, progress, workers)
     n, k, s, _ = arrays["scores"].shape
@@ -76,10 +77,7 @@ class LabelMapStore:
     def open(cls, path: str | os.PathLike) -> "LabelMapStore":
         """Maps a store; ``StoreError`` for a missing, corrupt, foreign or other-version store."""
         path = Path(path)
-        if not (path / MANIFEST).is_file():
-            raise StoreError(f"{path} is not a luab_fast label-map store (no {MANIFEST}); create one with "
-                             f"`python -m luab_fast.relabel pack SRC {path}`")
-        arrays, meta = read_store(path, FORMAT, (VERSION,))
+        arrays, meta = read_store(path, FORMAT, (VERSION,))  # says what a path without a manifest is
         return cls(path, arrays, meta)
 
     def verify(self) -> None:
