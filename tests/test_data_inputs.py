@@ -162,7 +162,7 @@ def no_generation(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("content", ["notes", "imagefolder", "file", "foreign_manifest"])
+@pytest.mark.parametrize("content", ["notes", "imagefolder", "file", "foreign_manifest", "demo_beside_notes"])
 def test_demo_root_with_user_content_is_refused_and_kept(tmp_path, no_generation, content):
     root = tmp_path / "mine"
     if content == "file":
@@ -172,12 +172,16 @@ def test_demo_root_with_user_content_is_refused_and_kept(tmp_path, no_generation
         (root / "my_notes.txt").write_text("precious")
     elif content == "imagefolder":  # the demo's own names, but no demo of ours
         _folder(root / "train")
+    elif content == "demo_beside_notes":  # an incomplete demo of ours, and the user's notes put beside it
+        root.mkdir()
+        (root / "manifest.json").write_text(json.dumps({"format": D.FORMAT, "version": 1}))
+        (root / "my_notes.txt").write_text("precious")
     else:
         root.mkdir()
         (root / "manifest.json").write_text(json.dumps({"format": "someone.else", "version": 3}))
     before = _tree(tmp_path)
-    with pytest.raises(ValueError, match=rf"--demo-root {root} exists and is not a luab_fast demo; give an empty "
-                                         rf"or new directory"):
+    with pytest.raises(ValueError, match=rf"--demo-root {root} exists and is not \(only\) a luab_fast demo: .*; "
+                                         rf"give an empty or new directory"):
         D.ensure_demo(root, seed=0, size="tiny")
     assert _tree(tmp_path) == before and not no_generation
 

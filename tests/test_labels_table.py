@@ -131,3 +131,18 @@ def test_array_labels(tmp_path):
         labels_table(soft, IMAGES)
     with pytest.raises(ValueError, match=re.escape("labels must be [N=4] classes or [N, C] posteriors by row")):
         labels_table(np.array([1, 2]), IMAGES)
+
+
+def test_numbered_class_folders_take_labels_by_name(tmp_path):
+    """Folders 0..10 sort as text (0, 1, 10, 2, ...): label 10 is folder "10", index 2, as the folder says."""
+    classes = tuple(sorted(str(k) for k in range(11)))
+    images = ImageList(tuple(f"d/{c}/img{c}.JPEG" for c in classes), np.arange(11, dtype=np.int64), classes)
+    path = _csv(tmp_path, "task,label\n" + "".join(f"img{c},{c}\n" for c in classes))
+    assert labels_table(path, images).tolist() == list(range(11))  # every image keeps its own folder
+    with pytest.raises(ValueError, match=r"got 11 for task img1"):
+        labels_table(_csv(tmp_path, "task,label\n" + "".join(f"img{c},{11 if c == '1' else c}\n" for c in classes)),
+                     images)
+
+
+def test_label_column_mixing_indices_and_names(tmp_path):
+    assert labels_table(_csv(tmp_path, "task,label\na1,0\nb2,n1\nc3,2\nd4,n1\n"), IMAGES).tolist() == [0, 1, 2, 1]

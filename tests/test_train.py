@@ -169,7 +169,7 @@ def test_ddp_nan_on_one_rank_stops_every_rank(demo_root, tmp_path, torchrun):
 
 def test_errors_are_clear(tmp_path, capsys):
     assert main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
-    assert "source" in capsys.readouterr().err
+    assert f"--data {tmp_path / 'missing'} does not exist" in capsys.readouterr().err
     assert main(["--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
     assert main(["--crop-scale", "0"]) == 2

@@ -125,3 +125,38 @@ def test_world_size_without_torchrun(demo, tmp_path, capsys, monkeypatch):
     assert _train(demo, tmp_path / "o", "--max-steps", "1") == 2
     assert "WORLD_SIZE=2 is set but RANK" in capsys.readouterr().err
     np.testing.assert_equal(torch.distributed.is_initialized(), False)
+
+
+def test_a_failed_fresh_run_leaves_the_earlier_runs_outputs(demo, tmp_path):
+    out = tmp_path / "run"
+    assert _train(demo, out, "--max-steps", "1", "--val-data", f"iid={demo.iid}") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert {"metrics.json", "log.jsonl", "curves.png"} <= set(before)
+    assert _train(demo, out, "--max-steps", "1", "--val-data", f"x={tmp_path / 'typo'}") == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_data_that_does_not_exist(demo, tmp_path, capsys):
+    assert main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    assert f"--data {tmp_path / 'nope'} does not exist (expected an ImageFolder directory" in capsys.readouterr().err
+
+
+def test_image_stems_must_be_unique_when_matched_by_stem(demo, tmp_path, capsys):
+    data = tmp_path / "train"
+    shutil.copytree(demo.train, data)
+    a, b = sorted(p for p in data.iterdir())[:2]
+    shutil.copy(next(a.iterdir()), b / next(a.iterdir()).name)  # one file name in two class folders
+    assert _train(demo, tmp_path / "o", "--max-steps", "1", "--data", str(data)) == 2  # the later --data wins
+    assert "1 image file stem(s) occur more than once in the data" in capsys.readouterr().err
+
+
+def test_checkpoints_that_cannot_be_resumed(tmp_path):
+    from luab_fast.train import checkpoint
+
+    empty = tmp_path / "last.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match="is empty \\(0 bytes\\), not a checkpoint"):
+        checkpoint.load(empty)
+    torch.save({"rng": np.random.get_state()}, empty)  # how checkpoints held the NumPy RNG before
+    with pytest.raises(ValueError, match="was written by an earlier luab_fast"):
+        checkpoint.load(empty)

@@ -34,7 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -342,29 +342,30 @@ def default_cache_dir(seed: int = 0, size: str = "default", params: dict[str, An
     return Path(base) / name
 
 
-def _replaceable(root: Path) -> bool:
-    """Whether regenerating the demo at ``root`` may replace what is there: nothing, an empty directory, or a demo
-    this code made (its manifest names the demo format, of any version; or, without one, only the demo's own
-    names and a store packed from its tar.gz). Anything else may be the user's and is never deleted."""
+def _why_not_replaceable(root: Path) -> Optional[str]:
+    """None when regenerating the demo at ``root`` may replace what is there: nothing, an empty directory, or a
+    demo this code made and nothing else (its manifest names the demo format, of any version; or, without one, a
+    store packed from its tar.gz). Otherwise why not: anything else may be the user's and is never deleted."""
     if not root.exists():
-        return True
+        return None
     if not root.is_dir():
-        return False
+        return "it is a file"
     names = {q.name for q in root.iterdir()}
     if not names:
-        return True
+        return None
     paths = DemoPaths.at(root)
+    ours = {getattr(paths, f).name for f in DemoPaths.__dataclass_fields__ if f != "root"}
+    foreign = sorted(n for n in names - ours if not (n.startswith(".") and n.endswith((".tmp", ".old"))))
+    if foreign:  # even beside a demo: regenerating would delete them
+        return f"it holds files that are not the demo's: {foreign[:5]}"
     with contextlib.suppress(OSError, ValueError):
         m = paths.load_manifest()
-        return isinstance(m, dict) and m.get("format") == FORMAT
-    ours = {getattr(paths, f).name for f in DemoPaths.__dataclass_fields__ if f != "root"}
-    if names - ours:
-        return False
+        return None if isinstance(m, dict) and m.get("format") == FORMAT else "its manifest is not a demo's"
     for tar, store in _stores(paths):  # a demo that lost its manifest: its stores say where they came from
         with contextlib.suppress(StoreError):
             if ByproductStore.open(store).meta.get("source") == tar.name:
-                return True
-    return False
+                return None
+    return "it has the demo's file names but no demo manifest or store"
 
 
 @contextlib.contextmanager
@@ -391,11 +392,14 @@ def ensure_demo(root: str | os.PathLike | None = None, seed: int = 0, size: str 
     parameters (``options``: make_demo's keyword arguments); a partial or corrupt one is replaced. A ``root``
     that holds anything but a demo (a file, a directory of other content) is an error, never replaced."""
     p = _params(seed, size, correlation, **{**_DEFAULTS, **options})
-    if root is not None and not _replaceable(Path(root)):  # the default cache directory is always ours
-        raise ValueError(f"--demo-root {root} exists and is not a luab_fast demo; give an empty or new directory")
-    root = Path(root) if root is not None else default_cache_dir(seed, size, p)
+    given = root is not None  # the default cache directory is always ours to regenerate
+    root = Path(root) if given else default_cache_dir(seed, size, p)
     if demo_problem(root, p) is None:
         return DemoPaths.at(root)
+    why = _why_not_replaceable(root) if given else None
+    if why is not None:  # regenerating would delete it
+        raise ValueError(f"--demo-root {root} exists and is not (only) a luab_fast demo: {why}; give an empty or "
+                         f"new directory")
     with _lock(root):
         problem = demo_problem(root, p)
         if problem is None:  # another process finished it while we waited

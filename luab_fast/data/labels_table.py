@@ -78,17 +78,42 @@ def _labels_csv(path: Path, images: ImageList) -> torch.Tensor:
 
 
 def _hard_labels(col: pd.Series, images: ImageList, arg: str) -> torch.Tensor:
-    """Class indices (integers) or the data's class names (e.g. wnids), mapped to their indices."""
-    want = f"{arg}: label must be a class index 0..{len(images.classes) - 1} or a class name of the data"
-    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+    """Class indices or the data's class names (e.g. wnids), mapped to their indices. Where every class name is
+    a number (folders 0..10, which sort as 0, 1, 10, 2, ...), a number names its folder, as a posterior column or
+    an evaluation split's folder does: index and name would disagree, and the name is what the user sees."""
+    classes = images.classes
+    want = f"{arg}: label must be a class index 0..{len(classes) - 1} or a class name of the data"
+    numbered = _numbered(classes)
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and numbered is None:
         v = col.to_numpy(np.float64)
         ok = np.isfinite(v) & (v == np.round(v))  # the range is checked against the model's classes later
     else:
-        index = {c: k for k, c in enumerate(images.classes)}
-        v = col.map(lambda x: index.get(x, -1) if isinstance(x, str) else -1).to_numpy(np.int64)
+        by_name = {c: k for k, c in enumerate(classes)}
+
+        def index(x: Any) -> int:  # -1: not a label
+            if isinstance(x, str) and x in by_name:
+                return by_name[x]
+            if isinstance(x, str) and re.fullmatch(r"\s*\d+\s*", x):  # "3" in a column that also holds names
+                x = int(x)
+            if isinstance(x, (int, np.integer, float)) and np.isfinite(x) and x == int(x) and x >= 0:
+                return numbered.get(int(x), -1) if numbered is not None else int(x)
+            return -1
+
+        v = col.map(index).to_numpy(np.int64)
         ok = v >= 0
     _refuse(np.flatnonzero(~ok), want, images.stems, lambda r: _show(col.iat[r]))
     return torch.from_numpy(v.astype(np.int64))
+
+
+def _numbered(classes: tuple[str, ...]) -> Optional[dict[int, int]]:
+    """{number: class index} when every class name is a distinct decimal number whose order as text differs
+    from its order as a number (ImageFolder sorts names as text); None otherwise (then index = name's number)."""
+    if not classes or not all(re.fullmatch(r"\d+", c) for c in classes):
+        return None
+    nums = {int(c): k for k, c in enumerate(classes)}
+    if len(nums) != len(classes) or all(n == k for n, k in nums.items()):
+        return None
+    return nums
 
 
 def _class_order(cols: list[str], classes: list[str]) -> Optional[list[int]]:

@@ -29,6 +29,19 @@ def _open(store: Any, kind: str):
     return store
 
 
+def _unique_stems(images: ImageList) -> None:
+    """Stores and label tables find an image by its file stem: two images of one stem would share one row."""
+    seen: dict[str, str] = {}
+    dup = []
+    for f, stem in zip(images.files, images.stems):
+        if stem in seen:
+            dup.append(f"{stem} ({seen[stem]} and {f})")
+        seen.setdefault(stem, f)
+    if dup:
+        raise ValueError(f"{len(dup)} image file stem(s) occur more than once in the data, e.g. {dup[:2]}; "
+                         f"--labels, --byproducts and --label-maps find images by file stem, so stems must be unique")
+
+
 class Targets:
     """Callable on a batch dict; returns the extra target tensors."""
 
@@ -43,6 +56,7 @@ class Targets:
         t = cls()
         t.device, t.heat_size, t.heat_sigma, t.box_order = device, tuple(heat_size), float(heat_sigma), box_order
         stems = images.stems
+        _unique_stems(images)
         if byproducts is not None:
             store = _open(byproducts, "byproducts")
             t.bp_rows = torch.from_numpy(np.asarray(store.rows(stems), np.int64)).to(device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Optional
@@ -37,11 +38,22 @@ def load(path: Path) -> Optional[dict[str, Any]]:
     checkpoint runs no code when loaded, and ``--pretrained-path`` can read this trainer's own)."""
     if not path.is_file():
         return None
+    if path.stat().st_size == 0:
+        raise ValueError(f"--resume: {path} is empty (0 bytes), not a checkpoint; delete it to start over")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torn by something else than this code (saves are atomic), or not a checkpoint
-        raise ValueError(f"--resume: {path} is not a readable checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]}); delete it to start over") from None
+        if "numpy" in str(exc):  # before aeb5ca3 the RNG state was pickled NumPy objects
+            raise ValueError(f"--resume: {path} was written by an earlier luab_fast (its NumPy RNG state cannot be "
+                             f"loaded with weights_only); start a new --out") from None
+        raise ValueError(f"--resume: {path} is not a readable checkpoint ({describe(exc)}); delete it to start "
+                         f"over") from None
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: first line of the message``, without terminal colour codes, at most 200 characters."""
+    lines = [ln.strip() for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def rng_state() -> dict[str, Any]:

@@ -309,8 +309,13 @@ def _crop_to_image(xy: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -
                         boxes[:, 1] + xy[:, 1] * (boxes[:, 3] - boxes[:, 1])], 1)
 
 
-def append_jsonl(path: Path) -> Callable[[dict[str, Any]], None]:
+def append_jsonl(path: Path, fresh: bool = False) -> Callable[[dict[str, Any]], None]:
+    """A logger appending one JSON line per record. ``fresh``: the first record replaces what the file held
+    (an earlier run's log), so a run that fails its checks before logging anything leaves that log alone."""
+    mode = ["w" if fresh else "a"]
+
     def log(record: dict[str, Any]) -> None:
-        with open(path, "a") as f:
+        with open(path, mode[0]) as f:
             f.write(json.dumps(record) + "\n")
+        mode[0] = "a"
     return log

@@ -115,8 +115,9 @@ def load_backbone(backbone: nn.Module, path: str) -> None:
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)  # never runs code from the file
     except Exception as exc:  # pickle, zip, safetensors header errors: all mean "not readable weights"
-        raise ValueError(f"--pretrained-path {p}: cannot read it as weights ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200]})") from None
+        from .checkpoint import describe
+
+        raise ValueError(f"--pretrained-path {p}: cannot read it as weights ({describe(exc)})") from None
     if isinstance(state, dict):
         state = state.get("state_dict", state.get("model", state))
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

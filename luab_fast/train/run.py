@@ -8,7 +8,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -159,6 +159,9 @@ def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, An
         val = _val_splits(cfg, {"iid": paths.iid, "ood": paths.ood})
         return dict(train=paths.train, val=val, byproducts=cfg.byproducts or paths.store, labels=labels,
                     boxes=boxes, ood_traces=paths.ood_store)
+    if not Path(cfg.data).exists():
+        raise ValueError(f"--data {cfg.data} does not exist (expected an ImageFolder directory or a text file of "
+                         f"'path label' lines)")
     val = _val_splits(cfg, {})
     labels = _given_labels(cfg, run_dir, say, rank)
     boxes = store_boxes(cfg.byproducts) if cfg.byproducts else None
@@ -212,7 +215,7 @@ def check_store_coverage(loader, name: str, cfg: TrainConfig, say) -> None:
 
 
 def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_dir: Path, say, rank: int,
-                world: int) -> dict[str, Any]:
+                world: int, log: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     luab = name == "luab"
     torch.manual_seed(cfg.seed)  # both models start from the same weights
     loader = build_loader(data["train"], cfg.batch_size, train=True, device=device, image_size=cfg.image_size,
@@ -252,7 +255,6 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
     trainer = Trainer(name, model, loader, cfg, device, luab, run_dir, say, rank, ddp)
     if cfg.resume:
         trainer.resume()
-    log = append_jsonl(run_dir / "log.jsonl") if rank == 0 else (lambda r: None)
     classes = loader.images.classes
     evals = {k: build_loader(eval_source(v, k, classes), cfg.batch_size, train=False, device=device,
                              image_size=cfg.image_size, backend=cfg.backend, threads=cfg.workers, drop_last=False,
@@ -282,17 +284,14 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
     return result
 
 
-def _run_dir(cfg: TrainConfig, rank: int) -> Path:
-    """Creates ``--out``; a fresh run (no ``--resume``) first removes an earlier run's outputs there, so that its
-    log is not appended to and no figure or metrics of that run pass for this one's."""
+def _run_dir(cfg: TrainConfig) -> Path:
+    """Creates ``--out``. An earlier run's files there are replaced only as this run writes its own (the log at
+    its first record, the rest at the end), so a run that stops on a bad argument leaves them as they were."""
     run_dir = Path(cfg.out)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ValueError(f"--out {run_dir}: cannot create the run directory ({exc.strerror or exc})") from None
-    if rank == 0 and not cfg.resume:
-        for name in ("log.jsonl", "metrics.json", "curves.png", "attention_ood.png"):
-            (run_dir / name).unlink(missing_ok=True)
     return run_dir
 
 
@@ -308,7 +307,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         rank, world = _distributed(cfg)
         say = _say(rank)
-        run_dir = _run_dir(cfg, rank)
+        run_dir = _run_dir(cfg)
         device = _device(cfg, rank)
         data = _setup_data(cfg, run_dir, say, rank)
         if not data["val"]:
@@ -317,7 +316,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         if not data["byproducts"]:
             models = ["baseline"]
             say("no --byproducts: training on labels only")
-        results = {m: train_model(m, cfg, data, device, run_dir, say, rank, world) for m in models}
+        # one log for both models; without --resume its first record replaces an earlier run's log
+        log = append_jsonl(run_dir / "log.jsonl", fresh=not cfg.resume) if rank == 0 else (lambda r: None)
+        results = {m: train_model(m, cfg, data, device, run_dir, say, rank, world, log) for m in models}
     except (ValueError, NaNLoss) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -328,6 +329,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         tmp.write_text(json.dumps(metrics, indent=2))
         tmp.replace(run_dir / "metrics.json")
         plot_curves(histories, run_dir / "curves.png")
+        if not ("luab" in results and "ood" in data["val"]):  # an earlier run's figure must not pass for this one's
+            (run_dir / "attention_ood.png").unlink(missing_ok=True)
         print("\n" + table(metrics) + "\n")
         print(f"run directory: {run_dir} (metrics.json, log.jsonl, curves.png"
               + (", attention_ood.png)" if (run_dir / "attention_ood.png").exists() else ")"))
