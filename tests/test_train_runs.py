@@ -160,3 +160,12 @@ def test_checkpoints_that_cannot_be_resumed(tmp_path):
     torch.save({"rng": np.random.get_state()}, empty)  # how checkpoints held the NumPy RNG before
     with pytest.raises(ValueError, match="was written by an earlier luab_fast"):
         checkpoint.load(empty)
+
+
+def test_stems_follow_the_stores_rule():
+    """--labels tasks and store rows are found by one rule: the file name up to its first "." (as stores key)."""
+    from luab_fast.byproducts._index import file_stem
+    from luab_fast.data.source import ImageList
+
+    images = ImageList(("d/n0/img.v2.JPEG", "d/n1/n01440764_18.JPEG"), np.array([0, 1]), ("n0", "n1"))
+    assert images.stems == ["img", "n01440764_18"] == [file_stem(f) for f in images.files]

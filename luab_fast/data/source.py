@@ -32,8 +32,11 @@ class ImageList:
 
     @property
     def stems(self) -> list[str]:
-        """File names without suffix: the image ids the byproduct and label-map stores are keyed by."""
-        return [Path(f).stem for f in self.files]
+        """File names up to their first ".": the image ids the byproduct and label-map stores are keyed by, and
+        the ``task`` ids of ``--labels`` (one rule for all, so a dotted name cannot match one and not the other)."""
+        from ..byproducts._index import file_stem
+
+        return [file_stem(f) for f in self.files]
 
     @property
     def empty_classes(self) -> tuple[str, ...]:
