@@ -230,13 +230,11 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
                          f"{per} (full batches only, for fixed shapes); lower --batch-size")
     num_classes = len(loader.images.classes)
     t = loader.targets
-    if t is not None and t.labels is not None:
-        hard = t.labels if t.labels.dim() == 1 else None
-        if hard is not None and len(hard) and (int(hard.min()) < 0 or int(hard.max()) >= num_classes):
-            raise ValueError(f"--labels: label ids must lie in [0, {num_classes}) (the training data's classes), "
-                             f"got [{int(hard.min())}, {int(hard.max())}]")
-        if hard is None and t.labels.shape[1] != num_classes:
-            raise ValueError(f"--labels: posteriors have {t.labels.shape[1]} columns, the data {num_classes} classes")
+    hard = t.labels if t is not None and t.labels is not None and t.labels.dim() == 1 else None
+    if hard is not None and len(hard) and (int(hard.min()) < 0 or int(hard.max()) >= num_classes):
+        # posterior columns are checked against the classes where the file is read (data/labels_table.py)
+        raise ValueError(f"--labels: label ids must lie in [0, {num_classes}) (the training data's classes), "
+                         f"got [{int(hard.min())}, {int(hard.max())}]")
     if t is not None and t.label_maps is not None and t.num_classes != num_classes:
         raise ValueError(f"--label-maps: the store's maps score {t.num_classes} classes, the training data has "
                          f"{num_classes} (its class k is the k-th folder in sorted order)")
