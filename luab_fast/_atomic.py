@@ -109,8 +109,10 @@ def atomic_path(path, *, keep_suffix: bool = True, fsync: bool = False) -> Itera
         os.replace(tmp, path)
         if fsync:
             _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (str(tmp), tmp):
+            exc.filename = str(path)  # the user knows the output, not our hidden temporary
         raise
 
 

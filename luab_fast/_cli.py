@@ -74,6 +74,12 @@ def run(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head`: the reader left; say nothing, as other command-line tools do
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        except (OSError, ValueError):
+            pass
+        return 1
     except BaseException as exc:  # noqa: BLE001 - the whole point: no traceback for users
         if debug():
             raise

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from luab_fast import _cli
 from luab_fast.aggregate.bayes import homogeneous_prior
 from luab_fast.annotate.learner import LearnerConfig
 from luab_fast.annotate.loop import run_method
@@ -80,7 +81,7 @@ def test_cli_on_the_tiny_demo(tmp_path):
     labels = pd.read_csv(out / "labels_efficient_annotation.csv")
     assert list(labels.columns) == ["task", "label"] and labels["label"].between(0, 9).all()
     assert (out / "curve.png").is_file()
-    assert main(["--features", str(tmp_path / "x.npy")]) == 2  # --truth missing
+    assert _cli.run(main, ["--features", str(tmp_path / "x.npy")]) == 2  # --truth missing
 
 
 def test_replay_of_real_labels(problem, tmp_path):
@@ -153,8 +154,8 @@ def test_cli_synthetic_problem(tmp_path):
                  "--out", str(out)]) == 0
     curve = pd.read_csv(out / "curve.csv")
     assert curve["labels"].iloc[-1] == 200 and not list(out.glob("*.tmp"))
-    assert main(["--synthetic", "400x8", "--out", str(out)]) == 2
-    assert main(["--synthetic", "400:8", "--demo", "--out", str(out)]) == 2
+    assert _cli.run(main, ["--synthetic", "400x8", "--out", str(out)]) == 2
+    assert _cli.run(main, ["--synthetic", "400:8", "--demo", "--out", str(out)]) == 2
     feats, truth = synthetic_problem(1000, 10, dim=32, separability=2.0, seed=1)
     assert feats.shape == (1000, 32) and feats.dtype == np.float32 and np.bincount(truth).tolist() == [100] * 10
     with pytest.raises(ValueError, match="separability"):

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .workers import index_array
+
 
 @dataclass
 class LearnerConfig:
@@ -24,12 +26,40 @@ class LearnerConfig:
     lr_ratio: float = 1e-4
     weight_decay: float = 1e-3
     max_epochs: int = 100
-    calibrate: str = "temperature"  # or "cv_3"
+    calibrate: str = "temperature"  # or "cv_3", or "none"
     soft: bool = False  # train on the soft posteriors instead of their argmax
     # stop after this many validations (every 10 epochs) without a new best loss; None = all max_epochs, as the
     # seed (which keeps the best anyway, so stopping early changes the result only if the loss would have
     # improved again later — and costs a fraction of the time at ImageNet-100 scale)
     patience: Optional[int] = 2
+
+    def __post_init__(self) -> None:  # a bad field would otherwise show up as a crash or a silent non-fit
+        for name, lo in (("hidden", 1), ("batch", 1), ("max_epochs", 0)):
+            _check_int(name, getattr(self, name), lo)
+        if self.patience is not None:
+            _check_int("patience", self.patience, 0)
+        for name, positive in (("lr_ratio", True), ("weight_decay", False)):
+            v = getattr(self, name)
+            if not _is_real(v) or not np.isfinite(v) or v < 0 or (positive and v == 0):
+                raise ValueError(f"LearnerConfig.{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                                 f"got {v!r}")
+        if self.calibrate not in CALIBRATIONS:
+            raise ValueError(f"LearnerConfig.calibrate must be one of {CALIBRATIONS}, got {self.calibrate!r}")
+        if not isinstance(self.soft, (bool, np.bool_)):
+            raise ValueError(f"LearnerConfig.soft must be True or False, got {self.soft!r}")
+
+
+CALIBRATIONS = ("temperature", "cv_3", "none")
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"LearnerConfig.{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
 
 
 class Tanh(nn.Module):
@@ -151,17 +181,49 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
+def _check_features(features, name: str) -> int:
+    """Rows of ``features``: real numbers [N, D], finite (a NaN would turn every weight into NaN)."""
+    if not isinstance(features, np.ndarray) or features.ndim != 2 or features.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be a 2-D numpy array of real numbers [N, D], got "
+                         f"{getattr(features, 'shape', type(features).__name__)} {getattr(features, 'dtype', '')}")
+    if not np.isfinite(features).all():
+        raise ValueError(f"{name} must be finite: row {int(np.argmax(~np.isfinite(features).all(1)))} holds NaN or inf")
+    return features.shape[0]
+
+
 class MLPLearner:
     """``fit(features, targets, train_idx, val_idx, val_labels)`` then ``predict_proba(features)`` [N, K]."""
 
     def __init__(self, n_classes: int, config: Optional[LearnerConfig] = None, seed: int = 0) -> None:
-        self.k, self.cfg = n_classes, config or LearnerConfig()
+        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
+            raise ValueError(f"n_classes must be an integer >= 2, got {n_classes!r}")
+        if config is not None and not isinstance(config, LearnerConfig):
+            raise ValueError(f"config must be a LearnerConfig, got {type(config).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        self.k, self.cfg = int(n_classes), config or LearnerConfig()
         self.gen = torch.Generator().manual_seed(seed)
         self.models: list[nn.Module] = []
         self.temperature = 1.0
 
     def fit(self, features: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, val_idx: np.ndarray,
             val_labels: np.ndarray) -> "MLPLearner":
+        """``features`` [N, D]; ``targets`` class indices [N] or soft targets [N, K]; ``train_idx`` and ``val_idx``
+        indices into the N rows; ``val_labels`` [len(val_idx)] class indices."""
+        n = _check_features(features, "features")
+        t = np.asarray(targets)
+        if t.shape not in ((n,), (n, self.k)) or t.dtype.kind not in "biuf":
+            raise ValueError(f"targets must be class indices [{n}] or soft targets [{n}, {self.k}], got shape "
+                             f"{t.shape} dtype {t.dtype}")
+        if t.ndim == 2 and not np.isfinite(t).all():
+            raise ValueError("targets must be finite")
+        if t.ndim == 1:
+            index_array(t, "targets", self.k)
+        index_array(train_idx, "train_idx", n)
+        v = index_array(val_idx, "val_idx", n)
+        labels = index_array(val_labels, "val_labels", self.k)
+        if labels.size != v.size:
+            raise ValueError(f"val_labels must have one label per val_idx entry ({v.size}), got {labels.size}")
         with _one_thread():
             return self._fit(features, targets, train_idx, val_idx, val_labels)
 
@@ -188,6 +250,10 @@ class MLPLearner:
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         if not self.models:
             raise RuntimeError("MLPLearner is not fitted yet")
+        _check_features(features, "features")
+        d = self.models[0][0].in_features
+        if features.shape[1] != d:
+            raise ValueError(f"features must have the {d} columns the learner was fitted on, got {features.shape[1]}")
         x = torch.from_numpy(np.ascontiguousarray(features, np.float32))
         with _one_thread():
             probs = torch.stack([(m(x) / self.temperature).softmax(1) for m in self.models]).mean(0)

@@ -22,7 +22,7 @@ import numpy as np
 from ..aggregate import BayesAggregator
 from .learner import LearnerConfig, MLPLearner
 from .samplers import GreedySampler
-from .workers import ReplayWorkers
+from .workers import ReplayWorkers, index_array
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,56 @@ def prototypes(truth: np.ndarray, n_classes: int, per_class: int, rng: np.random
     return np.concatenate(out).astype(np.int64)
 
 
+def _check_inputs(features, truth, workers, sampler, alpha, budget, seed, learner_risk):
+    """Every argument of ``run_method`` against the others, once, before the first step: a mismatch found
+    mid-run would surface as an IndexError or a NaN deep in EM or the learner. Returns (alpha, truth) as
+    float64 [K, K] and int64 [N]."""
+    try:
+        a = alpha if isinstance(alpha, np.ndarray) else np.asarray(alpha)
+    except (TypeError, ValueError):  # ragged nested lists
+        raise ValueError(f"alpha must be a [K, K] array of prior pseudo-counts, got {type(alpha).__name__}") from None
+    if a.ndim != 2 or a.shape[0] != a.shape[1] or a.shape[0] < 2 or a.dtype.kind not in "iuf":
+        raise ValueError(f"alpha must be a [K, K] array of prior pseudo-counts with K >= 2, got shape {a.shape} "
+                         f"dtype {a.dtype}")
+    if not np.isfinite(a).all() or (a < 0).any():
+        raise ValueError("alpha must hold finite pseudo-counts >= 0")
+    K = a.shape[0]
+    if isinstance(workers, ReplayWorkers):
+        t = index_array(truth, "truth", K)
+        if t.size != workers.n_tasks:
+            raise ValueError(f"truth must have one class per replayed task ({workers.n_tasks}), got {t.size}")
+    elif isinstance(getattr(workers, "n_classes", None), (int, np.integer)) and hasattr(workers, "label"):
+        if workers.n_classes != K:
+            raise ValueError(f"workers have {workers.n_classes} classes but alpha is [{K}, {K}]")
+        t = index_array(truth, "truth", K)
+    else:
+        raise ValueError(f"workers must be SimulatedWorkers or ReplayWorkers, got {type(workers).__name__}")
+    N = t.size
+    if N < 1:
+        raise ValueError("truth must hold at least one task")
+    W, Ws = workers.n_workers, getattr(sampler, "n_workers", None)
+    # the sampler's workers must exist among the simulated ones (a subset is fine), the replayed workers among
+    # the sampler's (it counts their labels); greedy scores every worker the aggregator knows: the same number
+    replay = isinstance(workers, ReplayWorkers)
+    fits = Ws is not None and (Ws == W if isinstance(sampler, GreedySampler) else (Ws >= W if replay else Ws <= W))
+    if getattr(sampler, "n_tasks", None) != N or not fits:
+        raise ValueError(f"sampler must be built for {N} tasks and {W} workers, got "
+                         f"{getattr(sampler, 'n_tasks', None)} and {Ws}")
+    if features is not None:
+        f = np.asarray(features)
+        if f.ndim != 2 or f.shape[0] != N or f.shape[1] < 1 or f.dtype.kind not in "biuf":
+            raise ValueError(f"features must be real numbers [N={N}, D >= 1], got shape {f.shape} dtype {f.dtype}")
+        if not np.isfinite(f).all():
+            raise ValueError(f"features must be finite: row {int(np.argmax(~np.isfinite(f).all(1)))} holds NaN or inf")
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+        raise ValueError(f"budget must be a positive integer (labels), got {budget!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(learner_risk, (int, float, np.number)) or not 0 <= learner_risk <= 1:
+        raise ValueError(f"learner_risk must be in [0, 1], got {learner_risk!r}")
+    return a, t
+
+
 def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, workers, sampler, alpha: np.ndarray,
                budget: int, seed: int = 0, learner_config: Optional[LearnerConfig] = None,
                learner_risk: float = 0.1, early_stop: bool = False, check_prev_n: Optional[int] = None,
@@ -81,6 +131,7 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
     method = METHODS[name]
     if method.learner and features is None:
         raise ValueError(f"method {name!r} needs features (its learner is an MLP on them)")
+    alpha, truth = _check_inputs(features, truth, workers, sampler, alpha, budget, seed, learner_risk)
     rng = np.random.default_rng(seed)
     N, K = len(truth), alpha.shape[0]
     W = workers.n_workers

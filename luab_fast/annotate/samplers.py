@@ -24,12 +24,28 @@ import numpy as np
 from .workers import index_array
 
 THRESHOLD_STEP = 0.01  # the seed's decrement when too few tasks are unconfident
+MAX_PER_TASK = 3  # the seed's caps: labels per image, and images per worker
+MAX_PER_WORKER = 2000
 
 
 def _positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def _probability(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or not 0 <= value <= 1:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return float(value)
+
+
+def _floats(value, name: str) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an array of numbers, got {type(value).__name__}") from None
 
 
 def _check_rng(rng) -> np.random.Generator:
@@ -42,16 +58,15 @@ class Sampler:
     """Shared state: ``task_counts`` int64 [N], ``worker_counts`` int64 [W], ``risk`` float64 [N]."""
 
     def __init__(self, n_tasks: int, n_workers: int, *, hit_size: int = 40, n_hits_per_step: int = 50,
-                 risk_thres: float = 0.1, max_per_task: int = 3, max_per_worker: int = 2000) -> None:
+                 risk_thres: float = 0.1, max_per_task: int = MAX_PER_TASK,
+                 max_per_worker: int = MAX_PER_WORKER) -> None:
         self.n_tasks = _positive_int("n_tasks", n_tasks)
         self.n_workers = _positive_int("n_workers", n_workers)
         self.hit_size = _positive_int("hit_size", hit_size)
         self.n_hits_per_step = _positive_int("n_hits_per_step", n_hits_per_step)
         self.max_per_task = _positive_int("max_per_task", max_per_task)
         self.max_per_worker = _positive_int("max_per_worker", max_per_worker)
-        if not np.isfinite(risk_thres) or not 0 <= risk_thres <= 1:
-            raise ValueError(f"risk_thres must be in [0, 1], got {risk_thres!r}")
-        self.risk_thres = float(risk_thres)
+        self.risk_thres = _probability("risk_thres", risk_thres)
         if self.n_hits_per_step > self.n_workers:  # the seed asserts this: one HIT per worker per step
             raise ValueError(f"n_hits_per_step={n_hits_per_step} exceeds n_workers={n_workers}: a worker gets "
                              "at most one HIT per step")
@@ -65,7 +80,10 @@ class Sampler:
 
     def set_risk(self, risk) -> None:
         """Per-task risk, float [N] in [0, 1] (1 − max posterior)."""
-        r = np.asarray(risk, dtype=np.float64)
+        try:
+            r = np.asarray(risk, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"risk must be numbers [{self.n_tasks}], got {type(risk).__name__}") from None
         if r.shape != (self.n_tasks,):
             raise ValueError(f"risk must have shape ({self.n_tasks},), got {r.shape}")
         if not np.isfinite(r).all() or (r < 0).any() or (r > 1).any():
@@ -161,9 +179,7 @@ class GreedySampler(Sampler):
 
     def __init__(self, n_tasks: int, n_workers: int, *, exploration: float = 0.0, **kwargs) -> None:
         super().__init__(n_tasks, n_workers, **kwargs)
-        if not np.isfinite(exploration) or not 0 <= exploration <= 1:
-            raise ValueError(f"exploration must be in [0, 1], got {exploration!r}")
-        self.exploration = float(exploration)
+        self.exploration = _probability("exploration", exploration)
 
     def next_step(self, rng: np.random.Generator, posterior=None, worker_cms=None) -> tuple[np.ndarray, np.ndarray]:
         """``posterior`` float [N, K]; ``worker_cms`` each worker's current (prior + counts) matrix [W, K, K]
@@ -173,11 +189,11 @@ class GreedySampler(Sampler):
     def _prepare(self, posterior=None, worker_cms=None) -> tuple[np.ndarray, np.ndarray]:
         if posterior is None or worker_cms is None:
             raise ValueError("GreedySampler.next_step needs posterior [N, K] and worker_cms [W, K, K] or [W, K]")
-        post = np.asarray(posterior, dtype=np.float64)
+        post = _floats(posterior, "posterior")
         if post.ndim != 2 or post.shape[0] != self.n_tasks:
             raise ValueError(f"posterior must be [{self.n_tasks}, K], got shape {post.shape}")
         K = post.shape[1]
-        cms = np.asarray(worker_cms, dtype=np.float64)
+        cms = _floats(worker_cms, "worker_cms")
         if cms.shape == (self.n_workers, K, K):
             rows = cms.sum(-1)
             if (rows <= 0).any():

@@ -18,12 +18,15 @@ def synthetic_problem(n_images: int, n_classes: int, dim: int = 64, separability
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(features float32 [N, dim], truth int64 [N]); classes as equal in size as N allows, in random order."""
     for name, v, lo in (("n_images", n_images, 1), ("n_classes", n_classes, 2), ("dim", dim, 1)):
-        if not isinstance(v, (int, np.integer)) or v < lo:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
     if n_images < n_classes:
         raise ValueError(f"n_images must be >= n_classes={n_classes}, got {n_images}")
-    if not np.isfinite(separability) or separability < 0:
+    if isinstance(separability, bool) or not isinstance(separability, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(separability) or separability < 0:
         raise ValueError(f"separability must be a finite number >= 0, got {separability!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
     rng = np.random.default_rng(seed)
     truth = rng.permutation(np.arange(n_images) % n_classes).astype(np.int64)
     means = rng.standard_normal((n_classes, dim))

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .._cli import DataError
 from ..aggregate._input import encode
 
 ENV_DIR = "LUAB_FAST_AMT_DIR"
@@ -66,34 +67,51 @@ class AMTData:
         return idx
 
 
+MAX_COUNT = 2**31 - 1  # far above any real count; keeps the int64 sums over workers and groups exact
+
+
 def load_amt(path: str | os.PathLike | None = None) -> AMTData:
     """Reads ``group_workers.json`` and ``groups.txt`` from ``path``, else $LUAB_FAST_AMT_DIR, else the copy the
-    package ships (``luab_fast/annotate/amt_workers``). Raises ValueError naming the path when missing/malformed."""
+    package ships (``luab_fast/annotate/amt_workers``). Raises ``DataError`` (a ValueError) naming the file when
+    missing, unreadable or malformed."""
+    from_env = path is None and bool(os.environ.get(ENV_DIR))
     root = Path(path if path is not None else os.environ.get(ENV_DIR) or DEFAULT_DIR)
+    where = f"${ENV_DIR}={root}" if from_env else str(root)
     jpath, gpath = root / "group_workers.json", root / "groups.txt"
     for p in (jpath, gpath):
         if not p.is_file():
-            raise ValueError(f"AMT worker data not found: {p} (pass path= or set ${ENV_DIR})")
+            state = "is a folder" if p.is_dir() else "not found"
+            raise DataError(f"AMT worker data {p} {state} (from {where}); expected group_workers.json and "
+                            f"groups.txt there (pass path= or set ${ENV_DIR} to such a folder)")
     try:
         raw = json.loads(jpath.read_text())
         wnids = tuple(str(w).lower() for w in raw["imagenet100"])
         by_group = raw["group_workers"]
         mats = [np.asarray(v, dtype=np.float64) for v in by_group.values()]
         group_order = tuple(int(k) for k in by_group)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"malformed AMT worker data {jpath}: {type(e).__name__}: {e}") from None
-    K0 = len(wnids)
-    names = tuple(str(n) for n in raw.get("imagenet100_name", [""] * K0))
+        K0 = len(wnids)
+        names = tuple(str(n) for n in raw.get("imagenet100_name", [""] * K0))
+    except OSError as e:
+        raise DataError(f"AMT worker data {jpath} cannot be read: {e.strerror or e}") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        # ValueError covers UnicodeDecodeError and ragged matrices; AttributeError a list where a dict goes
+        raise DataError(f"malformed AMT worker data {jpath}: {type(e).__name__}: {str(e)[:200]}; expected the "
+                        "seed's group_workers.json (imagenet100, group_workers)") from None
+    try:
+        text = gpath.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"AMT worker data {gpath} cannot be read as text: {e}") from None
     groups = tuple(tuple(line.strip().lower() for line in block.splitlines() if line.strip())
-                   for block in gpath.read_text().split("\n\n") if block.strip())
+                   for block in text.split("\n\n") if block.strip())
     pos = {w: i for i, w in enumerate(wnids)}
     listed = [w for g in groups for w in g]
 
-    def bad(msg: str) -> ValueError:
-        return ValueError(f"malformed AMT worker data in {root}: {msg}")
+    def bad(msg: str) -> DataError:
+        return DataError(f"malformed AMT worker data in {where}: {msg}")
 
-    if len(pos) != K0 or len(names) != K0:
-        raise bad(f"imagenet100 must hold {K0} unique wnids with as many names")
+    if K0 < 2 or len(pos) != K0 or len(names) != K0:
+        raise bad(f"imagenet100 must hold at least 2 unique wnids with as many names, got {K0} wnids "
+                  f"({len(pos)} unique) and {len(names)} names")
     if sorted(listed) != sorted(wnids):
         raise bad("groups.txt must list every imagenet100 wnid exactly once")
     if sorted(group_order) != list(range(len(groups))):
@@ -101,8 +119,8 @@ def load_amt(path: str | os.PathLike | None = None) -> AMTData:
     for g, m in zip(group_order, mats):
         if m.ndim != 3 or m.shape[1:] != (K0, K0) or m.shape[0] == 0:
             raise bad(f"group {g} must hold [n>=1, {K0}, {K0}] count matrices, got shape {m.shape}")
-        if not np.isfinite(m).all() or (m < 0).any() or (m != np.round(m)).any():
-            raise bad(f"group {g} counts must be non-negative integers")
+        if not np.isfinite(m).all() or (m < 0).any() or (m > MAX_COUNT).any() or (m != np.round(m)).any():
+            raise bad(f"group {g} counts must be non-negative integers <= {MAX_COUNT}")
     class_group = np.empty(K0, np.int64)
     for g, members in enumerate(groups):
         class_group[[pos[w] for w in members]] = g
@@ -138,7 +156,8 @@ def _base_matrices(amt: AMTData, keep: np.ndarray, picks: np.ndarray) -> np.ndar
     rows = m.sum(-1, keepdims=True)
     if (rows == 0).any():  # the seed asserts this; it happens when a class's labels all fall outside `classes`
         empty = np.unique(np.nonzero(rows[..., 0] == 0)[1])
-        raise ValueError(f"classes {[amt.wnids[keep[k]] for k in empty[:5]]} have no AMT labels inside `classes`")
+        raise DataError(f"classes {[amt.wnids[keep[k]] for k in empty[:5]]} have no labels inside `classes` in the "
+                        f"AMT worker data {amt.path}; choose other classes or complete the data")
     return m / rows  # exact division (the seed adds 1e-8 to the row sum: a < 1e-10 relative difference)
 
 
@@ -158,6 +177,7 @@ def structured_workers(amt: AMTData, classes, n_workers: int = 50, seed: int = 0
     """The seed's ``amt_structured_noise``: float64 [W, K, K] row-stochastic confusion matrices [true, given]."""
     keep = amt.class_indices(classes)
     _check_count("n_workers", n_workers)
+    _check_seed(seed, n_workers)
     m = _base_matrices(amt, keep, _sample_picks(amt, n_workers, seed, n_draw=1))
     return _spread_across_groups(m, amt.class_group[keep])
 
@@ -168,6 +188,7 @@ def uniform_workers(amt: AMTData, classes, n_workers: int = 50, seed: int = 0) -
     its matrices differ from ``structured_workers`` at the same seed (the RNG streams diverge)."""
     keep = amt.class_indices(classes)
     _check_count("n_workers", n_workers)
+    _check_seed(seed, n_workers)
     m = _base_matrices(amt, keep, _sample_picks(amt, n_workers, seed, n_draw=10))
     K = keep.size
     diag = np.diagonal(m, axis1=1, axis2=2)  # [W, K]
@@ -182,9 +203,20 @@ def _check_count(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def _check_seed(seed, n_workers: int) -> int:
+    """Worker i draws from ``RandomState(seed + i)``, which takes 0..2**32 - 1."""
+    top = 2**32 - n_workers
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= top:
+        raise ValueError(f"seed must be an integer in [0, {top}] (seed + n_workers < 2**32), got {seed!r}")
+    return int(seed)
+
+
 def from_matrices(cms) -> np.ndarray:
     """Validates user-given confusion matrices: float64 [W, K, K], finite, >= 0, rows summing to 1 (1e-6)."""
-    m = np.asarray(cms, dtype=np.float64)
+    try:
+        m = np.asarray(cms, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"cms must be a numeric [W, K, K] array, got {type(cms).__name__} ({e})") from None
     if m.ndim != 3 or m.shape[1] != m.shape[2] or m.shape[0] < 1 or m.shape[1] < 2:
         raise ValueError(f"cms must be [W, K, K] with W >= 1 and K >= 2, got shape {m.shape}")
     if not np.isfinite(m).all():
@@ -200,7 +232,10 @@ def from_matrices(cms) -> np.ndarray:
 
 def index_array(values, name: str, upper: int) -> np.ndarray:
     """``values`` as int64 [n] in [0, upper); ValueError naming ``name`` otherwise."""
-    arr = np.asarray(values)
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError):  # ragged nested lists
+        raise ValueError(f"{name} must be a 1-D integer array, got {type(values).__name__}") from None
     if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
         raise ValueError(f"{name} must be a 1-D integer array, got shape {arr.shape} dtype {arr.dtype}")
     arr = arr.astype(np.int64)
@@ -271,8 +306,13 @@ class ReplayWorkers:
         """A CSV with columns task (or item), worker, label; rows in collection order."""
         p = Path(path)
         if not p.is_file():
-            raise ValueError(f"label CSV not found: {p}")
-        df = pd.read_csv(p)
+            raise DataError(f"label CSV {p} {'is a folder' if p.is_dir() else 'not found'}; expected a CSV file "
+                            "with columns task (or item), worker, label")
+        try:
+            df = pd.read_csv(p)
+        except (OSError, UnicodeDecodeError, pd.errors.EmptyDataError, pd.errors.ParserError) as e:
+            raise DataError(f"label CSV {p} cannot be read as a CSV table ({type(e).__name__}: "
+                            f"{str(e).strip()[:200]}); expected columns task (or item), worker, label") from None
         if "task" not in df.columns and "item" in df.columns:
             df = df.rename(columns={"item": "task"})
         return cls(df)
