@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from luab_fast._cli import DataError
 from luab_fast.aggregate.cli import main
 
 
@@ -36,5 +37,5 @@ def test_real_csv_with_truth_plot_and_out(shared_data, tmp_path, capsys):
 def test_missing_columns_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
-    with pytest.raises(SystemExit, match="needs columns task"):
+    with pytest.raises(DataError, match="needs columns task"):  # exit status 1 through _cli.run
         main([str(bad)])

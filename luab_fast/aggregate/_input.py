@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _ext
+from . import _checks
 
 COLUMNS = ("task", "worker", "label")
 DUPLICATE_POLICIES = ("keep", "first", "last", "raise")
@@ -61,7 +62,7 @@ def _int_column(values: np.ndarray, name: str) -> np.ndarray:
             raise ValueError(f"{name} must not contain NaN or inf, found at positions {_first_bad(bad)}")
         if (arr != np.round(arr)).any():
             raise ValueError(f"{name} must hold integers, got non-integral {arr.dtype} values")
-    elif arr.dtype.kind not in "iub":
+    elif arr.dtype.kind not in "iu":  # bool too: True/False are not ids or class indices
         raise ValueError(f"{name} must be an integer array, got dtype {arr.dtype}")
     out = arr.astype(np.int64, copy=False)
     neg = out < 0
@@ -107,6 +108,9 @@ def _encode_frame(df: pd.DataFrame, n_classes: int | None) -> Encoded:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"data must have columns {list(COLUMNS)}, missing {missing} (got {list(df.columns)})")
+    twice = [c for c in COLUMNS if int((df.columns == c).sum()) > 1]
+    if twice:  # df[col] would be a frame, and which copy counts a guess
+        raise ValueError(f"data must have one column each of {list(COLUMNS)}, got {twice} more than once")
     if len(df) == 0:
         raise ValueError("data is empty: at least one (task, worker, label) row is needed")
     for col in COLUMNS:
@@ -167,9 +171,12 @@ def encode(data: Any, n_classes: int | None = None, n_tasks: int | None = None, 
            on_duplicate: str = "keep") -> Encoded:
     """Validates and encodes ``data``: a DataFrame with columns task, worker, label, or a tuple of three
     integer arrays (ids already dense: results are indexed 0..n_tasks-1, unlabelled tasks included)."""
-    if n_classes is not None and (not isinstance(n_classes, (int, np.integer)) or n_classes < 1):
-        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
-    if on_duplicate not in DUPLICATE_POLICIES:
+    if n_classes is not None:
+        _checks.integer(n_classes, "n_classes", 1)
+    for name, given in (("n_tasks", n_tasks), ("n_workers", n_workers)):
+        if given is not None:
+            _checks.integer(given, name, 1)
+    if not isinstance(on_duplicate, str) or on_duplicate not in DUPLICATE_POLICIES:
         raise ValueError(f"on_duplicate must be one of {DUPLICATE_POLICIES}, got {on_duplicate!r}")
     if isinstance(data, pd.DataFrame):
         if n_tasks is not None or n_workers is not None:

@@ -11,6 +11,7 @@ import pandas as pd
 
 from .. import _ext
 from .._ext import require_ext
+from . import _checks
 from ._input import Encoded, encode, extend
 
 
@@ -46,15 +47,39 @@ class BaseAggregator:
 
     # -- internals -------------------------------------------------------------------------------------
     def _threads(self) -> int:
-        n = self.n_threads
-        if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
-            raise ValueError(f"n_threads must be a positive integer or None, got {n!r}")
-        return int(n or 0)
+        return _checks.n_threads(self.n_threads)
+
+    #: float64 tables of [T, K] and [W, K, K] cells the engine holds at once (posteriors, warm start / prior)
+    _task_tables, _worker_tables = 2, 0
+
+    def _check_size(self, enc: Encoded) -> None:
+        """Refuses a crowd whose tables cannot fit in memory (a label column of free text makes every answer
+        a class), naming the sizes, before any allocation."""
+        T, W, K = enc.n_tasks, enc.n_workers, enc.n_classes
+        if K > _checks.MAX_CLASSES:
+            given = "n_classes" if isinstance(enc.classes, pd.RangeIndex) else "label (distinct values)"
+            raise ValueError(f"{given}: got {K:,} classes, the engine handles at most {_checks.MAX_CLASSES:,}; "
+                             "map the labels to fewer classes")
+        need = 8 * (self._task_tables * T * K + self._worker_tables * W * K * K)
+        per_worker = " and workers × classes²" if self._worker_tables else ""
+        _checks.check_fits(need, f"{T:,} tasks, {W:,} workers and {K:,} classes (distinct labels): "
+                                 f"{type(self).__name__}'s tables (tasks × classes{per_worker}, float64)",
+                           "map the labels to fewer classes (or pass fewer n_tasks)" + (
+                               ", or use MajorityVote or OneCoinDawidSkene" if self._worker_tables else ""))
 
     def _fit_encoded(self, enc: Encoded, warm: np.ndarray | None, **kwargs: Any) -> None:
+        self._threads()  # a bad n_threads is named before any work, and never reaches OpenMP
+        self._check_size(enc)
+        before = self._enc, self._cache
         self._cache = {}
         self._enc = enc
-        self._run(enc, warm, **kwargs)
+        try:
+            self._run(enc, warm, **kwargs)
+        except BaseException:
+            # _run sets the fitted arrays only once the engine returns: a refused partial_fit / refit leaves
+            # the previous fit whole (not new ids over old posteriors)
+            self._enc, self._cache = before
+            raise
 
     def _run(self, enc: Encoded, warm: np.ndarray | None, **kwargs: Any) -> None:  # pragma: no cover
         raise NotImplementedError

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .._ext import require_ext
+from . import _checks
 from ._input import Encoded
 from .base import BaseAggregator
 from .dawid_skene import align_task_prior
@@ -25,9 +26,12 @@ from .dawid_skene import align_task_prior
 def homogeneous_prior(global_cm: np.ndarray, strength: float = 10.0) -> np.ndarray:
     """The seed's ``homegeneous_workers`` prior from pooled confusion counts [K, K]: every off-diagonal
     cell (mean row sum − mean diagonal)/(K − 1), every diagonal cell the mean diagonal, × strength."""
-    cm = np.asarray(global_cm, dtype=np.float64)
+    cm = _checks.float_array(global_cm, "global_cm", "a square [K, K] count matrix")
     if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 2:
         raise ValueError(f"global_cm must be a square [K, K] count matrix with K >= 2, got shape {cm.shape}")
+    if not np.isfinite(cm).all() or (cm < 0).any():
+        raise ValueError("global_cm must hold finite counts >= 0")
+    strength = _checks.number(strength, "strength")
     K = cm.shape[0]
     off = (cm.sum(1).mean() - cm.diagonal().mean()) / (K - 1)
     alpha = np.full((K, K), off)
@@ -38,6 +42,9 @@ def homogeneous_prior(global_cm: np.ndarray, strength: float = 10.0) -> np.ndarr
 def predefined_prior(n_classes: int, pos_count: float = 2.0, neg_count: float = 1.0,
                      strength: float = 10.0) -> np.ndarray:
     """The seed's ``predefined_homegeneous`` prior: diagonal pos_count, off-diagonal neg_count/K, × strength."""
+    n_classes = _checks.integer(n_classes, "n_classes", 1)
+    pos_count, neg_count = _checks.number(pos_count, "pos_count"), _checks.number(neg_count, "neg_count")
+    strength = _checks.number(strength, "strength")
     alpha = np.full((n_classes, n_classes), neg_count / n_classes)
     np.fill_diagonal(alpha, pos_count)
     return alpha * float(strength)
@@ -80,7 +87,7 @@ class BayesAggregator(BaseAggregator):
     def _alpha(self, enc: Encoded) -> np.ndarray:
         K = enc.n_classes
         if self.prior is not None:
-            alpha = np.array(self.prior, dtype=np.float64)
+            alpha = _checks.float_array(self.prior, "prior", "[K, K] or [W, K, K] pseudo-counts")
             if alpha.ndim not in (2, 3) or alpha.shape[-2:] != (K, K) or (
                     alpha.ndim == 3 and alpha.shape[0] != enc.n_workers):
                 raise ValueError(f"prior must be [K, K] or [W, K, K] with K={K}, W={enc.n_workers}, "
@@ -95,14 +102,14 @@ class BayesAggregator(BaseAggregator):
             raise ValueError("prior pseudo-counts must be finite and >= 0")
         return np.ascontiguousarray(alpha)
 
+    # posteriors, warm start, learner prior; counts, theta, its log and a per-worker prior
+    _task_tables, _worker_tables = 3, 4
+
     def _run(self, enc: Encoded, warm: np.ndarray | None, learner_prob: Any = None) -> None:
-        if self.criterion not in ("soft", "hard"):
+        if not isinstance(self.criterion, str) or self.criterion not in ("soft", "hard"):
             raise ValueError(f"criterion must be 'soft' or 'hard', got {self.criterion!r}")
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
-            raise ValueError(f"max_iter must be an integer >= 0, got {self.max_iter!r}")
-        eps = self.likelihood_epsilon
-        if not isinstance(eps, (int, float, np.floating, np.integer)) or not np.isfinite(eps) or eps < 0:
-            raise ValueError(f"likelihood_epsilon must be a finite number >= 0, got {eps!r}")
+        _checks.integer(self.max_iter, "max_iter", 0)
+        _checks.number(self.likelihood_epsilon, "likelihood_epsilon")
         C = require_ext("BayesAggregator.fit")
         res = C.aggregate.bayes(
             enc.task, enc.worker, enc.label, enc.n_tasks, enc.n_workers, enc.n_classes, self._alpha(enc),

@@ -15,22 +15,26 @@ import numpy as np
 import pandas as pd
 
 from .._ext import require_ext
+from . import _checks
 from ._input import Encoded
 from .base import BaseAggregator
 
 
 def dirichlet_prior(n_classes: int, prior: float | np.ndarray, prior_diag: float) -> np.ndarray | None:
     """Pseudo-counts [K, K] (or [W, K, K]) indexed [true, observed]; None when all zero (crowd-kit)."""
-    if isinstance(prior, (int, float, np.floating, np.integer)):
-        if prior < 0 or prior_diag < 0:
-            raise ValueError(f"prior and prior_diag must be >= 0, got {prior} and {prior_diag}")
+    if _checks.is_number(prior) or isinstance(prior, (bool, np.bool_)):
+        if not (_checks.is_number(prior) and _checks.is_number(prior_diag)) or \
+                not (np.isfinite(prior) and np.isfinite(prior_diag) and prior >= 0 and prior_diag >= 0):
+            # NaN or inf pseudo-counts gave every task class 0 or 2, silently
+            raise ValueError(f"prior and prior_diag must be >= 0 and finite numbers, got prior={prior!r} and "
+                             f"prior_diag={prior_diag!r}")
         alpha = np.full((n_classes, n_classes), float(prior))
         alpha[np.diag_indices(n_classes)] += float(prior_diag)
     else:
-        alpha = np.array(prior, dtype=np.float64)
+        expected = f"a float, a [K, K] or a [W, K, K] array with K={n_classes}"
+        alpha = _checks.float_array(prior, "prior", expected)
         if alpha.shape[-2:] != (n_classes, n_classes) or alpha.ndim not in (2, 3):
-            raise ValueError(f"prior must be a float, a [K, K] or a [W, K, K] array with K={n_classes}, "
-                             f"got shape {alpha.shape}")
+            raise ValueError(f"prior must be {expected}, got shape {alpha.shape}")
         if not np.isfinite(alpha).all() or (alpha < 0).any():
             raise ValueError("prior pseudo-counts must be finite and >= 0")
     return None if not alpha.any() else np.ascontiguousarray(alpha)
@@ -80,11 +84,11 @@ class DawidSkene(BaseAggregator):
         e.g. a machine learner's, multiplied into every posterior."""
         return super().fit(data, task_prior=task_prior, **kwargs)  # type: ignore[return-value]
 
+    _task_tables, _worker_tables = 3, 2  # posteriors, warm start, task prior; theta and its log
+
     def _run(self, enc: Encoded, warm: np.ndarray | None, task_prior: Any = None) -> None:
-        if not isinstance(self.n_iter, (int, np.integer)) or self.n_iter < 0:
-            raise ValueError(f"n_iter must be an integer >= 0, got {self.n_iter!r}")
-        if not isinstance(self.tol, (int, float, np.floating, np.integer)) or not self.tol >= 0:
-            raise ValueError(f"tol must be a number >= 0, got {self.tol!r}")
+        _checks.integer(self.n_iter, "n_iter", 0)
+        _checks.number(self.tol, "tol", finite=False)  # tol=inf: stop after the first iteration
         if self.precision not in ("float64", "float32"):
             raise ValueError(f"precision must be 'float64' or 'float32', got {self.precision!r}")
         C = require_ext(f"{type(self).__name__}.fit")
@@ -130,6 +134,7 @@ class OneCoinDawidSkene(DawidSkene):
 
     name = "onecoin"
     _one_coin = True
+    _worker_tables = 0  # one skill per worker; theta_ [W, K, K] is built only when asked for
 
     def __init__(self, n_iter: int = 100, tol: float = 1e-5, prior: tuple[float, float] = (0.0, 0.0),
                  precision: str = "float64", n_threads: int | None = None, on_duplicate: str = "keep") -> None:
@@ -138,7 +143,7 @@ class OneCoinDawidSkene(DawidSkene):
         self.prior = prior  # type: ignore[assignment]
 
     def _alpha(self, enc: Encoded) -> np.ndarray | None:
-        a = np.asarray(self.prior, dtype=np.float64)
+        a = _checks.float_array(self.prior, "prior", "(right, wrong) pseudo-counts >= 0")
         if a.shape != (2,) or not np.isfinite(a).all() or (a < 0).any():
             raise ValueError(f"prior must be (right, wrong) pseudo-counts >= 0, got {self.prior!r}")
         return a if a.any() else None
@@ -153,16 +158,24 @@ class OneCoinDawidSkene(DawidSkene):
         """[W, z, y]: skill on the diagonal, (1 − skill)/(K − 1) elsewhere, clipped as crowd-kit does."""
         self._check_fitted()
         if "theta" not in self._cache:
-            K, eps = self.posteriors_.shape[1], 1e-10
-            if K == 1:
-                theta = np.ones((len(self._skills), 1, 1))
-            else:
-                right = np.clip(self._skills, eps, 1 - eps)
-                wrong = np.clip((1 - self._skills) / (K - 1), eps, 1 - eps)
-                theta = np.repeat(wrong[:, None, None], K, 1).repeat(K, 2)
-                theta[:, np.arange(K), np.arange(K)] = right[:, None]
-            self._cache["theta"] = theta
+            K = self.posteriors_.shape[1]
+            _checks.check_fits(8 * len(self._skills) * K * K, f"theta_ / confusion_ of {len(self._skills):,} "
+                               f"workers × {K:,}² classes", "read skills_ instead (one accuracy per worker)")
+            self._cache["theta"] = one_coin_theta(self._skills, K)
         return self._cache["theta"]
+
+
+def one_coin_theta(skills: np.ndarray, n_classes: int) -> np.ndarray:
+    """[len(skills), z, y] from one-coin skills: skill on the diagonal, (1 − skill)/(K − 1) elsewhere, clipped as
+    crowd-kit does (symmetric, so also [W, y, z]); for a few workers without building all W."""
+    skills, K, eps = np.asarray(skills, np.float64), n_classes, 1e-10
+    if K == 1:
+        return np.ones((len(skills), 1, 1))
+    right = np.clip(skills, eps, 1 - eps)
+    wrong = np.clip((1 - skills) / (K - 1), eps, 1 - eps)
+    theta = np.repeat(wrong[:, None, None], K, 1).repeat(K, 2)
+    theta[:, np.arange(K), np.arange(K)] = right[:, None]
+    return theta
 
 
 def align_task_prior(task_prior: Any, enc: Encoded, name: str = "task_prior") -> np.ndarray | None:
@@ -173,9 +186,10 @@ def align_task_prior(task_prior: Any, enc: Encoded, name: str = "task_prior") ->
         missing = enc.task_ids.difference(task_prior.index)
         if len(missing):
             raise ValueError(f"{name} has no row for tasks {missing[:5].tolist()}")
-        arr = task_prior.reindex(index=enc.task_ids, columns=enc.classes).to_numpy(np.float64)
+        arr = _checks.float_array(task_prior.reindex(index=enc.task_ids, columns=enc.classes), name,
+                                  "a [tasks, classes] frame of probabilities")
     else:
-        arr = np.asarray(task_prior, dtype=np.float64)
+        arr = _checks.float_array(task_prior, name, "a [tasks, classes] array of probabilities")
     if arr.shape != (enc.n_tasks, enc.n_classes):
         raise ValueError(f"{name} must have shape ({enc.n_tasks}, {enc.n_classes}) (tasks × classes), "
                          f"got {arr.shape}")

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import _checks
 from .base import BaseAggregator
 from ._input import Encoded
 
@@ -35,10 +36,11 @@ class MajorityVote(BaseAggregator):
     def _weights(self, enc: Encoded, skills: pd.Series | np.ndarray | None) -> np.ndarray | None:
         if skills is None:
             return None
+        expected = "a number >= 0 per worker (a Series by worker id, or an array [W])"
         if isinstance(skills, pd.Series):
-            w = skills.reindex(enc.worker_ids).to_numpy(dtype=np.float64, na_value=np.nan)
+            w = _checks.float_array(skills.reindex(enc.worker_ids), "skills", expected)
         else:
-            w = np.asarray(skills, dtype=np.float64)
+            w = _checks.float_array(skills, "skills", expected)
             if w.shape != (enc.n_workers,):
                 raise ValueError(f"skills must have shape ({enc.n_workers},) (one per worker), got {w.shape}")
         missing = np.isnan(w)
@@ -46,7 +48,11 @@ class MajorityVote(BaseAggregator):
             if self.default_skill is None:
                 names = enc.worker_ids[missing][:5].tolist()
                 raise ValueError(f"skills has no value for workers {names}; pass default_skill= to fill them")
-            w = np.where(missing, float(self.default_skill), w)
+            w = np.where(missing, _checks.number(self.default_skill, "default_skill"), w)
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():  # a negative weight gave vote shares outside [0, 1], an infinite one NaN
+            names = enc.worker_ids[bad][:5].tolist()
+            raise ValueError(f"skills must be finite numbers >= 0, got {w[bad][:5].tolist()} for workers {names}")
         return np.ascontiguousarray(w)
 
     def _run(self, enc: Encoded, warm: np.ndarray | None, skills: Any = None) -> None:
