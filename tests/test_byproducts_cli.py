@@ -5,8 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 from luab_fast.byproducts import write_imagenet_store
-from luab_fast.byproducts.cli import main
+from luab_fast import _cli
+from luab_fast.byproducts import cli as byproducts_cli
 from test_byproducts_store import _samples
+
+
+def main(argv):  # as `python -m luab_fast.byproducts` runs it: errors become one line and a status
+    return _cli.run(byproducts_cli.main, argv)
 
 
 def test_info_prints_statistics(tmp_path, capsys):
@@ -31,7 +36,7 @@ def test_errors_are_clear(tmp_path, capsys):
     path = write_imagenet_store(_samples(), tmp_path / "s")
     assert main(["show", str(path), "n00000000_0", "--out", str(tmp_path / "x.png")]) == 2
     assert "not in" in capsys.readouterr().err
-    assert main(["info", str(tmp_path)]) == 2
+    assert main(["info", str(tmp_path)]) == 1  # not a store: bad data (exit 1) since issue 17
     assert "not a luab_fast store" in capsys.readouterr().err
     assert main(["pack", str(tmp_path / "missing.tar.gz"), str(tmp_path / "d")]) == 2
     assert "does not exist" in capsys.readouterr().err

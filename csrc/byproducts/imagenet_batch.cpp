@@ -15,17 +15,27 @@ ImageNetBatch parse_imagenet_batch(const std::vector<std::string_view>& docs, in
   b.ok.assign(docs.size(), 0);
   b.error.assign(docs.size(), std::string());
   const int nt = n < 64 ? 1 : (n_threads > 0 ? n_threads : omp_get_max_threads());
+  // No exception may leave the parallel region (std::terminate) and nothing in it may allocate outside a try:
+  // a refused document keeps its exception (copying an exception_ptr cannot fail) and becomes a message after.
+  std::vector<std::exception_ptr> failed(docs.size());
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nt)
   for (int64_t i = 0; i < n; ++i) {
     try {
       parse_imagenet_doc(docs[i], out[i]);
       b.ok[i] = 1;
+    } catch (...) {
+      failed[i] = std::current_exception();
+      out[i] = ImageNetDocOut();  // move assignment: does not allocate
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    if (!failed[i]) continue;
+    try {
+      std::rethrow_exception(failed[i]);
     } catch (const std::exception& e) {
       b.error[i] = e.what();
-      out[i] = ImageNetDocOut();
     } catch (...) {
       b.error[i] = "unknown error";
-      out[i] = ImageNetDocOut();
     }
   }
   // Flatten in document order.

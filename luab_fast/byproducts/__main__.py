@@ -1,5 +1,6 @@
 import sys
 
+from .._cli import run
 from .cli import main
 
-sys.exit(main())
+sys.exit(run(main))

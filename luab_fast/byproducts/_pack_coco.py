@@ -53,6 +53,8 @@ def pack_coco_arrays(samples: Iterable[CocoSample]) -> dict[str, np.ndarray]:
         "n_trace": _Column(np.int64), "trace_xy": _Column(np.float32, (2,), True),
         "trace_t": _Column(np.int64, (), True),
     }
+    for name, c in col.items():
+        c.name = name
     nan2 = (np.nan, np.nan)
     for k, s in enumerate(samples, 1):
         col["image_id"].cur.append(s.image_id)

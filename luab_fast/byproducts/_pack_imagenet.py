@@ -11,14 +11,38 @@ from typing import Iterable
 
 import numpy as np
 
+from .._cli import DataError
 from ._index import build_index
 from .records import ImageNetSample
 
 CHUNK = 16_384
+_I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
+# the record fields stored as int32 (the parsers accept any int64: a larger value is a problem of its file)
+_RECORD_I32 = ("page_idx", "selected_count", "hovered_count", "image_width", "image_height", "original_width",
+               "original_height")
+
+
+def sample_problem(s: ImageNetSample) -> str | None:
+    """Why ``s`` cannot go into a store (None when it can): an id or wnid that is empty or not ASCII (they are
+    ImageNet file stems and folder names, stored as bytes and looked up as such), or a value too large for its
+    int32 column (it would wrap silently)."""
+    if not (s.image_id and s.image_id.isascii() and s.wnid.isascii()):
+        return f"image id {s.image_id!r} / wnid {s.wnid!r}: expected non-empty ASCII ImageNet names"
+    for name, v in (("size/width", s.width), ("size/height", s.height)):
+        if not _I32_MIN <= v <= _I32_MAX:
+            return f"{name}: {v} does not fit in int32"
+    names = (*_RECORD_I32, "imagePosition/x", "imagePosition/y")
+    for k, r in enumerate(s.records):
+        vals = [getattr(r, f) for f in _RECORD_I32] + list(r.image_position)
+        if min(vals) < _I32_MIN or max(vals) > _I32_MAX:
+            name, v = next((n, v) for n, v in zip(names, vals) if not _I32_MIN <= v <= _I32_MAX)
+            return f"metadata[{k}]/{name}: {v} does not fit in int32"
+    return None
 
 
 class _Interner:
-    """String → dense int id, and the table of strings in id order."""
+    """String → dense int id, and the table of strings (UTF-8 bytes: worker and HIT ids are free text) in id
+    order."""
 
     def __init__(self) -> None:
         self.ids: dict[str, int] = {}
@@ -27,7 +51,9 @@ class _Interner:
         return self.ids.setdefault(s, len(self.ids))
 
     def table(self) -> np.ndarray:
-        return np.array(list(self.ids), dtype="S") if self.ids else np.zeros(0, "S1")
+        if not self.ids:
+            return np.zeros(0, "S1")
+        return np.array([s.encode("utf-8") for s in self.ids], dtype="S")
 
 
 def _cat(parts: list[np.ndarray], dtype, shape=()) -> np.ndarray:
@@ -56,10 +82,17 @@ class _Column:
         self.dtype, self.shape, self.ragged = dtype, shape, ragged
         self.cur: list = []
         self.chunks: list[np.ndarray] = []
+        self.name = ""
 
     def flush(self) -> None:
         if self.cur:
             arr = (np.concatenate(self.cur) if self.ragged else np.array(self.cur))
+            if np.dtype(self.dtype) == np.int32 and arr.dtype.kind in "iu" and arr.dtype.itemsize > 4 and arr.size \
+                    and (int(arr.min()) < _I32_MIN or int(arr.max()) > _I32_MAX):
+                # the readers skip such files, naming them (sample_problem); this guards direct callers: no silent wrap
+                self.cur = []
+                raise DataError(f"{self.name or 'a column'}: a value outside int32 "
+                                f"[{int(arr.min())}, {int(arr.max())}]; it cannot be stored")
             self.chunks.append(arr.astype(self.dtype, copy=False).reshape(-1, *self.shape))
             self.cur = []
 
@@ -91,6 +124,8 @@ def pack_imagenet_arrays(samples: Iterable[ImageNetSample]) -> dict[str, np.ndar
         "trace_xy": _Column(np.float32, (2,), True), "trace_t": _Column(np.int64, (), True),
         "hover_enter": _Column(bool, (), True), "hover_t": _Column(np.int64, (), True),
     }
+    for name, c in col.items():
+        c.name = name
     for k, s in enumerate(samples, 1):
         ids.append(s.image_id)
         wnids.append(s.wnid)
@@ -126,10 +161,14 @@ def pack_imagenet_arrays(samples: Iterable[ImageNetSample]) -> dict[str, np.ndar
     def offsets(name: str) -> np.ndarray:
         return col[name].offsets()
 
-    ids_arr = np.array(ids, dtype="S") if ids else np.zeros(0, "S1")
+    try:
+        ids_arr = np.array(ids, dtype="S") if ids else np.zeros(0, "S1")
+        wnids_arr = np.array(wnids, dtype="S") if wnids else np.zeros(0, "S1")
+    except UnicodeEncodeError as exc:  # the readers skip such files, naming them (sample_problem)
+        raise DataError(f"image ids and wnids must be ASCII ImageNet names, got {exc.object!r}") from None
     rec_off, click_off = offsets("n_recs"), offsets("n_click")
     arrays = {"ids": ids_arr, "index": build_index(ids_arr),
-              "wnids": np.array(wnids, dtype="S") if wnids else np.zeros(0, "S1"),
+              "wnids": wnids_arr,
               "box_offsets": offsets("n_boxes"), "rec_offsets": rec_off, "click_offsets": click_off,
               "trace_offsets": offsets("n_trace"), "hover_offsets": offsets("n_hover"),
               "workers": workers.table(), "hits": hits.table(), "assignments": assignments.table()}

@@ -23,6 +23,7 @@ from .._ext import _C
 
 READ_SIZE = 1 << 20  # compressed bytes per read
 OUT_MAX = 4 << 20  # decompressed bytes per piece (bounds memory on highly compressible input)
+MAX_HEADER_DATA = 1 << 20  # a GNU long name or a pax header longer than this is not a real archive's
 _ZERO = bytes(512)
 _REGULAR = (b"0", b"\0", b"7")
 _SKIPPED_NO_DATA = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, dirs, fifos: tarfile skips no data
@@ -211,9 +212,11 @@ class _Pieces:
         return True
 
 
-def iter_members(chunks: Iterable[bytes], want: Callable[[str], bool]) -> Iterator[tuple[str, bytes]]:
+def iter_members(chunks: Iterable[bytes], want: Callable[[str], bool], max_size: int | None = None,
+                 too_large: Callable[[str, int], None] | None = None) -> Iterator[tuple[str, bytes]]:
     """(name, bytes) of every regular member for which ``want(name)`` is true, in archive order;
-    other members are skipped without being kept. Raises TarStreamError on a bad or truncated archive."""
+    other members are skipped without being kept. A wanted member larger than ``max_size`` bytes is skipped
+    without being read, and ``too_large(name, size)`` told. Raises TarStreamError on a bad or truncated archive."""
     src = _Pieces(chunks)
     offset = 0  # archive byte of the current header
     long_name: str | None = None
@@ -251,7 +254,15 @@ def iter_members(chunks: Iterable[bytes], want: Callable[[str], bool]) -> Iterat
         offset += padded
         if typ == b"\0" and name.endswith("/"):  # old V7 tars write directories this way (as tarfile reads)
             typ = b"5"
-        if typ in (b"L", b"x") or (typ in _REGULAR and want(name)):
+        if typ in (b"L", b"x") and size > MAX_HEADER_DATA:
+            raise TarStreamError(f"bad tar header at byte {offset - padded - 512}: a {size}-byte long name or pax "
+                                 f"header (at most {MAX_HEADER_DATA})")
+        wanted = typ in _REGULAR and want(name)
+        if wanted and max_size is not None and size > max_size:
+            if too_large is not None:
+                too_large(name, size)
+            wanted = False
+        if typ in (b"L", b"x") or wanted:
             data = src.read(size)
             if len(data) < size or not src.skip(padded - size):
                 raise TarStreamError(f"tar ends inside member {name!r} (truncated file?)")

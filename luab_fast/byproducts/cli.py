@@ -3,6 +3,10 @@
     python -m luab_fast.byproducts pack imagenet_ab_v1_0.tar.gz imagenet_ab.store [--strict]
     python -m luab_fast.byproducts info imagenet_ab.store
     python -m luab_fast.byproducts show imagenet_ab.store n01440764_18 [--image img.JPEG] --out fig.png
+
+A pack that finds nothing valid fails; one that skipped problem files never replaces an existing store unless
+--replace-with-problems is given. Exit status: 2 for a bad argument, 1 for bad data (a corrupt archive, a damaged
+store).
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import sys
 import time
 from pathlib import Path
 
-from ._format import StoreError
+from .._atomic import check_destination
+from .._cli import UsageError
+from ._format import MANIFEST, REPLACE_FLAG, StoreError
 from .store import ByproductStore, write_imagenet_store
 from .store_coco import CocoByproductStore, write_coco_store
 
@@ -36,11 +42,19 @@ def _summarise(problems, limit: int = 10) -> str:
     return "\n".join(lines)
 
 
-def cmd_pack(args: argparse.Namespace) -> int:
-    src = Path(args.src)
+def _check_pack_paths(src: Path, dst: Path) -> None:
     if not src.exists():
-        print(f"error: SRC {src} does not exist", file=sys.stderr)
-        return 2
+        raise UsageError(f"SRC {src} does not exist; give an ImageNet-AB .tar.gz or extracted folder, or a COCO-AB "
+                         f".json")
+    if (src / MANIFEST).is_file():
+        raise UsageError(f"SRC {src} is a packed store, not a release; give the release archive or folder")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise UsageError(f"DST {dst} is SRC; pack into a new path")
+
+
+def cmd_pack(args: argparse.Namespace) -> int:
+    src, dst = Path(args.src), Path(args.dst)
+    _check_pack_paths(src, dst)
     t0 = time.perf_counter()
     if src.suffix == ".json":  # COCO-AB: one JSON list, streamed
         from .coco_ab import read_coco_ab
@@ -53,10 +67,11 @@ def cmd_pack(args: argparse.Namespace) -> int:
         reader = read_imagenet_ab(src, strict=args.strict, progress=not args.quiet)
         write = write_imagenet_store
     try:
-        path = write(reader, args.dst, meta={"source": str(src)})
-    except ValueError as exc:  # strict mode: the first problem is fatal, nothing is written
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        path = write(reader, dst, meta={"source": str(src)}, replace_with_problems=args.replace_with_problems)
+    except ValueError:  # strict, nothing valid, or problems over an existing store: nothing was written
+        if reader.problems:  # the error line says what happened; this says which files
+            print(_summarise(reader.problems))
+        raise
     dt = time.perf_counter() - t0
     store = open_any(path)
     unit = "records" if store.kind == "coco" else "files"
@@ -81,13 +96,22 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .inspect import draw
 
+    out = check_destination(args.out, "--out")  # before opening anything: a typo costs nothing
+    if args.image is not None and not Path(args.image).is_file():
+        raise UsageError(f"--image {args.image}: no such file")
     store = open_any(args.store)
+    if store.kind == "coco":
+        try:
+            image_id = int(args.image_id)
+        except ValueError:
+            raise UsageError(f"IMAGE_ID: expected an integer COCO image id, got {args.image_id!r}") from None
+    else:
+        image_id = args.image_id
     try:
-        image_id = int(args.image_id) if store.kind == "coco" else args.image_id
-        out = draw(store, image_id, args.out, image=args.image)
+        out = draw(store, image_id, out, image=args.image)
     except KeyError:
-        print(f"error: IMAGE_ID {args.image_id!r} is not in {args.store}", file=sys.stderr)
-        return 2
+        raise UsageError(f"IMAGE_ID {args.image_id!r} is not in {args.store}; `info {args.store}` describes "
+                         f"the store") from None
     print(f"saved {out}")
     return 0
 
@@ -101,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("dst", help="store directory to create (written to a temporary path, then renamed)")
     pk.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping it")
     pk.add_argument("--quiet", action="store_true", help="no progress bar")
+    pk.add_argument(REPLACE_FLAG, action="store_true",
+                    help="replace an existing DST even though problem files were skipped (default: keep it)")
     pk.add_argument("--duplicates", choices=["keep", "last"], default="keep",
                     help="COCO-AB: keep every record of an image id (default) or only the last")
     pk.set_defaults(fn=cmd_pack)
@@ -115,12 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("--out", required=True, help="output PNG")
     sh.set_defaults(fn=cmd_show)
     args = p.parse_args(argv)
-    try:
-        return args.fn(args)
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return args.fn(args)  # errors: one line and an exit status from luab_fast._cli.run (__main__)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from .._cli import run
+
+    sys.exit(run(main))

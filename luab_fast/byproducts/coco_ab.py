@@ -50,10 +50,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from .._cli import DataError
 from .records import CocoAction, CocoSample, ReadProblem
 
 CHUNK_BYTES = 4 << 20  # bytes read per file read
-MAX_RECORD_CHARS = 64 << 20  # a record larger than this ends the read (real records are ~5 KB)
+MAX_RECORD_CHARS = 16 << 20  # a record larger than this ends the read, reported (real records are ~5 KB)
 COORD_BOUND = 10.0  # |x|, |y| above this is garbage (released values sit in ~[0, 1])
 SIZE_MAX = 2**31 - 1
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -103,6 +104,11 @@ def _str(v: object, field: str, required: bool = False) -> str:
         return ""
     if type(v) is not str:
         raise _Bad(field, f"expected a string, got {_desc(v)}" if v is not None else "missing (absent or null)")
+    if not v.isascii():  # stores keep strings as UTF-8 bytes: a lone surrogate ("\\ud800") has none
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Bad(field, f"not valid Unicode (a lone surrogate escape): {_desc(v)}") from None
     return v
 
 
@@ -377,7 +383,7 @@ class CocoABReader:
 
     def _report(self, source: str, reason: str) -> None:
         if self.strict:
-            raise ValueError(f"{self.path}: {source}: {reason}")
+            raise DataError(f"{self.path}: {source}: {reason} (--strict: stopped at the first problem)")
         self.problems.append(ReadProblem(source, reason))
 
     def _bar(self, total: int, unit: str, desc: str) -> tqdm:

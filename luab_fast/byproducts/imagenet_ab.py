@@ -24,9 +24,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .._cli import DataError, UsageError
 from .._ext import HAS_EXT, require_ext
 from ._imagenet_xml import assemble, parse_xml_reference
 from ._index import file_stem
+from ._pack_imagenet import sample_problem
 from ._tar_stream import Prefetch, TarStreamError, iter_decompressed, iter_members
 from .records import ImageNetSample, ReadProblem
 
@@ -34,6 +36,9 @@ __all__ = ["ImageNetABReader", "read_imagenet_ab", "parse_xml_reference"]
 
 _LAYOUTS = ("train_xml", "Annotations/CLS-LOC/train_enriched", "CLS-LOC/train_enriched", "train_enriched")
 _TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
+# Real ImageNet-AB files are a few KB (the largest few tens of KB): a member above this is not one, and is
+# reported and skipped without being read (a 1 MB archive may hold a 1 GiB member of zeros).
+MAX_MEMBER_BYTES = 16 << 20
 
 
 image_stem = file_stem  # stem of an id, path or file name
@@ -89,6 +94,7 @@ class ImageNetABReader:
         self.n_skipped = 0
         self._fatal: ReadProblem | None = None
         self._it: Iterator[ImageNetSample] | None = None
+        self._first_member: dict[str, str] = {}  # image id → the member that gave it (duplicates name both)
 
     def __iter__(self) -> ImageNetABReader:
         return self
@@ -113,8 +119,12 @@ class ImageNetABReader:
 
     def _problem(self, source: str, reason: str) -> None:
         if self.strict:
-            raise ValueError(f"ImageNet-AB: {source}: {reason}")
+            raise DataError(f"ImageNet-AB: {source}: {reason} (--strict: stopped at the first problem)")
         self.problems.append(ReadProblem(source=source, reason=reason))
+
+    def _too_large(self, source: str, size: int) -> None:
+        self._problem(source, f"{size:,} bytes, larger than any ImageNet-AB file (at most {MAX_MEMBER_BYTES:,}): "
+                              f"skipped without reading it")
 
     # --- sources --------------------------------------------------------------------------------
 
@@ -140,7 +150,7 @@ class ImageNetABReader:
 
     def _tar_docs(self) -> Iterator[tuple[str, bytes]]:
         if not self.src.name.lower().endswith(_TAR_SUFFIXES):
-            raise ValueError(f"ImageNet-AB source must be a directory or one of {', '.join(_TAR_SUFFIXES)}, "
+            raise UsageError(f"ImageNet-AB source must be a directory or one of {', '.join(_TAR_SUFFIXES)}, "
                              f"got {self.src}")
         wanted = None if self.image_ids is None else set(self.image_ids)
         seen: set[str] = set()
@@ -171,7 +181,7 @@ class ImageNetABReader:
 
         last = "(none)"
         try:
-            for name, data in iter_members(chunks(), want):
+            for name, data in iter_members(chunks(), want, MAX_MEMBER_BYTES, self._too_large):
                 last = name
                 yield name, data
         except TarStreamError as e:
@@ -211,9 +221,13 @@ class ImageNetABReader:
         try:
             for p in paths:
                 try:
+                    size = p.stat().st_size
+                    if size > MAX_MEMBER_BYTES:
+                        self._too_large(str(p), size)
+                        continue
                     data = p.read_bytes()
                 except OSError as e:
-                    self._problem(str(p), f"cannot read: {e}")
+                    self._problem(str(p), f"cannot read: {e.strerror or e}")
                     continue
                 if bar is not None:
                     bar.update()
@@ -239,9 +253,17 @@ class ImageNetABReader:
                     r = parse_xml_reference(data, name)
                 except ValueError as e:
                     r = e
+            if not isinstance(r, ValueError):
+                reason = sample_problem(r)
+                if reason is None and r.image_id in self._first_member:
+                    reason = (f"duplicate image id {r.image_id!r}, also in {self._first_member[r.image_id]}: skipped "
+                              f"(the first wins)")
+                if reason is not None:
+                    r = ValueError(reason)
             if isinstance(r, ValueError):
                 self._problem(name, str(r))
             else:
+                self._first_member[r.image_id] = name
                 yield r
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .._atomic import check_destination, save_figure
+from ._format import damaged
 from .store import ByproductStore
 
 
@@ -96,10 +97,17 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    check_destination(out, "out")  # before the drawing, which may take a while
     if getattr(store, "kind", "imagenet") == "coco":
         return _draw_coco(store, int(image_id), out, image)
     i = store.row(image_id)
     w, h = store.size(i)
+    store.trace(i), store.clicks(i), store.boxes(i)  # raise StoreError for a damaged row before drawing it
+    workers = store.arrays["workers"]
+    rec_off = store.arrays["rec_offsets"]
+    rec_workers = np.asarray(store.arrays["rec_worker"][rec_off[i]:rec_off[i + 1]])
+    if len(rec_workers) and (rec_workers.min() < 0 or rec_workers.max() >= len(workers)):
+        raise damaged(store.path, f"'rec_worker' of row {i} points outside 'workers'")
     fig, ax = plt.subplots(figsize=(7, 7 * (h / w) if w and h else 7))
     if image is not None:
         from PIL import Image
@@ -112,7 +120,6 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
         ax.add_patch(plt.Rectangle((0, 0), w, h, color="0.92"))
     a = store.arrays
     rec_lo, rec_hi = a["rec_offsets"][i], a["rec_offsets"][i + 1]
-    workers = a["workers"]
     sc = None
     for r in range(rec_lo, rec_hi):
         lo, hi = a["trace_offsets"][r], a["trace_offsets"][r + 1]
@@ -125,7 +132,7 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
         cxy = np.asarray(a["click_xy"][clo:chi])
         if len(cxy):
             ax.scatter(cxy[:, 0] * w, cxy[:, 1] * h, marker="x", s=80, color="red", zorder=4,
-                       label=f"clicks of {workers[a['rec_worker'][r]].decode()}")
+                       label=f"clicks of {workers[a['rec_worker'][r]].decode('utf-8', 'replace')}")
     for x0, y0, x1, y1 in store.boxes(i):
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="orange", lw=2))
     if sc is not None:
@@ -174,16 +181,10 @@ def _draw_coco(store, image_id: int, out, image) -> Path:
 
 
 def _save(fig, out) -> Path:
+    """Saves ``fig`` to ``out`` through a unique temporary (umask's mode, never a torn PNG) and closes it."""
     import matplotlib.pyplot as plt
 
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(suffix=out.suffix or ".png", dir=out.parent if str(out.parent) else ".")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, out)
+        return save_figure(fig, check_destination(out, "out"), dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out

@@ -9,17 +9,55 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ._format import StoreError, read_store, verify_store, write_store
+from ._format import (StoreError, check_index, check_layout, check_pack_result, check_writable, damaged, read_store,
+                      verify_store, write_store)
 from ._index import lookup
-from ._pack_coco import COCO_CLASSES, pack_coco_arrays
+from ._pack_coco import ACTIONS, COCO_CLASSES, pack_coco_arrays
 from .records import CocoSample
-from .store import FORMAT, VERSION
+from .store import FORMAT, VERSION, check_row
+
+_I16, _I32, _I64, _F32 = np.int16, np.int32, np.int64, np.float32
+# How the arrays of a COCO-AB store fit together (``_format.check_layout``): N records.
+LAYOUT = {
+    "image_id": (_I64, (), "N"), "worker": (_I32, (), "N"), "hit": (_I32, (), "N"), "page": (_I32, (), "N"),
+    "display": (_I32, (2,), "N"), "original": (_I32, (2,), "N"), "time_spent": (_I64, (), "N"),
+    "add_points": (_F32, (len(COCO_CLASSES), 2), "N"), "index_rows": (_I64, (), None), "index": (_I64, (), None),
+    "workers": ("S", (), None), "hits": ("S", (), None), "icon_names": ("S", (), None),
+    "category_names": ("S", (), None),
+    "action_offsets": (_I64, (), "N+1"), "action_kind": (np.int8, (), "action_offsets"),
+    "action_icon": (_I16, (), "action_offsets"), "action_icon_name": (_I32, (), "action_offsets"),
+    "action_from": (_F32, (2,), "action_offsets"), "action_to": (_F32, (2,), "action_offsets"),
+    "action_t": (_I64, (), "action_offsets"),
+    "cat_offsets": (_I64, (), "N+1"), "cat_index": (_I16, (), "cat_offsets"), "cat_t": (_I64, (), "cat_offsets"),
+    "cat_keyboard": (bool, (), "cat_offsets"), "cat_name": (_I32, (), "cat_offsets"),
+    "trace_offsets": (_I64, (), "N+1"), "trace_xy": (_F32, (2,), "trace_offsets"),
+    "trace_t": (_I64, (), "trace_offsets"),
+}
+REFS = (("worker", "workers"), ("hit", "hits"), ("action_icon_name", "icon_names"), ("cat_name", "category_names"),
+        ("index_rows", "image_id"))
 
 
 def write_coco_store(samples: Iterable[CocoSample], dst: str | os.PathLike,
-                     meta: dict[str, Any] | None = None) -> Path:
-    """Packs COCO-AB samples into a store at ``dst`` (atomically)."""
-    return write_store(dst, FORMAT, VERSION, pack_coco_arrays(samples), {"kind": "coco", **(meta or {})})
+                     meta: dict[str, Any] | None = None, replace_with_problems: bool = False) -> Path:
+    """Packs COCO-AB samples into a store at ``dst`` (atomically; an existing ``dst`` must be a store). Nothing is
+    written when there is no sample; a reader's ``problems`` keep an existing store unless
+    ``replace_with_problems`` (see ``write_imagenet_store``)."""
+    check_writable(dst, FORMAT)  # before the parse
+    arrays = pack_coco_arrays(samples)
+    source = getattr(samples, "path", None) or (meta or {}).get("source") or "samples"
+    check_pack_result(dst, len(arrays["image_id"]), getattr(samples, "problems", []), source, "COCO-AB records",
+                      replace_with_problems, expected="a JSON array of COCO-AB records (coco_ab_v1_0.json)")
+    return write_store(dst, FORMAT, VERSION, arrays, {"kind": "coco", **(meta or {})})
+
+
+def _int_ids(image_ids) -> np.ndarray:
+    """COCO image ids as int64: integers only (a float or a string id would match the wrong image or none)."""
+    a = np.asarray(image_ids)
+    if a.ndim != 1 or not (a.dtype.kind in "iu" or a.size == 0):
+        raise TypeError(f"image_ids must be a list of integer COCO image ids, got {a.dtype} {list(a.shape)}")
+    if a.dtype.kind == "u" and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise ValueError("image_ids must fit in int64")
+    return a.astype(np.int64)
 
 
 class CocoByproductStore:
@@ -36,12 +74,19 @@ class CocoByproductStore:
         arrays, meta = read_store(path, FORMAT, (VERSION,))
         if meta.get("kind") != "coco":
             raise StoreError(f"{path} holds {meta.get('kind')!r} byproducts; CocoByproductStore reads COCO-AB")
+        check_layout(path, arrays, LAYOUT, "image_id")  # a few values: a damaged store fails here
+        check_index(path, arrays["index"], arrays["index_rows"], full=False)
         return cls(Path(path), arrays, meta)
 
     def verify(self) -> None:
+        """Recomputes every array's checksum and checks every offset and reference (reads the whole store)."""
         bad = verify_store(self.path)
         if bad:
             raise StoreError(f"{self.path}: arrays {bad} fail their checksums; re-pack the store")
+        check_layout(self.path, self.arrays, LAYOUT, "image_id", full=True, refs=REFS,
+                     ranges={"action_icon": (-1, len(COCO_CLASSES)), "action_kind": (-1, len(ACTIONS))})
+        ir = np.asarray(self.arrays["index_rows"])
+        check_index(self.path, self.arrays["index"], np.asarray(self.arrays["image_id"])[ir], full=True)
 
     def __len__(self) -> int:
         return len(self.arrays["image_id"])
@@ -53,9 +98,13 @@ class CocoByproductStore:
 
     def rows(self, image_ids) -> np.ndarray:
         """Row of each image id's last record (int64, −1 where absent), O(1) each."""
-        keys = self.ids[self.arrays["index_rows"]]
-        slot = lookup(self.arrays["index"], keys, np.asarray(image_ids, np.int64))
-        return np.where(slot >= 0, np.asarray(self.arrays["index_rows"])[np.maximum(slot, 0)], -1)
+        q = _int_ids(image_ids)
+        try:
+            keys = self.ids[self.arrays["index_rows"]]
+            slot = lookup(self.arrays["index"], keys, q)
+            return np.where(slot >= 0, np.asarray(self.arrays["index_rows"])[np.maximum(slot, 0)], -1)
+        except IndexError:  # index_rows / index values outside the rows: verify() checks them, open() cannot afford to
+            raise damaged(self.path, "the index points outside the rows") from None
 
     def row(self, image_id: int) -> int:
         r = int(self.rows([image_id])[0])
@@ -65,10 +114,12 @@ class CocoByproductStore:
 
     def trace(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(xy [P, 2] float32, t [P] int64 ms since page start) of record ``i``."""
-        if not 0 <= i < len(self):
-            raise IndexError(f"row must be in [0, {len(self)}), got {i}")
+        i = check_row(i, len(self))
         off = self.arrays["trace_offsets"]
-        return np.asarray(self.arrays["trace_xy"][off[i]:off[i + 1]]), np.asarray(self.arrays["trace_t"][off[i]:off[i + 1]])
+        lo, hi = off[i], off[i + 1]
+        if not 0 <= lo <= hi <= len(self.arrays["trace_t"]):
+            raise damaged(self.path, f"'trace_offsets' of row {i} is [{lo}, {hi})")
+        return np.asarray(self.arrays["trace_xy"][lo:hi]), np.asarray(self.arrays["trace_t"][lo:hi])
 
     def coco_targets(self, rows, boxes, flips, gt_classes):
         """The official COCO loader's targets for crops of ``rows``: ``target`` [B, 80] float32 and

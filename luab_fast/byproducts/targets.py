@@ -23,10 +23,19 @@ def check_batch(rows: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor, n:
         raise ValueError(f"flips must be a bool [B] tensor with B={b}, got {flips.dtype} {tuple(flips.shape)}")
     if not values:
         return
-    if b and (int(rows.min()) < 0 or int(rows.max()) >= n):
+    if not b:
+        return
+    x0, y0, x1, y1 = boxes.unbind(1)
+    # as the ops that take the same crops (label_pool, rasterize): inside the image; a NaN fails every comparison
+    good_boxes = (x0 >= 0) & (y0 >= 0) & (x1 <= 1) & (y1 <= 1) & (x0 < x1) & (y0 < y1)
+    ok = torch.stack([rows.min() >= 0, rows.max() < n, good_boxes.all()])
+    if bool(ok.all()):  # the one device sync of the checks; the messages below are the failure path only
+        return
+    if not (bool(ok[0]) and bool(ok[1])):
         raise ValueError(f"rows must be in [0, {n}), got values in [{int(rows.min())}, {int(rows.max())}]")
-    if b and not bool(((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])).all()):
-        raise ValueError("boxes must satisfy x0 < x1 and y0 < y1 for every crop")
+    bad = int(torch.nonzero(~good_boxes)[0, 0])
+    raise ValueError(f"boxes must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1; crop {bad} "
+                     f"is {[round(float(v), 6) for v in boxes[bad]]}")
 
 
 def to_crop(xy: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
@@ -91,9 +100,9 @@ class ByproductTensors:
         """The batch's traces packed for rasterisation: (points [P, 2] float32 in image coordinates,
         times [P] int64, offsets [B + 1] int64); sample b owns points[offsets[b]:offsets[b + 1]], its
         workers' traces one after another in record order."""
+        if rows.ndim != 1 or rows.dtype not in (torch.int64, torch.int32):  # a float row would be truncated
+            raise ValueError(f"rows must be an int64 [B] tensor, got {rows.dtype} {tuple(rows.shape)}")
         rows = rows.to(self.device).long()
-        if rows.ndim != 1:
-            raise ValueError(f"rows must be an int64 [B] tensor, got shape {tuple(rows.shape)}")
         if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= self.n):
             raise ValueError(f"rows must be in [0, {self.n}), got [{int(rows.min())}, {int(rows.max())}]")
         start, end = self.trace_offsets[rows], self.trace_offsets[rows + 1]

@@ -18,7 +18,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..byproducts._index import build_index
+from .._cli import DataError, UsageError
+from ..byproducts._index import build_index, file_stem
 from ..byproducts.records import ReadProblem
 from ..ops.label_pool import MAX_ABS_SCORE
 
@@ -119,19 +120,20 @@ def pack_label_map_arrays(src: Path, score_dtype: str = "float32", num_classes: 
     ``ids`` [N] ``S`` (file stems), ``index`` (hash table over ids), ``wnids`` [W] ``S``, ``label`` [N] int32
     (row → position in ``wnids``). strict: ValueError naming the first bad file, before anything is written."""
     if score_dtype not in SCORE_DTYPES:
-        raise ValueError(f"score_dtype must be one of {sorted(SCORE_DTYPES)}, got {score_dtype!r}")
-    if not 1 <= num_classes <= np.iinfo(np.int16).max + 1:
-        raise ValueError(f"num_classes must be in [1, 32768] (indices are stored as int16), got {num_classes}")
+        raise UsageError(f"score_dtype must be one of {sorted(SCORE_DTYPES)}, got {score_dtype!r}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or not 1 <= num_classes <= np.iinfo(np.int16).max + 1:
+        raise UsageError(f"num_classes must be in [1, 32768] (indices are stored as int16), got {num_classes}")
     files, problems = list_label_maps(src)
     if strict and problems:
-        raise ValueError(f"{problems[0].source}: {problems[0].reason}")
+        raise DataError(f"{problems[0].source}: {problems[0].reason} (--strict: nothing was written)")
     from tqdm.auto import tqdm
 
     scores = indices = None
     ids: list[str] = []
     wnids: dict[str, int] = {}
     label: list[int] = []
-    seen: set[str] = set()
+    seen: dict[str, Path] = {}  # image id → the file that gave it
     results = zip(files, _results(files, num_classes, workers or min(16, os.cpu_count() or 1)))
     head = list(itertools.islice(results, SHAPE_VOTE))  # one stray file cannot set the store's shape
     votes = collections.Counter(m.shape[1:] for _, (_, m) in head if m is not None)
@@ -144,12 +146,15 @@ def pack_label_map_arrays(src: Path, score_dtype: str = "float32", num_classes: 
                       f"got {list(m.shape)}")
         if reason is None and score_dtype == "float16" and np.abs(m[0]).max() > 65504:
             reason = "score overflows float16: pack with score_dtype='float32'"
-        if reason is None and path.stem in seen:
-            reason = "duplicate image id: skipped (the first file wins)"
+        stem = file_stem(path.name)  # the one stem rule of every lookup: cut at the first '.'
+        if reason is None and not (stem.isascii() and path.parent.name.isascii() and stem):
+            reason = "not an ImageNet-style name: the file stem and its <wnid>/ folder must be non-empty ASCII"
+        if reason is None and stem in seen:
+            reason = f"duplicate image id {stem!r}, also in {seen[stem]}: skipped (the first file wins)"
         if reason is not None:
             if strict:
                 bar.close()
-                raise ValueError(f"{path}: {reason}")
+                raise DataError(f"{path}: {reason} (--strict: nothing was written)")
             problems.append(ReadProblem(str(path), reason))
             continue
         if scores is None:
@@ -158,13 +163,14 @@ def pack_label_map_arrays(src: Path, score_dtype: str = "float32", num_classes: 
         n = len(ids)
         scores[n] = m[0]
         indices[n] = m[1]
-        seen.add(path.stem)
-        ids.append(path.stem)
+        seen[stem] = path
+        ids.append(stem)
         label.append(wnids.setdefault(path.parent.name, len(wnids)))
     bar.close()
     if not ids:
-        raise ValueError(f"no valid label maps under {src} (expected {src}/<wnid>/<stem>.pt files; "
-                         f"{len(problems)} problem(s))")
+        first = f"; first: {problems[0].source}: {problems[0].reason}" if problems else ""
+        raise DataError(f"no valid label maps under {src} (expected {src}/<wnid>/<stem>.pt files; "
+                        f"{len(problems)} problem(s){first}); nothing was written")
     keys = np.array([s.encode() for s in ids], dtype="S")
     arrays = {"scores": scores[:len(ids)], "indices": indices[:len(ids)], "ids": keys,
               "index": build_index(keys), "wnids": np.array([w.encode() for w in wnids], dtype="S"),

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..byproducts._format import StoreError
-from .store import LabelMapStore, pack_label_maps
+from .._atomic import check_destination
+from .._cli import UsageError
+from ..byproducts._format import REPLACE_FLAG
 from ..byproducts.inspect import _save as save_figure  # the one atomic PNG writer
+from .store import LabelMapStore, pack_label_maps
 
 
 def _summarise(problems, limit: int = 10) -> str:
@@ -33,14 +35,10 @@ def _summarise(problems, limit: int = 10) -> str:
 def cmd_pack(args: argparse.Namespace) -> int:
     src = Path(args.src)
     if not src.is_dir():
-        print(f"error: SRC {src} is not a directory of <wnid>/<stem>.pt label maps", file=sys.stderr)
-        return 2
-    try:
-        res = pack_label_maps(src, args.dst, score_dtype="float16" if args.float16 else "float32",
-                              strict=args.strict, progress=not args.quiet, num_classes=args.num_classes)
-    except ValueError as exc:  # strict mode, or nothing valid: nothing is written
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError(f"SRC {src} is not a directory of <wnid>/<stem>.pt label maps")
+    res = pack_label_maps(src, args.dst, score_dtype="float16" if args.float16 else "float32", strict=args.strict,
+                          progress=not args.quiet, num_classes=args.num_classes,
+                          replace_with_problems=args.replace_with_problems)
     print(f"packed {res.rows:,} label maps from {src} into {res.path} in {res.seconds:.1f} s "
           f"({res.rows / max(res.seconds, 1e-9):,.0f} files/s)")
     if res.problems:
@@ -102,12 +100,15 @@ def draw_map(store: LabelMapStore, image_id: str, out: str | os.PathLike, image:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    out = check_destination(args.out, "--out")  # before opening anything
+    if args.image is not None and not Path(args.image).is_file():
+        raise UsageError(f"--image {args.image}: no such file")
     store = LabelMapStore.open(args.store)
     try:
-        out = draw_map(store, args.image_id, args.out, image=args.image)
+        out = draw_map(store, args.image_id, out, image=args.image)
     except KeyError:
-        print(f"error: IMAGE_ID {args.image_id!r} is not in {args.store}", file=sys.stderr)
-        return 2
+        raise UsageError(f"IMAGE_ID {args.image_id!r} is not in {args.store}; `info {args.store}` describes the "
+                         f"store") from None
     print(f"saved {out}")
     return 0
 
@@ -115,13 +116,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from .generate import generate_label_maps
 
-    try:
-        n = generate_label_maps(args.model, args.images, args.out, topk=args.topk, size=args.size,
-                                scores=args.scores, batch_size=args.batch_size, device=args.device,
-                                arch=args.arch, progress=not args.quiet)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    n = generate_label_maps(args.model, args.images, args.out, topk=args.topk, size=args.size, scores=args.scores,
+                            batch_size=args.batch_size, device=args.device, arch=args.arch, progress=not args.quiet)
     print(f"wrote {n:,} label maps under {args.out}")
     return 0
 
@@ -136,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--float16", action="store_true", help="store scores as float16 (half the size)")
     pk.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     pk.add_argument("--num-classes", type=int, default=1000, help="class indices must be below this (1000)")
+    pk.add_argument(REPLACE_FLAG, action="store_true",
+                    help="replace an existing DST even though problem files were skipped (default: keep it)")
     pk.add_argument("--quiet", action="store_true", help="no progress bar")
     pk.set_defaults(fn=cmd_pack)
     inf = sub.add_parser("info", help="shape and provenance of a store")
@@ -162,12 +160,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.set_defaults(fn=cmd_generate)
     args = p.parse_args(argv)
-    try:
-        return args.fn(args)
-    except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return args.fn(args)  # errors: one line and an exit status from luab_fast._cli.run (__main__)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from .._cli import run
+
+    sys.exit(run(main))

@@ -17,9 +17,10 @@ after pooling); ``"softmax"`` stores per-location probabilities instead. The top
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .._atomic import atomic_path
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 
@@ -84,17 +85,12 @@ def _out_path(img: Path, images: Path, out: Path) -> Path:
 
 
 def _save_atomic(t, path: Path) -> None:
+    """``torch.save`` through a unique temporary renamed into place (umask's mode, never a torn file)."""
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(t, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _batches(files: list[Path], size: int, batch_size: int, mean, std) -> Iterator[tuple[list[Path], Any]]:
@@ -126,6 +122,9 @@ def generate_label_maps(model: str | Any, images: str | os.PathLike, out: str | 
 
     if scores not in ("logits", "softmax"):
         raise ValueError(f"scores must be 'logits' or 'softmax', got {scores!r}")
+    for name, v, lo in (("topk", topk, 1), ("batch_size", batch_size, 1), ("size", size, 1)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise ValueError(f"{name}: expected a positive integer, got {v!r}")
     images, out = Path(images), Path(out)
     if not images.is_dir():
         raise ValueError(f"images must be a directory, got {images}")

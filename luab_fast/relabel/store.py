@@ -21,13 +21,20 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ..byproducts._format import StoreError, check_writable, read_store, verify_store, write_store
+from .._cli import UsageError
+from ..byproducts._format import (StoreError, check_index, check_layout, check_pack_result, check_writable, damaged,
+                                  is_store, read_store, verify_store, write_store)
 from ..byproducts._index import file_stem, lookup_stems
+from ..byproducts.store import _id_list
 from ..byproducts.records import ReadProblem
 from ._pack import pack_label_map_arrays
 
 FORMAT = "luab_fast.relabel"
 VERSION = 1
+# How the arrays of a label-map store fit together (``_format.check_layout``); scores and indices are
+# [N, K, S, S] with K and S from the manifest's meta, checked in ``_check_maps``.
+LAYOUT = {"ids": ("S", (), "N"), "index": (np.int64, (), None), "wnids": ("S", (), None),
+          "label": (np.int32, (), "N")}
 
 
 image_stem = file_stem  # kept as a public name of this module
@@ -45,24 +52,59 @@ class PackResult:
 
 def pack_label_maps(src_dir: str | os.PathLike, dst: str | os.PathLike, score_dtype: str = "float32",
                     strict: bool = False, progress: bool = True, num_classes: int = 1000,
-                    workers: int | None = None) -> PackResult:
+                    workers: int | None = None, replace_with_problems: bool = False) -> PackResult:
     """Packs every ``src_dir/<wnid>/<stem>.pt`` (``Tensor[2, K, S, S]``: scores, then class indices as
     floats) into one store at ``dst``, written atomically (a temp sibling, renamed when complete).
 
     Each file is checked: shape ``[2, K, S, S]`` with K and S shared by all files, finite scores, integral
     indices in ``[0, num_classes)``. A bad file is skipped and reported in ``.problems``; ``strict=True``
-    raises ``ValueError`` naming the first bad file instead, and nothing is written."""
+    raises ``ValueError`` naming the first bad file instead, and nothing is written. With problems, an existing
+    store at ``dst`` is kept (DataError) unless ``replace_with_problems``."""
     src = Path(src_dir)
     if not src.is_dir():
-        raise ValueError(f"src_dir must be a directory of <wnid>/<stem>.pt label maps, got {src}")
+        raise UsageError(f"src_dir must be a directory of <wnid>/<stem>.pt label maps, got {src}")
+    if is_store(src):
+        raise UsageError(f"src_dir {src} is a packed store, not a directory of <wnid>/<stem>.pt label maps")
+    if Path(dst).exists() and Path(dst).resolve() == src.resolve():
+        raise UsageError(f"dst {dst} is the source directory; pack into a new path")
     check_writable(dst, FORMAT)  # before reading every file
     t0 = time.perf_counter()
     arrays, problems = pack_label_map_arrays(src, score_dtype, num_classes, strict, progress, workers)
+    check_pack_result(dst, len(arrays["ids"]), problems, src, "label maps", replace_with_problems)
     n, k, s, _ = arrays["scores"].shape
     meta = {"source": str(src), "num_classes": num_classes, "topk": k, "size": s, "score_dtype": score_dtype,
             "problems": len(problems)}
     path = write_store(dst, FORMAT, VERSION, arrays, meta)
     return PackResult(path, n, time.perf_counter() - t0, problems)
+
+
+def _check_maps(path, arrays, meta, full: bool) -> None:
+    """The layout (cheap, or ``full``: every value) plus what the meta promises: ``num_classes``, ``topk`` and
+    ``size`` agreeing with ``scores`` / ``indices`` [N, K, S, S]."""
+    for name, kinds in (("scores", ("float32", "float16")), ("indices", ("int16",))):
+        a = arrays.get(name)
+        if a is None:
+            raise damaged(path, f"array {name!r} is missing")
+        if a.dtype.name not in kinds or a.ndim != 4 or a.shape[2] != a.shape[3] or 0 in a.shape[1:]:
+            raise damaged(path, f"array {name!r} is {a.dtype.name}{list(a.shape)}, expected {'/'.join(kinds)}"
+                                f"[N, K, S, S]")
+    if arrays["scores"].shape != arrays["indices"].shape:
+        raise damaged(path, f"scores {list(arrays['scores'].shape)} and indices {list(arrays['indices'].shape)} "
+                            f"differ in shape")
+    check_layout(path, {**arrays, "scores_rows": arrays["scores"][:, 0, 0, 0]},
+                 {**LAYOUT, "scores_rows": (arrays["scores"].dtype, (), "N")}, "ids", full=full,
+                 refs=[("label", "wnids")])
+    check_index(path, arrays["index"], arrays["ids"], full=full)
+    _, k, s, _ = arrays["scores"].shape
+    nc = meta.get("num_classes")
+    if not isinstance(nc, int) or isinstance(nc, bool) or not 1 <= nc <= 32768 or meta.get("topk") != k \
+            or meta.get("size") != s:
+        raise damaged(path, f"meta num_classes={nc!r}, topk={meta.get('topk')!r}, size={meta.get('size')!r} "
+                            f"do not fit maps [N, {k}, {s}, {s}]")
+    if full and arrays["indices"].size:
+        lo, hi = int(np.min(arrays["indices"])), int(np.max(arrays["indices"]))
+        if lo < 0 or hi >= nc:
+            raise damaged(path, f"class indices in [{lo}, {hi}], expected [0, {nc})")
 
 
 class LabelMapStore:
@@ -78,13 +120,16 @@ class LabelMapStore:
         """Maps a store; ``StoreError`` for a missing, corrupt, foreign or other-version store."""
         path = Path(path)
         arrays, meta = read_store(path, FORMAT, (VERSION,))  # says what a path without a manifest is
+        _check_maps(path, arrays, meta, full=False)
         return cls(path, arrays, meta)
 
     def verify(self) -> None:
-        """Recomputes every array's checksum (reads the whole store); raises StoreError on a mismatch."""
+        """Recomputes every array's checksum and checks every class index, label and index slot (reads the whole
+        store); raises StoreError on a mismatch."""
         bad = verify_store(self.path)
         if bad:
             raise StoreError(f"{self.path}: arrays {bad} fail their checksums; re-pack the store")
+        _check_maps(self.path, self.arrays, self.meta, full=True)
 
     # -- shape and lookup ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -115,12 +160,19 @@ class LabelMapStore:
     @cached_property
     def wnids(self) -> np.ndarray:
         """The ``<wnid>/`` folder of each row, as a numpy str array."""
-        return self.arrays["wnids"].astype(str)[self.arrays["label"]]
+        try:
+            return self.arrays["wnids"].astype(str)[self.arrays["label"]]
+        except IndexError:  # verify() checks every label; open() reads none
+            raise damaged(self.path, "a label points outside 'wnids'") from None
 
     def rows(self, image_ids: Iterable[str] | np.ndarray) -> np.ndarray:
         """Rows of many ids at once (int64, −1 where absent), O(1) each from the on-disk hash table. An id
         is a file stem or any path / file name ending in one."""
-        return lookup_stems(self.arrays["index"], self.arrays["ids"], image_ids)
+        image_ids = _id_list(image_ids)
+        try:
+            return lookup_stems(self.arrays["index"], self.arrays["ids"], image_ids)
+        except IndexError:  # a slot points past the rows: verify() checks them all
+            raise damaged(self.path, "the index points outside the rows") from None
 
     def row(self, image_id: str) -> int:
         """Row of one image (file stem, or a path / file name ending in it); KeyError when absent."""
@@ -139,8 +191,14 @@ class LabelMapStore:
         if device.type == "cuda" and device.index is None:  # "cuda" means the current device: compare as such
             device = torch.device("cuda", torch.cuda.current_device())
         if self._tensors is None or self._tensors[0].device != device:
-            self._tensors = tuple(torch.from_numpy(np.array(self.arrays[n])).to(device)
-                                  for n in ("scores", "indices"))  # type: ignore[assignment]
+            tensors = tuple(torch.from_numpy(np.array(self.arrays[n])).to(device) for n in ("scores", "indices"))
+            # kernels gather with these indices unchecked (label_pool's validate=False trusts a packed store): a
+            # damaged store must fail here, where one pass on the device costs little beside the copy
+            if tensors[1].numel():
+                lo, hi = torch.stack(torch.aminmax(tensors[1])).tolist()  # one device sync
+                if lo < 0 or hi >= self.num_classes:
+                    raise damaged(self.path, f"class indices in [{lo}, {hi}], expected [0, {self.num_classes})")
+            self._tensors = tensors  # type: ignore[assignment]
             self.device = device
         return self
 
