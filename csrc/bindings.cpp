@@ -7,6 +7,8 @@
 
 #include <omp.h>
 
+#include <cmath>
+#include <climits>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,7 @@
 #include "aggregate/majority_vote.hpp"
 #include "common/buffer.hpp"
 #include "common/check.hpp"
+#include "common/parallel.hpp"
 
 namespace py = pybind11;
 
@@ -50,9 +53,27 @@ const T* checked(const py::array& a, const char* name, std::vector<int64_t> shap
   return static_cast<const T*>(a.data());
 }
 
-const double* optional_f64(const py::object& o, const char* name, std::vector<int64_t> shape) {
+// Every value of a float64 array is finite and >= 0 (pseudo-counts, probabilities, vote weights): a NaN, an inf
+// or a negative value would come out as NaN or negative "probabilities", a silently wrong result.
+void check_finite_nonnegative(const double* p, int64_t n, const char* name, const char* what) {
+  for (int64_t i = 0; i < n; ++i)
+    LUAB_CHECK(std::isfinite(p[i]) && p[i] >= 0.0, name, " must hold finite ", what, " >= 0, got ", p[i],
+               " at flat index ", i);
+}
+
+// An optional float64 array of the given shape whose values are finite and >= 0.
+const double* optional_f64(const py::object& o, const char* name, std::vector<int64_t> shape, const char* what) {
   if (o.is_none()) return nullptr;
-  return checked<double>(o.cast<py::array>(), name, std::move(shape), "float64");
+  const py::array a = o.cast<py::array>();
+  const double* p = checked<double>(a, name, std::move(shape), "float64");
+  check_finite_nonnegative(p, static_cast<int64_t>(a.size()), name, what);
+  return p;
+}
+
+// An iteration count as the EM loops take it (an int).
+int checked_iterations(int64_t n, const char* name) {
+  LUAB_CHECK(n >= 0 && n <= INT_MAX, name, " must be >= 0 (and <= ", INT_MAX, "), got ", n);
+  return static_cast<int>(n);
 }
 
 template <typename T>
@@ -71,23 +92,23 @@ py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
 
 // Builds the CSR views from the three label columns (ids already dense, checked in C++ too).
 agg::Crowd make_crowd(const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks,
-                      int64_t n_workers, int64_t n_classes) {
+                      int64_t n_workers, int64_t n_classes, bool confusion_tables = false) {
   const int64_t n = task.ndim() == 1 ? task.shape(0) : -1;
   const int64_t* t = checked<int64_t>(task, "task", {-1}, "int64");
   const int64_t* w = checked<int64_t>(worker, "worker", {n}, "int64");
   const int64_t* l = checked<int64_t>(label, "label", {n}, "int64");
   py::gil_scoped_release nogil;
-  return agg::build_crowd(t, w, l, n, n_tasks, n_workers, n_classes);
+  return agg::build_crowd(t, w, l, n, n_tasks, n_workers, n_classes, confusion_tables);
 }
 
 // alpha may be [K, K] (shared by all workers) or [W, K, K]; returns whether it is per worker.
+// Its values must be finite pseudo-counts >= 0.
 bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
-  if (a.ndim() == 3) {
-    checked<double>(a, name, {W, K, K}, "float64");
-    return true;
-  }
-  checked<double>(a, name, {K, K}, "float64");
-  return false;
+  const bool per_worker = a.ndim() == 3;
+  const double* p = per_worker ? checked<double>(a, name, {W, K, K}, "float64")
+                               : checked<double>(a, name, {K, K}, "float64");
+  check_finite_nonnegative(p, static_cast<int64_t>(a.size()), name, "pseudo-counts");
+  return per_worker;
 }
 
 }  // namespace
@@ -95,6 +116,7 @@ bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "luab_fast compiled core (C++17, OpenMP)";
   m.def("omp_max_threads", []() { return omp_get_max_threads(); }, "OpenMP's default thread count.");
+  m.attr("MAX_THREADS") = luab::kMaxThreads;
   init_byproducts_imagenet(m);
   auto ops = m.def_submodule("ops", "CPU kernels of the public ops (luab_fast.ops)");
   init_ops_label_pool(ops);
@@ -123,12 +145,13 @@ PYBIND11_MODULE(_C, m) {
 
   a.def(
       "argmax_rows",
-      [](const py::array& x, int n_threads) {
+      [](const py::array& x, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
         LUAB_CHECK(x.ndim() == 2, "x must be 2-D (rows, classes), got shape ", shape_str(x));
         const int64_t rows = x.shape(0), k = x.shape(1);
         LUAB_CHECK(k >= 1, "x must have at least one column, got shape ", shape_str(x));
         std::vector<int64_t> out(static_cast<size_t>(rows));
-        const int nt = agg::resolve_threads(n_threads, rows * k);
+        const int nt = agg::resolve_threads(threads, rows * k);
         if (x.dtype().is(py::dtype::of<float>())) {
           const float* p = checked<float>(x, "x", {rows, k}, "float32");
           py::gil_scoped_release nogil;
@@ -146,13 +169,14 @@ PYBIND11_MODULE(_C, m) {
   a.def(
       "majority_vote",
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
-         int64_t n_classes, const py::object& weights, int n_threads) {
+         int64_t n_classes, const py::object& weights, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
-        const double* wts = optional_f64(weights, "weights", {n_workers});
+        const double* wts = optional_f64(weights, "weights", {n_workers}, "vote weights");
         luab::Buffer<double> post;
         {
           py::gil_scoped_release nogil;
-          post = agg::majority_vote(c, wts, n_threads);
+          post = agg::majority_vote(c, wts, threads);
         }
         return to_numpy(std::move(post), {n_tasks, n_classes});
       },
@@ -164,29 +188,31 @@ PYBIND11_MODULE(_C, m) {
       "dawid_skene",
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
          int64_t n_classes, const py::object& init_post, const py::object& alpha, const py::object& task_prior,
-         int n_iter, double tol, bool one_coin, bool single_precision, int n_threads) {
-        LUAB_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
+         int64_t n_iter, double tol, bool one_coin, bool single_precision, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        const int iters = checked_iterations(n_iter, "n_iter");
         LUAB_CHECK(tol >= 0.0, "tol must be >= 0, got ", tol);
-        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
-        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes});
-        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes});
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, !one_coin);
+        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
+        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes}, "probabilities");
         const double* al = nullptr;
         bool per_worker = false;
         if (!alpha.is_none()) {
           py::array arr = alpha.cast<py::array>();
           if (one_coin) {
             al = checked<double>(arr, "alpha", {2}, "float64");
+            check_finite_nonnegative(al, 2, "alpha", "pseudo-counts");
           } else {
             per_worker = alpha_layout(arr, n_workers, n_classes, "alpha");
             al = static_cast<const double*>(arr.data());
           }
         }
         agg::DSOptions opt;
-        opt.n_iter = n_iter;
+        opt.n_iter = iters;
         opt.tol = tol;
         opt.one_coin = one_coin;
         opt.single_precision = single_precision;
-        opt.n_threads = n_threads;
+        opt.n_threads = threads;
         agg::DSResult r;
         {
           py::gil_scoped_release nogil;
@@ -222,18 +248,20 @@ PYBIND11_MODULE(_C, m) {
       "bayes",
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
          int64_t n_classes, const py::array& alpha, const py::object& task_prior, const py::object& init_post,
-         int max_iter, bool hard_criterion, double likelihood_epsilon, int n_threads) {
-        LUAB_CHECK(max_iter >= 0, "max_iter must be >= 0, got ", max_iter);
-        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+         int64_t max_iter, bool hard_criterion, double likelihood_epsilon, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        const int iters = checked_iterations(max_iter, "max_iter");
+        LUAB_CHECK(likelihood_epsilon >= 0.0, "likelihood_epsilon must be >= 0, got ", likelihood_epsilon);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, true);
         const bool per_worker = alpha_layout(alpha, n_workers, n_classes, "alpha");
         const double* al = static_cast<const double*>(alpha.data());
-        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes});
-        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes});
+        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes}, "probabilities");
+        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
         agg::BayesOptions opt;
-        opt.max_iter = max_iter;
+        opt.max_iter = iters;
         opt.hard_criterion = hard_criterion;
         opt.likelihood_epsilon = likelihood_epsilon;
-        opt.n_threads = n_threads;
+        opt.n_threads = threads;
         agg::BayesResult r;
         {
           py::gil_scoped_release nogil;

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "../common/check.hpp"
 #include "../common/vmath.hpp"
 #include "em_kernels.hpp"
 
@@ -40,6 +41,9 @@ void dirichlet_rows(const Crowd& c, const double* counts, const double* alpha, b
 
 BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_worker, const double* task_prior,
                             const double* init_post, const BayesOptions& opt) {
+  // the tables' sizes, checked before anything is allocated (or indexed) with them
+  checked_size("n_tasks * n_classes", {c.n_tasks, c.n_classes});
+  checked_size("n_workers * n_classes * n_classes", {c.n_workers, c.n_classes, c.n_classes});
   const int nt = resolve_threads(opt.n_threads, c.n_labels * c.n_classes);
   const int64_t K = c.n_classes;
   const int64_t KK = K * K;

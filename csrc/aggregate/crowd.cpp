@@ -7,13 +7,17 @@
 namespace luab::aggregate {
 
 Crowd build_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
-                  int64_t n_tasks, int64_t n_workers, int64_t n_classes) {
+                  int64_t n_tasks, int64_t n_workers, int64_t n_classes, bool confusion_tables) {
   LUAB_CHECK(n_labels >= 0, "n_labels must be >= 0, got ", n_labels);
   LUAB_CHECK(n_tasks >= 0, "n_tasks must be >= 0, got ", n_tasks);
   LUAB_CHECK(n_workers >= 0, "n_workers must be >= 0, got ", n_workers);
   LUAB_CHECK(n_classes >= 1, "n_classes must be >= 1, got ", n_classes);
   LUAB_CHECK(n_workers <= std::numeric_limits<int32_t>::max(), "n_workers must fit in int32, got ", n_workers);
   LUAB_CHECK(n_classes <= 65536, "n_classes must be <= 65536, got ", n_classes);
+  // every estimator's [T, K] posteriors and the [W, K] observed table below (also bounds n_tasks + 1)
+  checked_size("n_tasks * n_classes", {n_tasks, n_classes});
+  checked_size("n_workers * n_classes", {n_workers, n_classes});
+  if (confusion_tables) checked_size("n_workers * n_classes * n_classes", {n_workers, n_classes, n_classes});
   for (int64_t j = 0; j < n_labels; ++j) {
     LUAB_CHECK(task[j] >= 0 && task[j] < n_tasks, "task ids must be in [0, ", n_tasks, "), got ", task[j],
                " at position ", j);

@@ -28,7 +28,9 @@ struct Crowd {
 };
 
 // Validates ids (0 <= id < n) and builds both views with a stable counting sort (input order kept).
+// confusion_tables: the caller will allocate [W, K, K] tables (Dawid–Skene, Bayes), whose size is then checked
+// with the others, before anything is allocated.
 Crowd build_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
-                  int64_t n_tasks, int64_t n_workers, int64_t n_classes);
+                  int64_t n_tasks, int64_t n_workers, int64_t n_classes, bool confusion_tables = false);
 
 }  // namespace luab::aggregate

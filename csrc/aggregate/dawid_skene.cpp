@@ -5,6 +5,8 @@
 #include <limits>
 #include <type_traits>
 
+#include "../common/check.hpp"
+#include "../common/parallel.hpp"
 #include "../common/stream_store.hpp"
 #include "../common/vmath.hpp"
 #include "em_kernels.hpp"
@@ -12,6 +14,9 @@
 
 namespace luab::aggregate {
 namespace {
+
+// The most classes of the full model: K * K cell ids must fit in int32.
+constexpr int64_t kMaxConfusionClasses = 46340;
 
 // crowd-kit's _EPS: error cells and class priors are clipped to at least this before taking logs.
 constexpr double kClip = 1e-10;
@@ -63,144 +68,160 @@ void full_m_step(const Crowd& c, const TP* post, const CompactPosteriors<TP>& co
         log_base_unobs[z * K + y] = a > 0.0 ? std::log(a) : -HUGE_VAL;
       }
   }
+  FirstError err;  // the per-thread scratch and `touched` allocate: an exception cannot leave the region
 #pragma omp parallel num_threads(nt)
   {
-    std::vector<double> cnt(KK, 0.0), th(KK), denom(K), lrow(K), log_denom(K), vals(KK);
-    std::vector<int32_t> counted(KK), touched;
-    std::vector<TL> lscratch(KK);
-    std::vector<uint8_t> dense_row(K, 0);
+    std::vector<double> cnt, th, denom, lrow, log_denom, vals;
+    std::vector<int32_t> counted, touched;
+    std::vector<TL> lscratch;
+    std::vector<uint8_t> dense_row;
+    const bool ready = err.run([&] {
+      cnt.assign(KK, 0.0);
+      th.resize(KK);
+      denom.resize(K);
+      lrow.resize(K);
+      log_denom.resize(K);
+      vals.resize(KK);
+      counted.resize(KK);
+      lscratch.resize(KK);
+      dense_row.assign(K, 0);
+    });
 #pragma omp for schedule(dynamic, 8)
     for (int64_t w = 0; w < c.n_workers; ++w) {
-      const double* a = alpha == nullptr ? nullptr : alpha + (per_worker ? w * KK : 0);
-      const uint8_t* obs = c.observed.data() + w * K;
-      TL* lw = log_theta + w * KK;
-      // counts: cnt is all zero here (reset below, cell by cell); touched lists the cells that compact rows
-      // counted, in label order, and dense_row the rows that got a full posterior row
-      touched.clear();
-      const int64_t end = c.worker_ptr[w + 1];
-      for (int64_t j = c.worker_ptr[w]; j < end; ++j) {
-        if (j + kPrefetchAhead < end) {
-          const int64_t ahead = c.worker_task[j + kPrefetchAhead];
-          if (compact.count(ahead) != Compact::kDense) __builtin_prefetch(compact.row(ahead));
-          else prefetch_row(post + ahead * K, K);
-        }
-        const int64_t t = c.worker_task[j];
-        const int64_t z = c.worker_label[j];
-        double* dst = cnt.data() + z * K;
-        const uint8_t n = compact.count(t);
-        if (n != Compact::kDense) {
-          const PostEntry<TP>* e = compact.row(t);
-          for (uint8_t k = 0; k < n; ++k) {
-            if (dst[e[k].y] == 0.0) touched.push_back(static_cast<int32_t>(z * K + e[k].y));  // p >= tau > 0
-            dst[e[k].y] += static_cast<double>(e[k].p);
+      if (!ready || err.failed()) continue;
+      err.run([&] {
+        const double* a = alpha == nullptr ? nullptr : alpha + (per_worker ? w * KK : 0);
+        const uint8_t* obs = c.observed.data() + w * K;
+        TL* lw = log_theta + w * KK;
+        // counts: cnt is all zero here (reset below, cell by cell); touched lists the cells that compact rows
+        // counted, in label order, and dense_row the rows that got a full posterior row
+        touched.clear();
+        const int64_t end = c.worker_ptr[w + 1];
+        for (int64_t j = c.worker_ptr[w]; j < end; ++j) {
+          if (j + kPrefetchAhead < end) {
+            const int64_t ahead = c.worker_task[j + kPrefetchAhead];
+            if (compact.count(ahead) != Compact::kDense) __builtin_prefetch(compact.row(ahead));
+            else prefetch_row(post + ahead * K, K);
           }
-        } else {
-          dense_row[z] = 1;
-          const TP* p = post + t * K;
-          for (int64_t y = 0; y < K; ++y) dst[y] += static_cast<double>(p[y]);
-        }
-      }
-      std::fill(denom.begin(), denom.end(), 0.0);
-      for (int64_t z = 0; z < K; ++z) {
-        // one branch-free pass per row, which vectorises (__restrict: all three are doubles); max with -inf
-        // leaves an unobserved row's counts (>= 0) as they are
-        const double* __restrict cz = cnt.data() + z * K;
-        double* __restrict tz = th.data() + z * K;
-        double* __restrict dn = denom.data();
-        const double floor = obs[z] ? kClip : -HUGE_VAL;
-        if (a != nullptr)
-          for (int64_t y = 0; y < K; ++y) {
-            tz[y] = std::max(cz[y] + a[y * K + z], floor);
-            dn[y] += tz[y];
+          const int64_t t = c.worker_task[j];
+          const int64_t z = c.worker_label[j];
+          double* dst = cnt.data() + z * K;
+          const uint8_t n = compact.count(t);
+          if (n != Compact::kDense) {
+            const PostEntry<TP>* e = compact.row(t);
+            for (uint8_t k = 0; k < n; ++k) {
+              if (dst[e[k].y] == 0.0) touched.push_back(static_cast<int32_t>(z * K + e[k].y));  // p >= tau > 0
+              dst[e[k].y] += static_cast<double>(e[k].p);
+            }
+          } else {
+            dense_row[z] = 1;
+            const TP* p = post + t * K;
+            for (int64_t y = 0; y < K; ++y) dst[y] += static_cast<double>(p[y]);
           }
-        else
-          for (int64_t y = 0; y < K; ++y) {
-            tz[y] = std::max(cz[y], floor);
-            dn[y] += tz[y];
-          }
-      }
-      bool all_positive = true;
-      for (int64_t y = 0; y < K; ++y) all_positive &= denom[y] > 0.0;
-      // kLanes partial sums in a fixed order: one chain of dependent adds would not vectorise
-      double obj_lanes[kLanes] = {};
-      if (sparse_logs && all_positive) {
-        // log theta[z][y] = log v[z][y] − log denom[y]; log v from the tables above unless the cell was counted.
-        // The counted cells are the touched ones outside dense rows, plus the nonzero cells of dense rows: a
-        // worker's ~1 cell per label, found without scanning its K² cells.
-        vlog(denom.data(), log_denom.data(), K);
-        int64_t n = 0;
-        for (const int32_t idx : touched) {
-          counted[n] = idx;
-          vals[n] = th[idx];
-          n += !dense_row[idx / K];
         }
+        std::fill(denom.begin(), denom.end(), 0.0);
         for (int64_t z = 0; z < K; ++z) {
-          if (!dense_row[z]) continue;
-          const double* cz = cnt.data() + z * K;
-          for (int64_t y = 0; y < K; ++y) {  // branch-free compaction: a branch per cell mispredicts often
-            counted[n] = static_cast<int32_t>(z * K + y);
-            vals[n] = th[z * K + y];
-            n += cz[y] != 0.0;
-          }
-        }
-        vlog(vals.data(), vals.data(), n);
-        // The worker's K×K block is built in a scratch (in L1/L2) and streamed to the table in one go
-        // (stream_store.hpp): only the next E-step reads it, so writing through the caches would first read
-        // every line of the 40–80 MB table from memory for nothing. A/B on the 100k × 100 crowd: fp64 −8%, fp32
-        // −1.5% per fit.
-        TL* blk = lscratch.data();
-        for (int64_t z = 0; z < K; ++z) {
-          const double* base = (obs[z] ? log_base_obs.data() : log_base_unobs.data()) + z * K;
-          TL* out = blk + z * K;
-          for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TL>(base[y] - log_denom[y]);
-          if (a != nullptr) {  // the prior's log density, as if no cell were counted; corrected below
+          // one branch-free pass per row, which vectorises (__restrict: all three are doubles); max with -inf
+          // leaves an unobserved row's counts (>= 0) as they are
+          const double* __restrict cz = cnt.data() + z * K;
+          double* __restrict tz = th.data() + z * K;
+          double* __restrict dn = denom.data();
+          const double floor = obs[z] ? kClip : -HUGE_VAL;
+          if (a != nullptr)
             for (int64_t y = 0; y < K; ++y) {
-              const double ay = a[y * K + z];
-              obj_lanes[y % kLanes] += ay > 0.0 ? ay * (base[y] - log_denom[y]) : 0.0;
+              tz[y] = std::max(cz[y] + a[y * K + z], floor);
+              dn[y] += tz[y];
+            }
+          else
+            for (int64_t y = 0; y < K; ++y) {
+              tz[y] = std::max(cz[y], floor);
+              dn[y] += tz[y];
+            }
+        }
+        bool all_positive = true;
+        for (int64_t y = 0; y < K; ++y) all_positive &= denom[y] > 0.0;
+        // kLanes partial sums in a fixed order: one chain of dependent adds would not vectorise
+        double obj_lanes[kLanes] = {};
+        if (sparse_logs && all_positive) {
+          // log theta[z][y] = log v[z][y] − log denom[y]; log v from the tables above unless the cell was counted.
+          // The counted cells are the touched ones outside dense rows, plus the nonzero cells of dense rows: a
+          // worker's ~1 cell per label, found without scanning its K² cells.
+          vlog(denom.data(), log_denom.data(), K);
+          int64_t n = 0;
+          for (const int32_t idx : touched) {
+            counted[n] = idx;
+            vals[n] = th[idx];
+            n += !dense_row[idx / K];
+          }
+          for (int64_t z = 0; z < K; ++z) {
+            if (!dense_row[z]) continue;
+            const double* cz = cnt.data() + z * K;
+            for (int64_t y = 0; y < K; ++y) {  // branch-free compaction: a branch per cell mispredicts often
+              counted[n] = static_cast<int32_t>(z * K + y);
+              vals[n] = th[z * K + y];
+              n += cz[y] != 0.0;
             }
           }
+          vlog(vals.data(), vals.data(), n);
+          // The worker's K×K block is built in a scratch (in L1/L2) and streamed to the table in one go
+          // (stream_store.hpp): only the next E-step reads it, so writing through the caches would first read
+          // every line of the 40–80 MB table from memory for nothing. A/B on the 100k × 100 crowd: fp64 −8%, fp32
+          // −1.5% per fit.
+          TL* blk = lscratch.data();
+          for (int64_t z = 0; z < K; ++z) {
+            const double* base = (obs[z] ? log_base_obs.data() : log_base_unobs.data()) + z * K;
+            TL* out = blk + z * K;
+            for (int64_t y = 0; y < K; ++y) out[y] = static_cast<TL>(base[y] - log_denom[y]);
+            if (a != nullptr) {  // the prior's log density, as if no cell were counted; corrected below
+              for (int64_t y = 0; y < K; ++y) {
+                const double ay = a[y * K + z];
+                obj_lanes[y % kLanes] += ay > 0.0 ? ay * (base[y] - log_denom[y]) : 0.0;
+              }
+            }
+          }
+          // counted cells: their log, their share of the expected log-likelihood, the prior's correction
+          double obj = 0.0;
+          for (int64_t k = 0; k < n; ++k) {
+            const int64_t idx = counted[k], z = idx / K, y = idx - z * K;
+            const double l = vals[k] - log_denom[y];
+            blk[idx] = static_cast<TL>(l);
+            obj += cnt[idx] * l;
+            if (a != nullptr && a[y * K + z] > 0.0) obj += a[y * K + z] * (l - (log_base_obs[idx] - log_denom[y]));
+          }
+          for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
+          worker_obj[w] = obj;
+          stream_store(lw, blk, KK);
+          reset_counts(cnt.data(), touched, dense_row.data(), K);
+          return;
         }
-        // counted cells: their log, their share of the expected log-likelihood, the prior's correction
+        for (int64_t y = 0; y < K; ++y) denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
+        for (int64_t z = 0; z < K; ++z) {
+          double* tz = th.data() + z * K;
+          if (all_positive) {
+            for (int64_t y = 0; y < K; ++y) tz[y] *= denom[y];
+          } else {  // a worker without labels or prior: uniform (never read by the E-step)
+            for (int64_t y = 0; y < K; ++y) tz[y] = denom[y] > 0.0 ? tz[y] * denom[y] : 1.0 / static_cast<double>(K);
+          }
+          if (obs[z] || a != nullptr) {
+            vlog(tz, lrow.data(), K);
+          } else {  // unobserved row without prior: zeros, log -inf, never read
+            for (int64_t y = 0; y < K; ++y) lrow[y] = tz[y] > 0.0 ? std::log(tz[y]) : -HUGE_VAL;
+          }
+          for (int64_t y = 0; y < K; ++y) lw[z * K + y] = static_cast<TL>(lrow[y]);
+          if (obs[z]) lane_dot(cnt.data() + z * K, lrow.data(), K, obj_lanes);
+          if (a != nullptr)
+            for (int64_t y = 0; y < K; ++y)
+              if (a[y * K + z] > 0.0) obj_lanes[y % kLanes] += a[y * K + z] * lrow[y];
+        }
         double obj = 0.0;
-        for (int64_t k = 0; k < n; ++k) {
-          const int64_t idx = counted[k], z = idx / K, y = idx - z * K;
-          const double l = vals[k] - log_denom[y];
-          blk[idx] = static_cast<TL>(l);
-          obj += cnt[idx] * l;
-          if (a != nullptr && a[y * K + z] > 0.0) obj += a[y * K + z] * (l - (log_base_obs[idx] - log_denom[y]));
-        }
         for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
         worker_obj[w] = obj;
-        stream_store(lw, blk, KK);
         reset_counts(cnt.data(), touched, dense_row.data(), K);
-        continue;
-      }
-      for (int64_t y = 0; y < K; ++y) denom[y] = denom[y] > 0.0 ? 1.0 / denom[y] : 0.0;
-      for (int64_t z = 0; z < K; ++z) {
-        double* tz = th.data() + z * K;
-        if (all_positive) {
-          for (int64_t y = 0; y < K; ++y) tz[y] *= denom[y];
-        } else {  // a worker without labels or prior: uniform (never read by the E-step)
-          for (int64_t y = 0; y < K; ++y) tz[y] = denom[y] > 0.0 ? tz[y] * denom[y] : 1.0 / static_cast<double>(K);
-        }
-        if (obs[z] || a != nullptr) {
-          vlog(tz, lrow.data(), K);
-        } else {  // unobserved row without prior: zeros, log -inf, never read
-          for (int64_t y = 0; y < K; ++y) lrow[y] = tz[y] > 0.0 ? std::log(tz[y]) : -HUGE_VAL;
-        }
-        for (int64_t y = 0; y < K; ++y) lw[z * K + y] = static_cast<TL>(lrow[y]);
-        if (obs[z]) lane_dot(cnt.data() + z * K, lrow.data(), K, obj_lanes);
-        if (a != nullptr)
-          for (int64_t y = 0; y < K; ++y)
-            if (a[y * K + z] > 0.0) obj_lanes[y % kLanes] += a[y * K + z] * lrow[y];
-      }
-      double obj = 0.0;
-      for (int l = 0; l < kLanes; ++l) obj += obj_lanes[l];
-      worker_obj[w] = obj;
-      reset_counts(cnt.data(), touched, dense_row.data(), K);
+      });
     }
     store_fence();
   }
+  err.rethrow();
 }
 
 // One-coin M-step (crowd-kit's OneCoinDawidSkene): skill = expected accuracy over the worker's labels,
@@ -328,6 +349,15 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
 
 DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
                      const double* task_prior, const DSOptions& opt) {
+  // the tables' sizes, checked before anything is allocated (or indexed) with them
+  checked_size("n_tasks * n_classes", {c.n_tasks, c.n_classes});
+  checked_size("n_tasks * 4 (compact posteriors)", {c.n_tasks, CompactPosteriors<double>::kCap},
+               sizeof(PostEntry<double>));
+  if (!opt.one_coin) checked_size("n_workers * n_classes * n_classes", {c.n_workers, c.n_classes, c.n_classes});
+  // full_m_step lists a worker's count cells z * K + y as int32 (touched, counted)
+  LUAB_CHECK(opt.one_coin || c.n_classes <= kMaxConfusionClasses, "n_classes must be <= ", kMaxConfusionClasses,
+             " for the full Dawid-Skene model (its n_classes^2 confusion cells are indexed in int32), got ",
+             c.n_classes, "; use the one-coin model");
   if (opt.single_precision) return run<float, float>(c, init_post, alpha, alpha_per_worker, task_prior, opt);
   return run<double, double>(c, init_post, alpha, alpha_per_worker, task_prior, opt);
 }

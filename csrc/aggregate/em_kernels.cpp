@@ -8,6 +8,7 @@
 #include <type_traits>
 
 
+#include "../common/parallel.hpp"
 #include "../common/stream_store.hpp"
 #include "../common/vmath.hpp"
 
@@ -165,8 +166,8 @@ inline void add_rows(double* row, const TL* const* rows, int64_t nb, int64_t n) 
 }  // namespace
 
 int resolve_threads(int n_threads, int64_t work) {
-  if (n_threads > 0) return n_threads;
-  return work < (int64_t{1} << 18) ? 1 : omp_get_max_threads();
+  if (check_threads(n_threads) > 0) return n_threads;
+  return work < (int64_t{1} << 18) ? 1 : default_threads();
 }
 
 template <typename TP, typename TL>
@@ -181,11 +182,17 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
   const bool sums = labelled_mean != nullptr || label_totals != nullptr;
   const int64_t n_chunks = (c.n_tasks + kEStepChunk - 1) / kEStepChunk;
   std::vector<double> partial(sums ? static_cast<size_t>(n_chunks * 2 * K) : 0, 0.0);
+  FirstError err;  // the per-thread rows are the region's only allocation; nothing else in it throws
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<double> shifted(K), scratch(K);
+    std::vector<double> shifted, scratch;
+    const bool ready = err.run([&] {
+      shifted.resize(K);
+      scratch.resize(K);
+    });
 #pragma omp for schedule(dynamic, 1)
     for (int64_t chunk = 0; chunk < n_chunks; ++chunk) {
+      if (!ready) continue;
       double* acc = sums ? partial.data() + chunk * 2 * K : nullptr;
       const int64_t chunk_end = std::min(c.n_tasks, (chunk + 1) * kEStepChunk);
       for (int64_t i = chunk * kEStepChunk; i < chunk_end; ++i) {
@@ -275,6 +282,7 @@ void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, 
     }
     store_fence();
   }
+  err.rethrow();
   if (!sums) return;
   std::vector<double> mean(K, 0.0), totals(K, 0.0);
   for (int64_t b = 0; b < n_chunks; ++b)
@@ -342,12 +350,14 @@ template <typename TP>
 void prior_only_rows(const Crowd& c, const double* class_prior, const double* task_prior, double task_prior_eps,
                      TP* post, int n_threads) {
   const int64_t K = c.n_classes;
+  FirstError err;
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<double> row(K);
+    std::vector<double> row;
+    const bool ready = err.run([&] { row.resize(K); });
 #pragma omp for schedule(dynamic, 1024)
     for (int64_t i = 0; i < c.n_tasks; ++i) {
-      if (c.task_ptr[i] != c.task_ptr[i + 1]) continue;
+      if (!ready || c.task_ptr[i] != c.task_ptr[i + 1]) continue;
       double s = 0.0;
       for (int64_t y = 0; y < K; ++y) {
         row[y] = class_prior[y] * (task_prior != nullptr ? task_prior[i * K + y] + task_prior_eps : 1.0);
@@ -357,6 +367,7 @@ void prior_only_rows(const Crowd& c, const double* class_prior, const double* ta
       for (int64_t y = 0; y < K; ++y) post[i * K + y] = static_cast<TP>(row[y] * inv);
     }
   }
+  err.rethrow();
 }
 template void prior_only_rows<double>(const Crowd&, const double*, const double*, double, double*, int);
 template void prior_only_rows<float>(const Crowd&, const double*, const double*, double, float*, int);

@@ -18,6 +18,7 @@ namespace luab::aggregate {
 
 // Number of threads to use: n_threads > 0 as given; otherwise OpenMP's default, except for small
 // problems (work = labels × classes below ~250k), where one thread beats the cost of waking others.
+// Throws std::invalid_argument for n_threads outside 0..kMaxThreads (common/parallel.hpp).
 int resolve_threads(int n_threads, int64_t work);
 
 // post_i(y) ∝ exp(log_class_prior[y] + Σ_{(w,z) ∈ labels(i)} log_theta[w][z][y]

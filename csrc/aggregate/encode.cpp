@@ -1,6 +1,7 @@
 #include "encode.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace luab::aggregate {
 
@@ -14,6 +15,7 @@ bool factorize_integers(const int64_t* values, int64_t n, bool sorted, int64_t* 
   if (lo < 0 && hi > INT64_MAX + lo) return false;
   const int64_t range = hi - lo + 1;
   if (range > max_factorize_range(n)) return false;
+  if (n > INT32_MAX) return false;  // the table holds int32 codes: more values than that go to the hash path
   std::vector<int32_t> code_of(static_cast<size_t>(range), -1);
   if (!sorted) {
     for (int64_t i = 0; i < n; ++i) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "../common/check.hpp"
+#include "../common/parallel.hpp"
 #include "em_kernels.hpp"
 
 namespace luab::aggregate {
@@ -11,12 +13,15 @@ template <typename TP>
 void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP* out,
                         CompactPosteriors<TP>* compact) {
   const int64_t K = c.n_classes;
+  FirstError err;  // the per-thread row is the region's only allocation (an exception cannot leave the region)
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<double> row(K);
+    std::vector<double> row;
+    const bool ready = err.run([&] { row.resize(K); });
     // each thread writes (and so first-touches) its own rows: no serial zero-fill of the whole table
 #pragma omp for schedule(dynamic, 256)
     for (int64_t i = 0; i < c.n_tasks; ++i) {
+      if (!ready) continue;
       std::fill(row.begin(), row.end(), 0.0);
       double total = 0.0;
       for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
@@ -36,6 +41,7 @@ void majority_vote_into(const Crowd& c, const double* weights, int n_threads, TP
       }
     }
   }
+  err.rethrow();
 }
 
 template void majority_vote_into<double>(const Crowd&, const double*, int, double*, CompactPosteriors<double>*);
@@ -43,6 +49,7 @@ template void majority_vote_into<float>(const Crowd&, const double*, int, float*
 
 Buffer<double> majority_vote(const Crowd& c, const double* weights, int n_threads) {
   const int nt = resolve_threads(n_threads, c.n_labels * c.n_classes);
+  checked_size("n_tasks * n_classes", {c.n_tasks, c.n_classes});
   Buffer<double> post(c.n_tasks * c.n_classes, Uninitialized{});
   majority_vote_into(c, weights, nt, post.data());
   return post;

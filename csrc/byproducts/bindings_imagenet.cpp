@@ -10,6 +10,7 @@
 
 #include "byproducts/imagenet_xml.hpp"
 #include "common/check.hpp"
+#include "common/parallel.hpp"
 
 namespace py = pybind11;
 namespace bp = luab::byproducts;
@@ -39,7 +40,8 @@ py::list str_list(const std::vector<std::string_view>& v) {
   return out;
 }
 
-py::dict parse_imagenet_xml(const py::list& docs, int n_threads) {
+py::dict parse_imagenet_xml(const py::list& docs, int64_t n_threads_arg) {
+  const int n_threads = luab::check_threads(n_threads_arg);  // before any work: 100000 threads crash libgomp
   std::vector<std::string_view> views;
   views.reserve(docs.size());
   for (size_t i = 0; i < docs.size(); ++i) {

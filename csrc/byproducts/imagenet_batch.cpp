@@ -5,6 +5,7 @@
 #include <exception>
 
 #include "byproducts/imagenet_xml.hpp"
+#include "common/parallel.hpp"
 
 namespace luab::byproducts {
 
@@ -14,7 +15,7 @@ ImageNetBatch parse_imagenet_batch(const std::vector<std::string_view>& docs, in
   ImageNetBatch b;
   b.ok.assign(docs.size(), 0);
   b.error.assign(docs.size(), std::string());
-  const int nt = n < 64 ? 1 : (n_threads > 0 ? n_threads : omp_get_max_threads());
+  const int nt = n < 64 ? 1 : luab::threads_or_default(n_threads);
   // No exception may leave the parallel region (std::terminate) and nothing in it may allocate outside a try:
   // a refused document keeps its exception (copying an exception_ptr cannot fail) and becomes a message after.
   std::vector<std::exception_ptr> failed(docs.size());

@@ -2,6 +2,8 @@
 // which pybind11 turns into a Python ValueError. Kernels never abort or segfault on bad input.
 #pragma once
 
+#include <cstdint>
+#include <initializer_list>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -13,6 +15,25 @@ template <typename... Args>
   std::ostringstream os;
   (os << ... << args);
   throw std::invalid_argument(os.str());
+}
+
+// The product of sizes (elements of a table about to be allocated), throwing std::invalid_argument naming `what`
+// (e.g. "n_tasks * n_classes") when it is negative or would overflow: elem_size * product must fit in int64, so
+// the byte count and every int64 index into the table are exact.
+inline int64_t checked_size(const char* what, std::initializer_list<int64_t> dims, int64_t elem_size = 8) {
+  int64_t n = 1;
+  bool ok = true;
+  for (int64_t d : dims) ok = ok && d >= 0 && !__builtin_mul_overflow(n, d, &n);
+  int64_t bytes = 0;
+  ok = ok && !__builtin_mul_overflow(n, elem_size, &bytes);
+  if (!ok) {
+    std::ostringstream dims_text;
+    const char* sep = "";
+    for (int64_t d : dims) dims_text << sep << d, sep = " * ";
+    fail(what, " = ", dims_text.str(), " elements is too large (overflows a 64-bit size); expected a table that "
+         "fits in memory");
+  }
+  return n;
 }
 
 }  // namespace luab

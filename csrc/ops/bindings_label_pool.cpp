@@ -3,9 +3,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <limits>
 #include <string>
 
 #include "common/check.hpp"
+#include "common/parallel.hpp"
 #include "common/pyarray.hpp"
 #include "ops/label_pool.hpp"
 
@@ -17,7 +20,8 @@ using luab::shape_of;
 
 py::array label_pool_py(const py::array& scores, const py::array& indices, const py::array& boxes,
                         int64_t num_classes, int64_t out_h, int64_t out_w, bool legacy, bool softmax,
-                        int n_threads) {
+                        int64_t n_threads) {
+  const int nt = luab::check_threads(n_threads);
   LUAB_CHECK(scores.ndim() == 4, "scores must be [B, K, S, S], got shape ", shape_of(scores));
   LUAB_CHECK(scores.dtype().is(py::dtype::of<float>()), "scores must be float32, got dtype ",
              std::string(py::str(scores.dtype())));
@@ -31,6 +35,9 @@ py::array label_pool_py(const py::array& scores, const py::array& indices, const
   const char kind = indices.dtype().kind();
   LUAB_CHECK(kind == 'i' && (ib == 2 || ib == 4 || ib == 8), "indices must be int16, int32 or int64, got dtype ",
              std::string(py::str(indices.dtype())));
+  // a byte-swapped array would be read as other (possibly in-range) class ids: a silently wrong result
+  LUAB_CHECK(indices.dtype().attr("isnative").cast<bool>(), "indices must be in the machine's byte order, got dtype ",
+             std::string(py::str(indices.dtype())), "; convert with indices.astype(indices.dtype.newbyteorder('='))");
   LUAB_CHECK(indices.flags() & py::array::c_style, "indices must be C-contiguous");
   LUAB_CHECK(boxes.ndim() == 2 && boxes.shape(0) == B && boxes.shape(1) == 4, "boxes must be [B=", B,
              ", 4], got shape ", shape_of(boxes));
@@ -42,7 +49,10 @@ py::array label_pool_py(const py::array& scores, const py::array& indices, const
 
   luab::ops::LabelPoolArgs a{static_cast<const float*>(scores.data()), indices.data(), ib,
                              static_cast<const float*>(boxes.data()), B, K, S, num_classes, out_h, out_w, legacy,
-                             softmax, n_threads};
+                             softmax, nt};
+  LUAB_CHECK(num_classes <= std::numeric_limits<int32_t>::max(), "num_classes must be <= ",
+             std::numeric_limits<int32_t>::max(), " (class ids are int32), got ", num_classes);
+  luab::checked_size("B * num_classes * out_h * out_w (the output)", {B, num_classes, out_h, out_w}, sizeof(float));
   py::array_t<float> out({B, num_classes, out_h, out_w});
   float* o = out.mutable_data();
   {

@@ -3,9 +3,11 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <limits>
 #include <string>
 
 #include "common/check.hpp"
+#include "common/parallel.hpp"
 #include "common/pyarray.hpp"
 #include "ops/rasterize.hpp"
 
@@ -17,17 +19,31 @@ template <typename T>
 const T* checked(const py::array& a, const char* name, std::initializer_list<int64_t> shape, const char* dtype) {
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
   int d = 0;
-  for (int64_t s : shape) ok = ok && (s < 0 || a.shape(d++) == s);
-  LUAB_CHECK(ok, name, " must have shape ", luab::shape_of(a), " matching the documented layout");
+  std::string want = "(";
+  for (int64_t s : shape) {
+    ok = ok && (s < 0 || a.shape(d) == s);
+    want += (d++ ? ", " : "") + std::to_string(s);
+  }
+  want += shape.size() == 1 ? ",)" : ")";
+  LUAB_CHECK(ok, name, " must have shape ", want, ", got ", luab::shape_of(a));
   LUAB_CHECK(a.dtype().is(py::dtype::of<T>()), name, " must be ", dtype, ", got dtype ", luab::dtype_of(a));
   LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
   return static_cast<const T*>(a.data());
 }
 
+// A Python float as float32, beyond float32's range as +-inf (which the kernel's checks reject) rather than by
+// an out-of-range conversion, which C++ leaves undefined.
+float as_float(double v) {
+  constexpr double kMax = std::numeric_limits<float>::max();
+  if (v > kMax) return std::numeric_limits<float>::infinity();
+  if (v < -kMax) return -std::numeric_limits<float>::infinity();
+  return static_cast<float>(v);
+}
+
 py::array rasterize_py(const py::array& points, const py::array& times, const py::array& offsets,
                        const py::array& rows, const py::array& boxes, const py::array& flips, int64_t h, int64_t w,
-                       float sigma, bool dwell, float dwell_cap_ms, const py::object& click_points,
-                       const py::object& click_offsets, float click_mass, int normalize, int n_threads) {
+                       double sigma, bool dwell, double dwell_cap_ms, const py::object& click_points,
+                       const py::object& click_offsets, double click_mass, int normalize, int64_t n_threads) {
   LUAB_CHECK(points.ndim() == 2 && points.shape(1) == 2, "points must be [P, 2], got shape ", luab::shape_of(points));
   const int64_t P = points.shape(0);
   LUAB_CHECK(offsets.ndim() == 1 && offsets.shape(0) >= 1, "offsets must be [N + 1], got shape ",
@@ -35,6 +51,7 @@ py::array rasterize_py(const py::array& points, const py::array& times, const py
   const int64_t N = offsets.shape(0) - 1;
   LUAB_CHECK(rows.ndim() == 1, "rows must be [B], got shape ", luab::shape_of(rows));
   const int64_t B = rows.shape(0);
+  const int nt = luab::check_threads(n_threads);
   LUAB_CHECK(normalize >= 0 && normalize <= 2, "normalize must be 0 (none), 1 (sum) or 2 (max), got ", normalize);
   luab::ops::RasterizeArgs a{};
   a.points = checked<float>(points, "points", {P, 2}, "float32");
@@ -43,6 +60,8 @@ py::array rasterize_py(const py::array& points, const py::array& times, const py
   a.P = P;
   a.N = N;
   py::array cp, co;  // declared here: a converted array must outlive the kernel call
+  LUAB_CHECK(click_points.is_none() == click_offsets.is_none(),
+             "click_points and click_offsets must be given together (or both None)");
   if (!click_points.is_none()) {
     cp = py::cast<py::array>(click_points);
     co = py::cast<py::array>(click_offsets);
@@ -57,13 +76,14 @@ py::array rasterize_py(const py::array& points, const py::array& times, const py
   a.B = B;
   a.H = h;
   a.W = w;
-  a.sigma = sigma;
+  a.sigma = as_float(sigma);
   a.dwell = dwell;
-  a.dwell_cap_ms = dwell_cap_ms;
-  a.click_mass = click_mass;
+  a.dwell_cap_ms = as_float(dwell_cap_ms);
+  a.click_mass = as_float(click_mass);
   a.normalize = static_cast<luab::ops::Normalize>(normalize);
-  a.n_threads = n_threads;
+  a.n_threads = nt;
   LUAB_CHECK(h >= 1 && w >= 1, "out_size must be >= 1, got (", h, ", ", w, ")");
+  luab::checked_size("rows * h * w (the output)", {B, h, w}, sizeof(float));
   py::array_t<float> out({B, h, w});
   float* o = out.mutable_data();
   {

@@ -20,9 +20,11 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "common/check.hpp"
+#include "common/parallel.hpp"
 #include "common/vmath.hpp"
 
 namespace luab::ops {
@@ -100,6 +102,10 @@ void check_args(const LabelPoolArgs& a) {
              "num_classes >= 1, got B=", a.B, " K=", a.K, " S=", a.S, " num_classes=", a.C);
   LUAB_CHECK(a.out_h >= 1 && a.out_w >= 1, "output_size must be >= 1, got (", a.out_h, ", ", a.out_w, ")");
   LUAB_CHECK(a.S <= 46340, "scores' map side S must be <= 46340, got ", a.S);  // cell ids are int32
+  // the classes a bin touched are listed as int32
+  LUAB_CHECK(a.C <= std::numeric_limits<int32_t>::max(), "num_classes must be <= ",
+             std::numeric_limits<int32_t>::max(), " (class ids are int32), got ", a.C);
+  luab::checked_size("B * num_classes * out_h * out_w (the output)", {a.B, a.C, a.out_h, a.out_w}, sizeof(float));
 }
 
 // Throws for the first invalid row (code/where from validate_row), if any.
@@ -195,77 +201,103 @@ void softmax_classes(float* p, int64_t C, int64_t P, const std::vector<int32_t>&
   for (int64_t j = 0; j < n; ++j) p[static_cast<int64_t>(listed[j]) * P] = static_cast<float>(buf[j] * inv);
 }
 
-// One parallel region (validation of row b, then its pooling): a second fork/join costs more than the
-// checks when other OpenMP runtimes (torch's) hold the cores.
+// A thread's scratch. s[c]: the current sample's corner sum of class c; +0 everywhere between samples.
+struct PoolScratch {
+  std::vector<float> s;
+  std::vector<int64_t> touched;
+  std::vector<Sample> samples;
+  std::vector<double> ebuf;     // softmax scratch
+  std::vector<int32_t> listed;  // classes the bin touched (+1: a write-past slot)
+  std::vector<uint8_t> seen;
+
+  PoolScratch(const LabelPoolArgs& a)
+      : s(static_cast<size_t>(a.C), 0.f), touched(static_cast<size_t>(4 * a.K)),
+        ebuf(a.softmax ? static_cast<size_t>(a.C + 1) : 0), listed(static_cast<size_t>(a.C) + 1),
+        seen(static_cast<size_t>(a.C), 0) {}
+};
+
+// Pools validated row b into ob = out[b] (already zeroed). Allocates only through bin_samples' vector.
 template <typename I>
-void pool_rows(const LabelPoolArgs& a, float* out, std::vector<int>& code, std::vector<int64_t>& where) {
+void pool_row(const LabelPoolArgs& a, int64_t b, float* ob, PoolScratch& w) {
   const int64_t S = a.S, SS = S * S, K = a.K, C = a.C, P = a.out_h * a.out_w;
-  const I* indices = static_cast<const I*>(a.indices);
   const float Sf = static_cast<float>(S);
-#pragma omp parallel num_threads(a.n_threads > 0 ? a.n_threads : omp_get_max_threads())
-  {
-    // s[c]: the current sample's corner sum of class c; +0 everywhere between samples
-    std::vector<float> s(static_cast<size_t>(C), 0.f);
-    std::vector<int64_t> touched(static_cast<size_t>(4 * K));
-    std::vector<Sample> samples;
-    std::vector<double> ebuf(a.softmax ? static_cast<size_t>(C + 1) : 0);  // softmax scratch
-    std::vector<int32_t> listed(static_cast<size_t>(C) + 1);  // classes the bin touched (+1: a write-past slot)
-    std::vector<uint8_t> seen(static_cast<size_t>(C), 0);
-#pragma omp for schedule(dynamic, 4)
-    for (int64_t b = 0; b < a.B; ++b) {
-      float* ob = out + b * C * P;
-      std::fill(ob, ob + C * P, 0.f);
-      if ((code[b] = validate_row<I>(a, b, &where[b])) != 0) continue;  // reported after the loop
-      const float* bx = a.boxes + b * 4;
-      // Step 0: roi_align row = (x1, y1, x2, y2); legacy hands (y0, x0, y1, x1).
-      const float e[4] = {a.legacy ? bx[1] : bx[0], a.legacy ? bx[0] : bx[1], a.legacy ? bx[3] : bx[2],
-                          a.legacy ? bx[2] : bx[3]};
-      float r[4];
-      for (int n = 0; n < 4; ++n) r[n] = e[n] * Sf - 0.5f;  // fl(fl(e*S) - 0.5); spatial_scale 1 is exact
-      const float roi_w = std::max(r[2] - r[0], 1.f), roi_h = std::max(r[3] - r[1], 1.f);
-      const float bin_h = roi_h / static_cast<float>(a.out_h), bin_w = roi_w / static_cast<float>(a.out_w);
-      const int gh = static_cast<int>(std::ceil(roi_h / static_cast<float>(a.out_h)));
-      const int gw = static_cast<int>(std::ceil(roi_w / static_cast<float>(a.out_w)));
-      const float count = static_cast<float>(std::max(gh * gw, 1));
-      const float* sc = a.scores + b * K * SS;
-      const I* ix = indices + b * K * SS;
-      for (int64_t ph = 0; ph < a.out_h; ++ph) {
-        for (int64_t pw = 0; pw < a.out_w; ++pw) {
-          float* acc = ob + ph * a.out_w + pw;  // acc[c * P]
-          int64_t n_listed = 0;
-          bin_samples(r[1], r[0], bin_h, bin_w, ph, pw, gh, gw, S, samples);
-          for (const Sample& smp : samples) {
-            // s_c = (((+0 + w1 v1) + w2 v2) + w3 v3) + w4 v4 over the corners where c is present, in corner
-            // order (+0 + x == x up to the sign of a zero); then acc_c += s_c once per class: a class seen
-            // at several corners is listed several times, and its later visits add the +0 left behind.
-            int64_t n = 0;
-            for (int q = 0; q < 4; ++q) {
-              const float w = smp.w[q];
-              const int64_t cell = smp.pos[q];
-              for (int64_t k = 0; k < K; ++k) {
-                const int64_t c = static_cast<int64_t>(ix[k * SS + cell]);
-                s[c] += w * sc[k * SS + cell];
-                touched[n++] = c;
-              }
-            }
-            for (int64_t j = 0; j < n; ++j) {
-              const int64_t c = touched[j];
-              acc[c * P] += s[c];
-              s[c] = 0.f;
-              listed[n_listed] = static_cast<int32_t>(c);
-              n_listed += !seen[c];
-              seen[c] = 1;
-            }
+  // plain pointers in locals: the compiler keeps them in registers across the byte stores to seen[], which may
+  // alias any object in memory (the vectors' own fields included)
+  float* s = w.s.data();
+  int64_t* touched = w.touched.data();
+  int32_t* listed = w.listed.data();
+  uint8_t* seen = w.seen.data();
+  const float* bx = a.boxes + b * 4;
+  // Step 0: roi_align row = (x1, y1, x2, y2); legacy hands (y0, x0, y1, x1).
+  const float e[4] = {a.legacy ? bx[1] : bx[0], a.legacy ? bx[0] : bx[1], a.legacy ? bx[3] : bx[2],
+                      a.legacy ? bx[2] : bx[3]};
+  float r[4];
+  for (int n = 0; n < 4; ++n) r[n] = e[n] * Sf - 0.5f;  // fl(fl(e*S) - 0.5); spatial_scale 1 is exact
+  const float roi_w = std::max(r[2] - r[0], 1.f), roi_h = std::max(r[3] - r[1], 1.f);
+  const float bin_h = roi_h / static_cast<float>(a.out_h), bin_w = roi_w / static_cast<float>(a.out_w);
+  const int gh = static_cast<int>(std::ceil(roi_h / static_cast<float>(a.out_h)));
+  const int gw = static_cast<int>(std::ceil(roi_w / static_cast<float>(a.out_w)));
+  const float count = static_cast<float>(std::max(gh * gw, 1));
+  const float* sc = a.scores + b * K * SS;
+  const I* ix = static_cast<const I*>(a.indices) + b * K * SS;
+  for (int64_t ph = 0; ph < a.out_h; ++ph) {
+    for (int64_t pw = 0; pw < a.out_w; ++pw) {
+      float* acc = ob + ph * a.out_w + pw;  // acc[c * P]
+      int64_t n_listed = 0;
+      bin_samples(r[1], r[0], bin_h, bin_w, ph, pw, gh, gw, S, w.samples);
+      for (const Sample& smp : w.samples) {
+        // s_c = (((+0 + w1 v1) + w2 v2) + w3 v3) + w4 v4 over the corners where c is present, in corner
+        // order (+0 + x == x up to the sign of a zero); then acc_c += s_c once per class: a class seen
+        // at several corners is listed several times, and its later visits add the +0 left behind.
+        int64_t n = 0;
+        for (int q = 0; q < 4; ++q) {
+          const float wq = smp.w[q];
+          const int64_t cell = smp.pos[q];
+          for (int64_t k = 0; k < K; ++k) {
+            const int64_t c = static_cast<int64_t>(ix[k * SS + cell]);
+            s[c] += wq * sc[k * SS + cell];
+            touched[n++] = c;
           }
-          // unlisted classes hold +0, and +0 / count is +0: only the listed ones need the division
-          for (int64_t j = 0; j < n_listed; ++j) {
-            const int64_t c = listed[j];
-            acc[c * P] = acc[c * P] / count;
-            seen[c] = 0;
-          }
-          if (a.softmax) softmax_classes(acc, C, P, listed, n_listed, ebuf);
+        }
+        for (int64_t j = 0; j < n; ++j) {
+          const int64_t c = touched[j];
+          acc[c * P] += s[c];
+          s[c] = 0.f;
+          listed[n_listed] = static_cast<int32_t>(c);
+          n_listed += !seen[c];
+          seen[c] = 1;
         }
       }
+      // unlisted classes hold +0, and +0 / count is +0: only the listed ones need the division
+      for (int64_t j = 0; j < n_listed; ++j) {
+        const int64_t c = listed[j];
+        acc[c * P] = acc[c * P] / count;
+        seen[c] = 0;
+      }
+      if (a.softmax) softmax_classes(acc, C, P, w.listed, n_listed, w.ebuf);
+    }
+  }
+}
+
+// One parallel region (validation of row b, then its pooling): a second fork/join costs more than the
+// checks when other OpenMP runtimes (torch's) hold the cores. The per-thread scratch (O(C)) and the samples of a
+// bin are allocated inside it, so every allocation runs through `err` (an exception cannot leave the region),
+// which the caller rethrows after it.
+template <typename I>
+void pool_rows(const LabelPoolArgs& a, float* out, std::vector<int>& code, std::vector<int64_t>& where,
+               luab::FirstError& err) {
+  const int64_t CP = a.C * a.out_h * a.out_w;
+#pragma omp parallel num_threads(luab::threads_or_default(a.n_threads))
+  {
+    std::unique_ptr<PoolScratch> scratch;
+    const bool ready = err.run([&] { scratch = std::make_unique<PoolScratch>(a); });
+#pragma omp for schedule(dynamic, 4)
+    for (int64_t b = 0; b < a.B; ++b) {
+      float* ob = out + b * CP;
+      std::fill(ob, ob + CP, 0.f);
+      if (!ready || err.failed()) continue;  // the caller raises the error: no row is trusted
+      if ((code[b] = validate_row<I>(a, b, &where[b])) != 0) continue;  // reported after the loop
+      err.run([&] { pool_row<I>(a, b, ob, *scratch); });
     }
   }
 }
@@ -276,11 +308,13 @@ void label_pool(const LabelPoolArgs& a, float* out) {
   check_args(a);
   std::vector<int> code(static_cast<size_t>(a.B), 0);
   std::vector<int64_t> where(static_cast<size_t>(a.B), 0);
+  luab::FirstError err;
   switch (a.index_bytes) {
-    case 2: pool_rows<int16_t>(a, out, code, where); break;
-    case 4: pool_rows<int32_t>(a, out, code, where); break;
-    default: pool_rows<int64_t>(a, out, code, where); break;
+    case 2: pool_rows<int16_t>(a, out, code, where, err); break;
+    case 4: pool_rows<int32_t>(a, out, code, where, err); break;
+    default: pool_rows<int64_t>(a, out, code, where, err); break;
   }
+  err.rethrow();
   report(a, code, where);
 }
 
