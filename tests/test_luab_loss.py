@@ -30,9 +30,8 @@ def device_of(backend: str) -> str:
 def make(B=4, C=11, h=3, w=5, seed=0, soft=False, dtype=torch.float32, device="cpu"):
     """Predictions (leaves requiring grad) and targets, as keyword arguments of luab_loss."""
     gen = torch.Generator().manual_seed(seed)
-    # soft rows summing to 0.5..1: F.cross_entropy does not normalise them, and nor may we
-    target = (torch.rand(B, C, generator=gen).softmax(1) * (0.5 + torch.rand(B, 1, generator=gen) / 2) if soft
-              else torch.randint(0, C, (B,), generator=gen))
+    # soft rows are probability rows (the op rejects others, see test_soft_targets_must_be_probability_rows)
+    target = (torch.rand(B, C, generator=gen).softmax(1) if soft else torch.randint(0, C, (B,), generator=gen))
     heat_target = torch.rand(B, h, w, generator=gen) * (torch.rand(B, h, w, generator=gen) < 0.5)
     heat_target[0] = 0  # one empty map: excluded from the heat term
     args = dict(logits=torch.randn(B, C, generator=gen) * 3, target=target,
@@ -208,13 +207,23 @@ def test_omitted_terms(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_empty_batch_is_nan_with_zero_byproduct_terms(backend):
+def test_empty_batch_is_an_error_naming_the_batch_size(backend):
+    """F.cross_entropy's mean of an empty batch is NaN, which would poison a run: the op says B=0 instead."""
     a = {k: v.detach()[:0].requires_grad_(k in PREDS) for k, v in make(3, 6, device=device_of(backend)).items()}
-    loss, parts = luab_loss(**a, backend=backend)
-    assert math.isnan(float(loss.detach())) and math.isnan(float(parts["cls"]))
-    assert float(parts["point"]) == 0.0 and float(parts["heat"]) == 0.0
-    loss.backward()
-    assert a["logits"].grad.shape == (0, 6) and a["heat_pred"].grad.shape == (0, 3, 5)
+    with pytest.raises(ValueError, match="logits must hold at least one sample.*got B=0"):
+        luab_loss(**a, backend=backend)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_soft_targets_must_be_probability_rows(dtype):
+    """Rows rounded to the dtype from a distribution pass; a negative value or a row off 1 does not."""
+    a = make(3, 50, soft=True)
+    good = a["target"].to(dtype)
+    luab_loss(**{**a, "target": good}, backend="reference")
+    for bad in (good * 0 - 1, good * 1.1, good.clone().index_fill_(1, torch.tensor([0]), -0.01)):
+        with pytest.raises(ValueError, match=r"target \(soft\) must hold probability rows"):
+            luab_loss(**{**a, "target": bad}, backend="reference")
+    luab_loss(**{**a, "target": good * 1.1}, backend="reference", check_finite=False)  # the fast path skips it
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

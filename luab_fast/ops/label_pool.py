@@ -29,21 +29,26 @@ Inputs: scores float16/bfloat16/float32 (upcast to float32 exactly, as ReLabel's
 ``.float()``); indices int16/int32/int64 or a float tensor holding integers (ReLabel's release stores them
 as floats and casts with ``.long()``); boxes float32 or float64 (cast to float32, as ReLabel's
 ``.cuda().float()``). Indices must lie in [0, num_classes) and be distinct along K at each cell (top-k
-maps are; with duplicates ReLabel's ``scatter_`` would keep an unspecified one). ``B = 0`` returns an empty
-``[0, C]`` result. Bad input raises ``ValueError`` naming the argument; value checks (ranges, finiteness)
-run inside the op so that ``torch.compile`` sees no data-dependent branch. On a GPU they cost one device
-sync per call; ``validate=False`` skips them for maps already validated (a packed LabelMapStore is), and
-the kernel then still never reads outside the inputs (bad rows/classes contribute nothing).
+maps are; with duplicates ReLabel's ``scatter_`` would keep an unspecified one). |scores| < 2**22 on every
+backend (the "triton" kernel's fixed-point range: a fallback changes speed, never the answer). ``B = 0``
+returns an empty ``[0, C]`` result. Bad input raises ``ValueError`` naming the argument, what was expected
+and what came: a result (or the reference's dense map) beyond 2**31 - 1 values is refused before anything
+is allocated, and ``scores``/``boxes`` that require grad are refused (the op has no backward). Value checks
+(ranges, finiteness) run inside the op so that ``torch.compile`` sees no data-dependent branch. On a GPU
+they cost one device sync per call; ``validate=False`` skips them for maps already validated (a packed
+LabelMapStore is), and the kernel then still never reads outside the inputs (bad rows/classes contribute
+nothing).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 
 from .._ext import require_ext
 from ._dispatch import pick_backend
+from ._limits import as_int, check_size, size_pair
 
 __all__ = ["label_pool", "label_pool_reference", "label_pool_targets"]
 
@@ -56,42 +61,61 @@ MAX_ABS_SCORE = 2.0 ** 22  # the "triton" kernel's fixed-point range (luab_fast/
 
 # ---------------------------------------------------------------------------------------------- checks
 def check_values(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
-                 rows: Optional[torch.Tensor] = None, score_limit: Optional[float] = None) -> None:
+                 rows: Optional[torch.Tensor] = None, score_limit: Optional[float] = None,
+                 extra: Sequence[tuple[str, torch.Tensor]] = ()) -> None:
     """Data-dependent checks (the C++ kernel makes the same ones itself), evaluated on the device and read
-    back in one sync. With ``rows``, only the maps they select are checked (never the whole store)."""
-    problems: list[tuple[str, torch.Tensor]] = []
+    back in one sync. With ``rows``, only the maps they select are checked (never the whole store).
+    ``extra``: more (message, bad) pairs of the caller's, read back in the same sync."""
+    n = scores.shape[0]
+    problems: list[tuple[str, torch.Tensor, Optional[Callable[[], str]]]] = [(m, bad, None) for m, bad in extra]
     if rows is not None and rows.numel():
-        n = scores.shape[0]
-        problems.append((f"rows must lie in [0, {n}) (the store's rows)", ((rows < 0) | (rows >= n)).any()))
+        out = (rows < 0) | (rows >= n)
+        problems.append((f"rows must lie in [0, {n}) (the store's rows)", out.any(),
+                         lambda: first_bad("rows", rows, out)))
         safe = rows.clamp(0, max(n - 1, 0))
         scores, indices = scores.index_select(0, safe), indices.index_select(0, safe)
     if scores.numel():
-        problems.append(("scores must be finite, got NaN or inf", ~torch.isfinite(scores).all()))
+        problems.append(("scores must be finite, got NaN or inf", ~torch.isfinite(scores).all(), None))
         if score_limit is not None:
-            problems.append((f"scores must satisfy |score| < {score_limit:.0f} for backend='triton' "
-                             "(fixed-point range)", (scores.float().abs() >= score_limit).any()))
+            big = scores.float().abs()
+            problems.append((f"scores must satisfy |score| < {score_limit:.0f} (2**22: the GPU kernel's fixed-point "
+                             "range, kept by every backend so that they agree)", (big >= score_limit).any(),
+                             lambda: f", got |score| up to {float(big.max()):g}"))
     if indices.numel():
         if indices.is_floating_point():
             problems.append(("indices stored as floats must hold finite integers",
-                             ~(torch.isfinite(indices) & (indices == indices.trunc())).all()))
+                             ~(torch.isfinite(indices) & (indices == indices.trunc())).all(), None))
         problems.append((f"indices must lie in [0, num_classes={num_classes})",
-                         ((indices < 0) | (indices >= num_classes)).any()))
+                         ((indices < 0) | (indices >= num_classes)).any(),
+                         lambda: f", got values in [{int(indices.min())}, {int(indices.max())}]"))
         if indices.shape[1] > 1:
             srt = indices.sort(dim=1).values
-            problems.append(("indices must be distinct along K at each cell", (srt[:, 1:] == srt[:, :-1]).any()))
+            problems.append(("indices must be distinct along K at each cell", (srt[:, 1:] == srt[:, :-1]).any(),
+                             None))
     if boxes.numel():
         ok = torch.isfinite(boxes).all() & (boxes >= 0).all() & (boxes <= 1).all()
         ok = ok & (boxes[:, 0] < boxes[:, 2]).all() & (boxes[:, 1] < boxes[:, 3]).all()
         problems.append(("boxes must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1",
-                         ~ok))
+                         ~ok, lambda: first_bad("boxes", boxes, ~box_ok(boxes))))
     if not problems:
         return
-    failed = torch.stack([bad for _, bad in problems]).tolist()  # the one device sync
-    for (message, _), bad in zip(problems, failed):
+    failed = torch.stack([bad for _, bad, _ in problems]).tolist()  # the one device sync
+    for (message, _, detail), bad in zip(problems, failed):
         if bad:
-            if message.startswith("indices must lie") and indices.numel():
-                message += f", got values in [{int(indices.min())}, {int(indices.max())}]"
-            raise ValueError(message)
+            raise ValueError(message + (detail() if detail else ""))  # details: more syncs, on the error path only
+
+
+def box_ok(boxes: torch.Tensor) -> torch.Tensor:
+    """[B] bool: the box is finite, inside [0, 1] and has x0 < x1, y0 < y1 (a NaN compares False)."""
+    x0, y0, x1, y1 = boxes.unbind(1)
+    return (x0 >= 0) & (y0 >= 0) & (x1 <= 1) & (y1 <= 1) & (x0 < x1) & (y0 < y1)
+
+
+def first_bad(name: str, t: torch.Tensor, bad: torch.Tensor, lead: str = ", got ") -> str:
+    """', got name[i] = value' for the first row flagged in ``bad`` (for an error message)."""
+    i = int(bad.nonzero()[0, 0])
+    v = t[i].tolist()
+    return f"{lead}{name}[{i}] = {tuple(round(x, 6) for x in v) if isinstance(v, list) else v}"
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -124,20 +148,23 @@ def softmax_classes(pooled: torch.Tensor) -> torch.Tensor:
 
 def pool_gathered(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, rows: Optional[torch.Tensor],
                   num_classes: int, out_h: int, out_w: int, legacy: bool, softmax: bool, backend: str,
-                  validate: bool = True) -> torch.Tensor:
-    """The op's body for every backend: f32[B, C, out_h, out_w] pooled scores (or their softmax over C)."""
+                  validate: bool = True, extra: Sequence[tuple[str, torch.Tensor]] = ()) -> torch.Tensor:
+    """The op's body for every backend: f32[B, C, out_h, out_w] pooled scores (or their softmax over C).
+    ``extra``: the caller's own (message, bad) value checks, read back with these (when ``validate``)."""
     scores, indices, boxes = scores.detach(), indices.detach(), boxes.detach().float().contiguous()
     if backend == "triton":
         from ..kernels.label_pool import label_pool_triton
 
         if validate:
-            check_values(scores, indices, boxes, num_classes, rows, score_limit=MAX_ABS_SCORE)
+            check_values(scores, indices, boxes, num_classes, rows, score_limit=MAX_ABS_SCORE, extra=extra)
         return label_pool_triton(scores.contiguous(), indices.contiguous(), boxes,
                                  None if rows is None else rows.detach().long().contiguous(),
                                  num_classes, out_h, out_w, legacy, softmax)
     if rows is not None:
-        if rows.numel() and bool(((rows < 0) | (rows >= scores.shape[0])).any()):
-            raise ValueError(f"rows must lie in [0, {scores.shape[0]}) (the store's rows)")
+        out = (rows < 0) | (rows >= scores.shape[0])
+        if rows.numel() and bool(out.any()):
+            raise ValueError(f"rows must lie in [0, {scores.shape[0]}) (the store's rows)"
+                             + first_bad("rows", rows, out))
         scores, indices = scores.index_select(0, rows), indices.index_select(0, rows)
     if indices.is_floating_point():
         if indices.numel() and not bool((torch.isfinite(indices) & (indices == indices.trunc())).all()):
@@ -146,12 +173,31 @@ def pool_gathered(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tens
     scores, indices = scores.float().contiguous(), indices.contiguous()
     if backend == "cpu":
         ext = require_ext("label_pool(backend='cpu')")
+        if validate:
+            _check_cpu(scores, extra)
         # float32 [B, C, oh, ow]; the kernel validates every value and raises ValueError naming it
         return torch.from_numpy(ext.ops.label_pool(scores.numpy(), indices.numpy(), boxes.numpy(), num_classes,
                                                    out_h, out_w, legacy, softmax))
-    check_values(scores, indices, boxes, num_classes)
+    B, _, S, _ = scores.shape
+    check_size("num_classes (C)", (B, num_classes, S, S), "dense [B, C, S, S] float32 (backend='reference' densifies "
+               "the maps, as ReLabel does)", "use backend='cpu' (or 'triton' on a GPU), or a smaller batch")
+    # the maps' checks run whatever ``validate`` says (bad classes would crash the scatter); the caller's don't
+    check_values(scores, indices, boxes, num_classes, score_limit=MAX_ABS_SCORE, extra=extra if validate else ())
     out = label_pool_reference(scores, indices, boxes, num_classes, out_h, out_w, legacy)
     return softmax_classes(out) if softmax else out
+
+
+def _check_cpu(scores: torch.Tensor, extra: Sequence[tuple[str, torch.Tensor]]) -> None:
+    """The "cpu" backend's Python-side checks (CPU tensors: no device sync): the caller's, and the score range
+    (the kernel checks every other value; the range keeps every backend's answer the same)."""
+    for message, bad in extra:
+        if bool(bad):
+            raise ValueError(message)
+    if scores.numel():
+        big = float(scores.abs().max())
+        if big >= MAX_ABS_SCORE:  # NaN compares False here: the kernel names it
+            raise ValueError(f"scores must satisfy |score| < {MAX_ABS_SCORE:.0f} (2**22: the GPU kernel's "
+                             f"fixed-point range, kept by every backend so that they agree), got |score| up to {big:g}")
 
 
 # ------------------------------------------------------------------------------------- torch.library op
@@ -171,15 +217,13 @@ def _(scores, indices, boxes, rows, num_classes, out_h, out_w, legacy, softmax, 
 
 # ------------------------------------------------------------------------------------------- public API
 def output_hw(output_size: int | Sequence[int]) -> tuple[int, int]:
-    hw = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
-    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw):
-        raise ValueError(f"output_size must be an int >= 1 or a pair of them, got {output_size!r}")
-    return hw  # type: ignore[return-value]
+    return size_pair("output_size", output_size)
 
 
 def check_static(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
-                 box_order: str, rows: Optional[torch.Tensor] = None) -> None:
-    """Shapes, dtypes, devices and options (no data read): cheap, and visible to torch.compile."""
+                 box_order: str, rows: Optional[torch.Tensor] = None) -> int:
+    """Shapes, dtypes, devices and options (no data read): cheap, and visible to torch.compile. Returns
+    ``num_classes`` as a Python int."""
     if not isinstance(scores, torch.Tensor) or scores.dim() != 4 or scores.shape[2] != scores.shape[3]:
         raise ValueError(f"scores must be Tensor[B, K, S, S], got shape {tuple(getattr(scores, 'shape', ()))}")
     if scores.dtype not in _SCORE_DTYPES:
@@ -207,10 +251,10 @@ def check_static(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tenso
     if not (indices.device == scores.device == boxes.device):
         raise ValueError(f"scores, indices and boxes must be on one device, got {scores.device}, "
                          f"{indices.device}, {boxes.device}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    num_classes = as_int("num_classes", num_classes)  # the kernels hold a class in int32
     if box_order not in _BOX_ORDERS:
         raise ValueError(f"box_order must be one of {_BOX_ORDERS}, got {box_order!r}")
+    return num_classes
 
 
 def label_pool(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor, num_classes: int,
@@ -239,8 +283,17 @@ def label_pool(scores: torch.Tensor, indices: torch.Tensor, boxes: torch.Tensor,
 
 def _run(scores, indices, boxes, num_classes, output_size, box_order, backend, rows, validate,
          softmax: bool) -> torch.Tensor:
-    check_static(scores, indices, boxes, num_classes, box_order, rows)
+    num_classes = check_static(scores, indices, boxes, num_classes, box_order, rows)
     oh, ow = output_hw(output_size)
+    B = max(boxes.shape[0], 1)  # an absurd size is an error even for an empty batch
+    check_size("num_classes", (B, num_classes), "[B, C] float32 result", "is it the class count?")
+    check_size("output_size", (B, num_classes, oh, ow), "[B, C, oh, ow] float32 result",
+               "choose a smaller output_size (or batch)")
+    if torch.is_grad_enabled():
+        for name, t in (("scores", scores), ("boxes", boxes)):
+            if t.requires_grad:  # the op has no backward: fail here, not at loss.backward()
+                raise ValueError(f"{name} must not require grad: label pooling has no gradient (label maps and "
+                                 f"crop boxes are data); pass {name}.detach()")
     out = _label_pool_op(scores, indices, boxes, rows, num_classes, oh, ow, box_order == "legacy", softmax,
                          pick_backend(scores.device, backend), bool(validate))
     return out.flatten(1) if (oh, ow) == (1, 1) else out

@@ -7,14 +7,17 @@
             q = heat_target_b / its sum, m_b = [that sum > 0]
 
 ``cls`` is ``F.cross_entropy(logits, target, label_smoothing=ε)`` for class indices and for probability
-targets alike (soft targets are smoothed as PyTorch does and need not sum to 1). Either byproduct term is
-dropped by passing None for its tensors; its key is then absent from ``parts``.
+targets alike (soft targets are smoothed as PyTorch does). Soft targets must be probability rows: finite,
+>= 0, each summing to 1 within SIMPLEX_TOL of their dtype (PyTorch takes any row, and a row of −1s gives a
+negative "loss"). Either byproduct term is dropped by passing None for its tensors; its key is then absent
+from ``parts``.
 
 Backends (``backend=`` forces one): ``"triton"`` (CUDA; CPU tensors only under ``TRITON_INTERPRET=1``): one
 launch, one program per sample doing its logits row, point and heat map (luab_fast/kernels/luab_loss.py),
 heat maps of h·w <= 4096 cells (larger ones dispatch to the reference); ``"reference"``: PyTorch. Value checks
-(finite values, classes in range, weights and heat targets >= 0) run inside the op, one device sync, so
-torch.compile sees no data-dependent branch; ``check_finite=False`` skips them (the fast path).
+(finite values, classes in range, soft targets on the simplex, weights and heat targets >= 0) run inside
+the op, one device sync, so torch.compile sees no data-dependent branch; ``check_finite=False`` skips them
+(the fast path).
 Both backends return, from one op, the per-sample terms [B] and their unscaled gradients (Liger-Kernel's
 habit); the batch normalisations run in PyTorch on the [B] vectors, so autograd hands the op grad·1/B,
 grad·λp·w_b/Σw and grad·λh·m_b/Σm per sample and the op's backward is a multiply.
@@ -22,8 +25,8 @@ grad·λp·w_b/Σw and grad·λh·m_b/Σm per sample and the op's backward is a 
 Losses are float32 (float64 for float64 logits) whatever the predictions' dtype; gradients come back in
 each prediction's dtype. Gradients flow to ``logits``, ``point_pred`` and ``heat_pred`` only: the targets
 (``target``, ``point_target``, ``point_weight``, ``heat_target``) are constants, detached even when they
-require grad, as a teacher's or annotators' labels are. B = 0 gives a NaN loss (``cls`` is the mean of
-nothing, as ``F.cross_entropy``'s), with ``point`` and ``heat`` 0 (Σw = Σm = 0).
+require grad, as a teacher's or annotators' labels are. B = 0 is an error naming the batch size: ``cls`` is
+a mean over the batch, NaN for an empty one (``F.cross_entropy``'s answer), which would poison a training run.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ __all__ = ["LUABLoss", "luab_loss", "luab_loss_reference"]
 _BACKENDS = ("reference", "triton")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MAX_HEAT_CELLS = 4096  # = luab_fast.kernels.luab_loss.MAX_HEAT_CELLS (not imported: that module needs triton)
+# |Σ_c t_c − 1| allowed for a soft target row, by its dtype: 1e-3, the posterior rows the --labels table
+# accepts (luab_fast/data/labels_table.py: CSVs round); bfloat16 one ulp of 1 (a distribution rounded to
+# the dtype is off by at most half an ulp, Σ of values >= 0 each off by half an ulp of itself).
+SIMPLEX_TOL = {torch.float16: 1e-3, torch.bfloat16: 2.0 ** -7, torch.float32: 1e-3, torch.float64: 1e-3}
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -138,6 +145,12 @@ def _check_values(logits, target, point_pred, point_target, point_weight, heat_p
             problems.append((f"{name} must be finite, got NaN or inf", ~torch.isfinite(t).all()))
     if not target.is_floating_point() and target.numel():
         problems.append((f"target must hold classes in [0, C={C})", ((target < 0) | (target >= C)).any()))
+    if target.is_floating_point() and target.numel():
+        tol = SIMPLEX_TOL[target.dtype]
+        row_sum = target.sum(1, dtype=torch.float64 if target.dtype == torch.float64 else torch.float32)
+        problems.append((f"target (soft) must hold probability rows: each value >= 0 and each row summing to 1 "
+                         f"(within {tol:.3g} for {target.dtype}); normalise it, e.g. with softmax",
+                         (target < 0).any() | ((row_sum - 1).abs() > tol).any()))
     if point_weight is not None and point_weight.numel():
         problems.append(("point_weight must be >= 0, got a negative weight", (point_weight < 0).any()))
     if heat_target is not None and heat_target.numel():
@@ -147,7 +160,19 @@ def _check_values(logits, target, point_pred, point_target, point_weight, heat_p
     failed = torch.stack([bad for _, bad in problems]).tolist()  # the one device sync
     for (message, _), bad in zip(problems, failed):
         if bad:
-            raise ValueError(message)
+            raise ValueError(message + _details(message, logits, target))
+
+
+def _details(message: str, logits: torch.Tensor, target: torch.Tensor) -> str:
+    """What came, for the message (more syncs, on the error path only)."""
+    if message.startswith("target must hold classes"):
+        bad = ((target < 0) | (target >= logits.shape[1])).nonzero()[0, 0]
+        return f", got target[{int(bad)}] = {int(target[bad])}"
+    if message.startswith("target (soft)"):
+        row_sum = target.double().sum(1)
+        bad = int(((target < 0).any(1) | ((row_sum - 1).abs() > SIMPLEX_TOL[target.dtype])).nonzero()[0, 0])
+        return f", got row {bad} with minimum {float(target[bad].min()):g} and sum {float(row_sum[bad]):.6g}"
+    return ""
 
 
 def _check_tensor(name: str, t, shape: tuple, what: str, dtypes=_FLOATS, device=None) -> None:
@@ -173,6 +198,9 @@ def _check_static(logits, target, point, heat) -> None:
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 1:
         raise ValueError(f"logits must be Tensor[B, C] with C >= 1, got shape {tuple(getattr(logits, 'shape', ()))}")
     _check_tensor("logits", logits, logits.shape, "B, C")
+    if logits.shape[0] == 0:  # static: torch.compile sees no data-dependent branch
+        raise ValueError("logits must hold at least one sample (B >= 1): the loss is a mean over the batch, "
+                         "NaN for an empty one, got B=0; skip empty batches")
     (B, C), dev = logits.shape, logits.device
     if isinstance(target, torch.Tensor) and target.is_floating_point():
         _check_tensor("target", target, (B, C), "soft targets B, C", device=dev)
@@ -280,17 +308,18 @@ def luab_loss(logits: torch.Tensor, target: torch.Tensor, point_pred: Optional[t
 
     Args:
         logits: Tensor[B, C] float16/bfloat16/float32/float64.
-        target: Tensor[B] int64 classes in [0, C), or float Tensor[B, C] soft targets.
+        target: Tensor[B] int64 classes in [0, C), or float Tensor[B, C] soft targets: probability rows
+            (>= 0, each summing to 1 within SIMPLEX_TOL[dtype]).
         point_pred, point_target: Tensor[B, 2] float; point_weight: Tensor[B] float >= 0 (None for all three
             drops the term).
         heat_pred: Tensor[B, h, w] float (attention logits); heat_target: Tensor[B, h, w] float >= 0, any
             scale (normalised per map); an all-zero map is skipped (None for both drops the term).
         lambda_point, lambda_heat: finite weights >= 0. label_smoothing: ε in [0, 1], PyTorch's.
         backend: None (dispatch: "triton" on CUDA for h·w <= 4096, else "reference"), "reference", "triton".
-        check_finite: check the values (finite predictions and targets, classes in range, weights and heat
-            targets >= 0) at the cost of one device sync. False is the fast path for inputs known good: the
-            result is then NaN (triton) or an indexing error (reference) for an out-of-range class, and
-            whatever the arithmetic gives for other bad values.
+        check_finite: check the values (finite predictions and targets, classes in range, soft targets on
+            the simplex, weights and heat targets >= 0) at the cost of one device sync. False is the fast
+            path for inputs known good: the result is then NaN (triton) or an indexing error (reference) for
+            an out-of-range class, and whatever the arithmetic gives for other bad values.
 
     Returns:
         (loss, parts): the float32 (float64 for float64 logits) scalar loss, and a dict of the present

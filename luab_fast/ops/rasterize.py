@@ -27,20 +27,27 @@ bool, and ``luab_loss`` masks such maps by their zero sum.
 Backends (the house rule, ``luab_fast/ops/_dispatch.py``): "reference" (PyTorch, for clarity: the dense [P, h, w] Gaussian
 stack, summed in float64), "cpu" (C++, separable, OpenMP over the batch), "triton" (one launch: gather by
 row + transform + splat as a matrix product + normalise). All agree within 1e-5 of each map's peak.
-Bad input raises ValueError naming the argument; ``validate=False`` skips the value checks (one device sync
-on a GPU) for store data, and the kernels still clamp every range they read.
+Bad input raises ValueError naming the argument, what was expected and what came: ``sigma`` must keep 2σ²
+a normal float32 (about 1e-19 to 1e19 pixels; a huge σ gives the uniform map), a result beyond 2**31 - 1
+values is refused before anything is allocated, tensors that require grad are refused (no backward), and
+the values are checked for the rows used only, as the C++ kernel does. ``validate=False`` skips the value
+checks (one device sync on a GPU) of "triton" for store data, and its kernel still clamps every range it
+reads; "reference" and "cpu" check regardless.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+import numbers
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from .._ext import require_ext
 from ._dispatch import pick_backend
+from ._limits import check_size, size_pair
+from .label_pool import box_ok, first_bad
 
 __all__ = ["rasterize_traces", "rasterize_traces_reference"]
 
@@ -48,7 +55,9 @@ _WEIGHTINGS = ("uniform", "dwell")
 _NORMALIZE = {"none": 0, "sum": 1, "max": 2}
 DWELL_CAP_MS = 1000.0
 TRUNCATE = 4.0  # the footprint's half-side, in sigmas
+STACK_VALUES = 2 ** 24  # the reference splats at most this many [point, y, x] values at once (128 MiB of float64)
 MAX_ARG = TRUNCATE ** 2 / 2  # its edge on the exponent r²/2σ² per axis
+FLT_MAX, FLT_MIN, FLT_TRUE_MIN = 3.4028234663852886e38, 1.1754943508222875e-38, 1.401298464324817e-45  # float32
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -76,6 +85,15 @@ def _splat(xy: torch.Tensor, mass: torch.Tensor, box: torch.Tensor, flip: bool, 
     two_s2, inv_two_s2 = _gaussian_constants(sigma)
     cx = torch.arange(w, dtype=torch.float32, device=xy.device) + 0.5
     cy = torch.arange(h, dtype=torch.float32, device=xy.device) + 0.5
+    step = max(1, STACK_VALUES // (h * w))
+    if px.shape[0] > step:  # many points on a big map: bounded memory, summed a chunk at a time
+        return sum(_splat_at(px[i:i + step], py[i:i + step], mass[i:i + step], cx, cy, two_s2, inv_two_s2)
+                   for i in range(0, px.shape[0], step))
+    return _splat_at(px, py, mass, cx, cy, two_s2, inv_two_s2)
+
+
+def _splat_at(px, py, mass, cx, cy, two_s2, inv_two_s2) -> torch.Tensor:
+    """float64 [h, w]: the points at output pixels (px, py) splatted at the pixel centres (cx, cy)."""
     dx = cx[None, None, :] - px[:, None, None]  # [n, 1, w]
     dy = cy[None, :, None] - py[:, None, None]  # [n, h, 1]
     ax, ay = dx * dx * inv_two_s2, dy * dy * inv_two_s2  # r² / 2σ² per axis, float32 (the footprint test)
@@ -113,33 +131,52 @@ def rasterize_traces_reference(points, times, offsets, rows, boxes, flips, h, w,
 
 # ----------------------------------------------------------------------------------------------- checks
 def _check_values(points, offsets, rows, boxes, click_points, click_offsets) -> None:
-    """Data-dependent checks, read back in one device sync."""
-    n = offsets.shape[0] - 1
-    problems: list[tuple[str, torch.Tensor]] = [
-        (f"offsets must start at 0 and end at P={points.shape[0]}",
-         (offsets[0] != 0) | (offsets[-1] != points.shape[0]))]
+    """Data-dependent checks, read back in one device sync; what came is read on the error path only."""
+    n, P = offsets.shape[0] - 1, points.shape[0]
+    problems: list[tuple[str, torch.Tensor, Optional[Callable[[], str]]]] = [
+        (f"offsets must start at 0 and end at P={P}", (offsets[0] != 0) | (offsets[-1] != P),
+         lambda: f", got {int(offsets[0])} ... {int(offsets[-1])}")]
     if rows.numel():
-        problems.append((f"rows must lie in [0, {n})", ((rows < 0) | (rows >= n)).any()))
-        safe = rows.clamp(0, max(n - 1, 0))
-        problems.append(("offsets must be non-decreasing (offsets[row] <= offsets[row + 1] for every row used)",
-                         (offsets[safe] > offsets[safe + 1]).any()))
+        out = (rows < 0) | (rows >= n)
+        problems.append((f"rows must lie in [0, {n}) (the samples of offsets)", out.any(),
+                         lambda: first_bad("rows", rows, out)))
         ok = torch.isfinite(boxes).all() & (boxes >= 0).all() & (boxes <= 1).all()
         ok = ok & (boxes[:, 0] < boxes[:, 2]).all() & (boxes[:, 1] < boxes[:, 3]).all()
-        problems.append(("boxes must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1", ~ok))
-        if click_points is not None:
-            problems.append(("click offsets must be non-decreasing for every row used",
-                             (click_offsets[safe] > click_offsets[safe + 1]).any()))
-    if points.numel():
-        problems.append(("points must be finite, got NaN or inf", ~torch.isfinite(points).all()))
+        problems.append(("boxes must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1", ~ok,
+                         lambda: first_bad("boxes", boxes, ~box_ok(boxes))))
+        if n > 0:  # (with no samples every row is out of range, reported above)
+            safe = rows.clamp(0, n - 1)
+            ragged = [("offsets", offsets, "P", points, "points")]
+            if click_points is not None:
+                ragged.append(("click offsets", click_offsets, "Q", click_points, "clicks"))
+            for name, off, size, values, what in ragged:
+                end = values.shape[0]
+                lo, hi = off[safe], off[safe + 1]
+                bad = (lo > hi) | (lo < 0) | (hi > end)  # a slice beyond the points would drop them silently
+                problems.append((f"{name} must be non-decreasing within [0, {size}={end}] (offsets[row] <= "
+                                 f"offsets[row + 1] for every row used)", bad.any(),
+                                 lambda lo=lo, hi=hi, bad=bad: first_bad("rows", rows, bad)
+                                 + f" with {name} {int(lo[bad][0])} ... {int(hi[bad][0])}"))
+                # only the rows used, as the C++ kernel: a bad point elsewhere in the store is not this batch's
+                nonfinite = _count_in_rows(~torch.isfinite(values).all(1), lo.clamp(0, end), hi.clamp(0, end)) > 0
+                problems.append((f"{what} must be finite (as float32)", nonfinite.any(),
+                                 lambda nonfinite=nonfinite, what=what: first_bad(
+                                     "rows", rows, nonfinite, f", got NaN or inf among the {what} of ")))
     if click_points is not None:
-        problems.append((f"click offsets must start at 0 and end at Q={click_points.shape[0]}",
-                         (click_offsets[0] != 0) | (click_offsets[-1] != click_points.shape[0])))
-        if click_points.numel():
-            problems.append(("clicks must be finite, got NaN or inf", ~torch.isfinite(click_points).all()))
-    failed = torch.stack([bad for _, bad in problems]).tolist()  # the one device sync
-    for (message, _), bad in zip(problems, failed):
+        Q = click_points.shape[0]
+        problems.append((f"click offsets must start at 0 and end at Q={Q}",
+                         (click_offsets[0] != 0) | (click_offsets[-1] != Q),
+                         lambda: f", got {int(click_offsets[0])} ... {int(click_offsets[-1])}"))
+    failed = torch.stack([bad for _, bad, _ in problems]).tolist()  # the one device sync
+    for (message, _, detail), bad in zip(problems, failed):
         if bad:
-            raise ValueError(message)
+            raise ValueError(message + (detail() if detail else ""))
+
+
+def _count_in_rows(flag: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """[B] how many of ``flag[lo[b]:hi[b]]`` are set (a prefix sum: no ragged gather, no sync)."""
+    cum = torch.cat([flag.new_zeros(1, dtype=torch.int64), flag.long().cumsum(0)])
+    return cum[hi] - cum[lo]
 
 
 def _check_static(points, times, offsets, rows, boxes, flips, clicks, sigma, weighting, click_mass, normalize,
@@ -181,23 +218,36 @@ def _check_static(points, times, offsets, rows, boxes, flips, clicks, sigma, wei
         tensors += list(clicks)
     if len({t.device for t in tensors}) != 1:
         raise ValueError(f"all tensors must be on one device, got {sorted({str(t.device) for t in tensors})}")
-    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
-        raise ValueError(f"sigma must be a finite number > 0 (output pixels), got {sigma!r}")
+    _check_number("sigma", sigma, positive=True)
+    if not FLT_MIN <= 2.0 * float(sigma) * float(sigma) <= FLT_MAX:
+        # every backend computes the Gaussian from float32 2σ² and 1/(2σ²): beyond, maps come out 0 or NaN
+        raise ValueError(f"sigma must be a number > 0 whose 2·sigma² is a normal float32 (about 1e-19 to 1e19 "
+                         f"output pixels), got {sigma!r}")
     if weighting not in _WEIGHTINGS:
         raise ValueError(f"weighting must be one of {_WEIGHTINGS}, got {weighting!r}")
     if normalize not in _NORMALIZE:
         raise ValueError(f"normalize must be one of {tuple(_NORMALIZE)}, got {normalize!r}")
-    if not (isinstance(click_mass, (int, float)) and math.isfinite(click_mass) and click_mass >= 0):
-        raise ValueError(f"click_mass must be a finite number >= 0, got {click_mass!r}")
-    if not (isinstance(dwell_cap_ms, (int, float)) and math.isfinite(dwell_cap_ms) and dwell_cap_ms > 0):
-        raise ValueError(f"dwell_cap_ms must be a finite number > 0, got {dwell_cap_ms!r}")
+    _check_number("click_mass", click_mass, positive=False)
+    _check_number("dwell_cap_ms", dwell_cap_ms, positive=True)
+    if torch.is_grad_enabled():
+        for name, t in (("points", points), ("boxes", boxes), ("clicks[0] (click points)", clicks and clicks[0])):
+            if isinstance(t, torch.Tensor) and t.requires_grad:  # the op has no backward: fail here, not later
+                raise ValueError(f"{name} must not require grad: rasterize_traces has no gradient (traces and "
+                                 f"crop boxes are data); pass it detached")
 
 
-def _out_hw(out_size) -> tuple[int, int]:
-    hw = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
-    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in hw):
-        raise ValueError(f"out_size must be an int >= 1 or a pair (h, w) of them, got {out_size!r}")
-    return hw  # type: ignore[return-value]
+def _check_number(name: str, value, positive: bool) -> None:
+    """A real number (not a bool), finite and > 0 (``positive``) or >= 0 as the kernels' float32 holds it."""
+    v = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not ((FLT_TRUE_MIN if positive else 0.0) <= v <= FLT_MAX):  # (plain floats: torch.compile traces this)
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '>='} 0 as a float32 (the kernels' "
+                         f"type: at most 3.4e38{', at least 1.4e-45' if positive else ''}), got {value!r}")
+
+
+def _out_hw(out_size, batch: int) -> tuple[int, int]:
+    h, w = size_pair("out_size", out_size)
+    check_size("out_size", (max(batch, 1), h, w), "[B, h, w] float32 result", "choose a smaller out_size (or batch)")
+    return h, w
 
 
 # ------------------------------------------------------------------------------------- torch.library op
@@ -264,7 +314,7 @@ def rasterize_traces(points: torch.Tensor, times: torch.Tensor, offsets: torch.T
     """
     _check_static(points, times, offsets, rows, boxes, flips, clicks, sigma, weighting, click_mass, normalize,
                   dwell_cap_ms)
-    h, w = _out_hw(out_size)
+    h, w = _out_hw(out_size, rows.shape[0])
     cp, co = clicks if clicks is not None else (None, None)
     heat = _rasterize_op(points, times, offsets, rows, boxes, flips, cp, co, h, w, float(sigma),
                          weighting == "dwell", float(dwell_cap_ms), float(click_mass), _NORMALIZE[normalize],

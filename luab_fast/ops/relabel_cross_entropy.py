@@ -42,15 +42,18 @@ def _relabel_ce_op(logits: torch.Tensor, scores: torch.Tensor, indices: torch.Te
     """(per-sample loss [B], softmax(x) − t [B, C] or an empty tensor when not ``compute_grad``)."""
     logits = logits.detach().contiguous()
     C = logits.shape[1]
+    # read back with the label maps' checks, in their one sync: F.cross_entropy would return NaN
+    extra = [("logits must be finite, got NaN or inf", ~torch.isfinite(logits).all())] if logits.numel() else []
     if backend == "triton":
         from ..kernels.relabel_cross_entropy import relabel_ce_triton
 
         if validate:
-            check_values(scores, indices, boxes, C, rows, score_limit=MAX_ABS_SCORE)
+            check_values(scores, indices, boxes, C, rows, score_limit=MAX_ABS_SCORE, extra=extra)
         return relabel_ce_triton(logits, scores.detach().contiguous(), indices.detach().contiguous(),
                                  boxes.detach().float().contiguous(),
                                  None if rows is None else rows.detach().long().contiguous(), legacy, compute_grad)
-    targets = pool_gathered(scores, indices, boxes, rows, C, 1, 1, legacy, True, backend, validate).flatten(1)
+    targets = pool_gathered(scores, indices, boxes, rows, C, 1, 1, legacy, True, backend, validate,
+                            extra).flatten(1)
     loss, grad = relabel_cross_entropy_reference(logits, targets)
     return loss, grad if compute_grad else grad.new_empty((0,))
 
@@ -96,14 +99,21 @@ def relabel_cross_entropy(logits: torch.Tensor, scores: torch.Tensor, indices: t
 
     Returns:
         float32 loss (float64 for float64 logits): a scalar, or [B] for ``reduction="none"``. B = 0 gives
-        a NaN mean, 0 sum, or an empty tensor, as ``torch.nn.functional.cross_entropy`` does.
+        a 0 sum or an empty tensor, as ``torch.nn.functional.cross_entropy`` does; its mean is an error
+        (torch's is NaN).
+
+    Bad input raises ValueError naming the argument: shapes, dtypes and options always; the values (finite
+    logits, the label maps' checks) when ``validate``.
     """
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
-        raise ValueError(f"logits must be Tensor[B, C], got shape {tuple(getattr(logits, 'shape', ()))}")
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[1] < 1:
+        raise ValueError(f"logits must be Tensor[B, C] with C >= 1, got shape {tuple(getattr(logits, 'shape', ()))}")
     if logits.dtype not in _LOGIT_DTYPES:
         raise ValueError(f"logits must be float16, bfloat16, float32 or float64, got {logits.dtype}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction == "mean" and logits.shape[0] == 0:
+        raise ValueError("logits must hold at least one sample for reduction='mean' (the mean of no losses is "
+                         "NaN), got B=0; use reduction='sum' or 'none' for a batch that may be empty")
     check_static(scores, indices, boxes, logits.shape[1], box_order, rows)
     if boxes.shape[0] != logits.shape[0]:
         raise ValueError(f"logits must have one row per box: boxes has {boxes.shape[0]}, got {logits.shape[0]}")
