@@ -15,6 +15,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._cli import DataError
+
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 
@@ -34,8 +36,8 @@ def image_sizes(files: Sequence[str], threads: int = 8) -> np.ndarray:
         sizes = list(pool.map(size, files))
     bad = [(f, s) for f, s in zip(files, sizes) if isinstance(s, str)]
     if bad:
-        raise ValueError(f"{len(bad)} of {len(files)} images cannot be read; fix or remove them: "
-                         + "; ".join(f"{f} ({why})" for f, why in bad[:5]) + ("; ..." if len(bad) > 5 else ""))
+        raise DataError(f"{len(bad)} of {len(files)} images cannot be read; fix or remove them: "
+                        + "; ".join(f"{f} ({why})" for f, why in bad[:5]) + ("; ..." if len(bad) > 5 else ""))
     return np.asarray(sizes, dtype=np.int64).reshape(-1, 2)
 
 
@@ -65,7 +67,7 @@ class TorchvisionDecoder:
                     im = im.transpose(Image.FLIP_LEFT_RIGHT)
                 return np.asarray(im)
         except Exception as e:
-            raise ValueError(f"image {f} cannot be decoded ({_reason(e, f)}); fix or remove it") from e
+            raise DataError(f"image {f} cannot be decoded ({_reason(e, f)}); fix or remove it") from e
 
     def __call__(self, files: Sequence[str], windows: np.ndarray, flips: np.ndarray) -> torch.Tensor:
         arrays = list(self.pool.map(self._one, zip(files, windows, flips)))
@@ -139,10 +141,10 @@ def _decode_error(e: RuntimeError, files: Sequence[str]) -> Exception:
 
     m = re.search(r"[^\n]*decode sample #(\d+)[^\n]*", str(e))
     if m and int(m.group(1)) < len(files):
-        return ValueError(f"image {files[int(m.group(1))]} cannot be decoded (DALI: {m.group(0).strip(' :')}); "
+        return DataError(f"image {files[int(m.group(1))]} cannot be decoded (DALI: {m.group(0).strip(' :')}); "
                           f"fix or remove it")
     if "decode" in str(e).lower():
-        return ValueError(f"an image of this batch cannot be decoded (DALI: {str(e).strip().splitlines()[-1]}); "
+        return DataError(f"an image of this batch cannot be decoded (DALI: {str(e).strip().splitlines()[-1]}); "
                           f"the batch's files: {', '.join(files[:8])}{', ...' if len(files) > 8 else ''}")
     return e
 

@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from .. import _atomic
 from ..byproducts import ByproductStore, StoreError
 from . import _demo_render as R
 from ._demo_render import SPLITS, WNIDS, plan_images
@@ -104,20 +104,33 @@ def _params(seed: int, size: str, correlation: float, miss_rate: float, reselect
         raise ValueError(f"size must be one of {sorted(SIZES)}, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    for name, v in (("correlation", correlation), ("miss_rate", miss_rate), ("reselect_rate", reselect_rate),
+                    ("mean_accuracy", mean_accuracy)):
+        if not _is_number(v):
+            raise ValueError(f"{name} must be a number, got {v!r}")
     for name, v in (("correlation", correlation), ("miss_rate", miss_rate), ("reselect_rate", reselect_rate)):
         if not 0.0 <= float(v) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
+    pool = SIZES[size]["annotator_pool"]
+    if not (isinstance(annotators, (tuple, list)) and len(annotators) == 2 and all(map(_is_int, annotators))
+            and 1 <= annotators[0] <= annotators[1] <= pool):
+        raise ValueError(f"annotators must be (lo, hi) with 1 <= lo <= hi <= {pool}, got {annotators!r}")
     lo, hi = annotators
-    if not 1 <= lo <= hi <= SIZES[size]["annotator_pool"]:
-        raise ValueError(f"annotators must be (lo, hi) with 1 <= lo <= hi <= {SIZES[size]['annotator_pool']}, "
-                         f"got {annotators}")
-    if not 1 <= labels_per_task <= SIZES[size]["crowd_workers"]:
-        raise ValueError(f"labels_per_task must be in [1, {SIZES[size]['crowd_workers']}], got {labels_per_task}")
+    if not (_is_int(labels_per_task) and 1 <= labels_per_task <= SIZES[size]["crowd_workers"]):
+        raise ValueError(f"labels_per_task must be in [1, {SIZES[size]['crowd_workers']}], got {labels_per_task!r}")
     if not 0.0 < mean_accuracy <= 1.0:
         raise ValueError(f"mean_accuracy must be in (0, 1], got {mean_accuracy}")
     return dict(seed=int(seed), size=size, correlation=float(correlation), miss_rate=float(miss_rate),
                 reselect_rate=float(reselect_rate), annotators=[int(lo), int(hi)],
                 labels_per_task=int(labels_per_task), mean_accuracy=float(mean_accuracy))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _spread(mean_accuracy: float) -> float:
@@ -229,13 +242,13 @@ def make_demo(root: str | os.PathLike, seed: int = 0, size: str = "default", cor
     root.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     show = size == "default" if progress is None else progress
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    # named with this process's pid: a generation killed midway leaves a folder the next one removes
+    tmp = _atomic.make_temp_dir(root)
     try:
-        _share(tmp)
         _generate(tmp, p, show)
         old = None
         if root.exists():  # a directory cannot be renamed over a non-empty one: move it aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".old", dir=root.parent))
+            old = _atomic.make_temp_dir(root)
             os.replace(root, old / "x")
         try:
             os.replace(tmp, root)
@@ -394,6 +407,10 @@ def ensure_demo(root: str | os.PathLike | None = None, seed: int = 0, size: str 
     p = _params(seed, size, correlation, **{**_DEFAULTS, **options})
     given = root is not None  # the default cache directory is always ours to regenerate
     root = Path(root) if given else default_cache_dir(seed, size, p)
+    above = next((d for d in root.parents if d.exists()), None)  # the folder the demo would be created in
+    if above is not None and not above.is_dir():
+        raise ValueError(f"--demo-root {root}: {above} is a file, not a folder; give a directory path"
+                         + ("" if given else " (set LUAB_FAST_CACHE to a folder)"))
     if demo_problem(root, p) is None:
         return DemoPaths.at(root)
     why = _why_not_replaceable(root) if given else None

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .source import ImageList
+from .._cli import DataError
+from .source import ImageList, MAX_CLASSES
 
 _EXPECTED = "task,label or task,<one column per class>"
 
@@ -25,8 +26,9 @@ def labels_table(labels: Any, images: ImageList) -> torch.Tensor:
         raise ValueError(f"labels must be [N={len(images)}] classes or [N, C] posteriors by row, got {tuple(t.shape)}")
     if t.dim() == 1:
         v = t.double().numpy()
-        _refuse(np.flatnonzero(~(np.isfinite(v) & (v == np.round(v)))), "labels: hard labels must be integers",
-                images.stems, lambda r: f"{v[r]:g}")
+        _refuse(np.flatnonzero(~(np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < MAX_CLASSES))),  # 1e30 wraps
+                "labels: hard labels must be integers", images.stems,
+                lambda r: f"{v[r]:g}")
         return t.long()
     _check_posteriors(t.double().numpy(), None, images.stems, "labels")
     return t.float()
@@ -40,22 +42,22 @@ def _labels_csv(path: Path, images: ImageList) -> torch.Tensor:
     try:
         df = pd.read_csv(path, dtype={"task": str})  # as str: ids like 000123 keep their zeros
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{arg}: expected columns {_EXPECTED}, got an empty file") from None
+        raise DataError(f"{arg}: expected columns {_EXPECTED}, got an empty file") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ValueError(f"{arg}: not a readable CSV ({_EXPECTED}): {e}") from None
+        raise DataError(f"{arg}: not a readable CSV ({_EXPECTED}): {e}") from None
     cols = [str(c) for c in df.columns]
     if "task" not in cols or len(cols) < 2:
-        raise ValueError(f"{arg}: expected columns {_EXPECTED}, got {','.join(cols)}")
+        raise DataError(f"{arg}: expected columns {_EXPECTED}, got {','.join(cols)}")
     counts = df["task"].value_counts(sort=False)
     if (counts > 1).any():
         dup = counts[counts > 1]
         got = ", ".join(f"{t!r} {n} times" for t, n in dup.head(3).items())
-        raise ValueError(f"{arg}: each task must be listed once, got {got}"
-                         + (f" ({len(dup)} tasks in all)" if len(dup) > 3 else ""))
+        raise DataError(f"{arg}: each task must be listed once, got {got}"
+                        + (f" ({len(dup)} tasks in all)" if len(dup) > 3 else ""))
     df = df.set_index("task")
     missing = [s for s in images.stems if s not in df.index]
     if missing:
-        raise ValueError(f"--labels CSV {path} lacks {len(missing)} of the source's images, e.g. {missing[:3]}")
+        raise DataError(f"--labels CSV {path} lacks {len(missing)} of the source's images, e.g. {missing[:3]}")
     df, stems = df.loc[images.stems], images.stems
     if "label" in df.columns:
         return _hard_labels(df["label"], images, arg)
@@ -65,12 +67,12 @@ def _labels_csv(path: Path, images: ImageList) -> torch.Tensor:
         known = [c for c in cols if c in classes]
         odd = [c for c in cols if c not in classes] if known else [c for c in cols if not re.fullmatch(r"\D*\d+", c)]
         names = ",".join(classes[:4]) + (",..." if len(classes) > 4 else "")
-        raise ValueError(f"{arg}: expected columns task,label or task,<one column per class: the data's "
-                         f"{len(classes)} class names ({names}) in any order, or 0..C-1>, got task,{','.join(cols)}"
-                         + (f"; unexpected: {','.join(odd[:5])}" if odd else "")
-                         + (f"; missing: {','.join([c for c in classes if c not in cols][:5])}" if known else ""))
+        raise DataError(f"{arg}: expected columns task,label or task,<one column per class: the data's "
+                        f"{len(classes)} class names ({names}) in any order, or 0..C-1>, got task,{','.join(cols)}"
+                        + (f"; unexpected: {','.join(odd[:5])}" if odd else "")
+                        + (f"; missing: {','.join([c for c in classes if c not in cols][:5])}" if known else ""))
     if len(cols) != len(classes):  # before the row sums, which a missing class breaks too
-        raise ValueError(f"{arg}: posteriors have {len(cols)} columns, the data {len(classes)} classes")
+        raise DataError(f"{arg}: posteriors have {len(cols)} columns, the data {len(classes)} classes")
     raw = df.iloc[:, order]
     v = raw.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)  # text -> NaN, refused below
     _check_posteriors(v, raw, stems, arg)
@@ -86,16 +88,19 @@ def _hard_labels(col: pd.Series, images: ImageList, arg: str) -> torch.Tensor:
     numbered = _numbered(classes)
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and numbered is None:
         v = col.to_numpy(np.float64)
-        ok = np.isfinite(v) & (v == np.round(v))  # the range is checked against the model's classes later
+        # the range is checked against the model's classes later; here only what could be a class id at all
+        # (1e30 would wrap around in int64)
+        ok = np.isfinite(v) & (v == np.round(v)) & (np.abs(v) < MAX_CLASSES)
+        v = np.where(ok, v, -1)
     else:
         by_name = {c: k for k, c in enumerate(classes)}
 
         def index(x: Any) -> int:  # -1: not a label
             if isinstance(x, str) and x in by_name:
                 return by_name[x]
-            if isinstance(x, str) and re.fullmatch(r"\s*\d+\s*", x):  # "3" in a column that also holds names
+            if isinstance(x, str) and re.fullmatch(r"\s*\d{1,18}\s*", x):  # "3" in a column that also holds names
                 x = int(x)
-            if isinstance(x, (int, np.integer, float)) and np.isfinite(x) and x == int(x) and x >= 0:
+            if isinstance(x, (int, np.integer, float)) and np.isfinite(x) and 0 <= x < MAX_CLASSES and x == int(x):
                 return numbered.get(int(x), -1) if numbered is not None else int(x)
             return -1
 
@@ -142,7 +147,7 @@ def _refuse(rows: np.ndarray, what: str, stems: list[str], show) -> None:
     """ValueError ``what``, showing the first offending rows by task id, if there are any."""
     if len(rows):
         got = ", ".join(f"{show(r)} for task {stems[r]}" for r in rows[:3])
-        raise ValueError(f"{what}, got {got}" + (f" ({len(rows)} rows in all)" if len(rows) > 3 else ""))
+        raise DataError(f"{what}, got {got}" + (f" ({len(rows)} rows in all)" if len(rows) > 3 else ""))
 
 
 def _show(x: Any) -> str:

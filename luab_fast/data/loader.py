@@ -31,6 +31,11 @@ if TYPE_CHECKING:  # imported where used: targets pulls in the ops and their ker
     from .targets import Targets
 
 log = logging.getLogger("luab_fast.data")
+# the largest values the decoders can take (DALI aborts the process on 100,000 threads; a 2**40 crop side
+# cannot be allocated; DALI's seed is an int64); far beyond any real run
+MAX_IMAGE_SIZE = 4096
+MAX_THREADS = 1024
+MAX_SEED = 2 ** 63 - 1
 _LOGGED: set[str] = set()
 
 
@@ -78,7 +83,10 @@ class Loader:
         if backend == "dali":
             from .decode import DaliDecoder
 
-            self.decode = DaliDecoder(batch_size, image_size, device, threads, seed)
+            # no batch holds more than a rank's rows: a larger pipeline would only decode padding (and one of
+            # 2**40 samples cannot be built at all)
+            most = max(1, min(batch_size, len(self.epoch_rows(0))))
+            self.decode = DaliDecoder(most, image_size, device, threads, seed)
         else:
             from .decode import TorchvisionDecoder
 
@@ -172,15 +180,17 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but no CUDA device is available; pass device='cpu'")
-    if not (isinstance(batch_size, int) and batch_size >= 1):
+    if not (_is_int(batch_size) and batch_size >= 1):
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not (isinstance(image_size, int) and image_size >= 8):
-        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}")
+    if not (_is_int(image_size) and 8 <= image_size <= MAX_IMAGE_SIZE):
+        raise ValueError(f"image_size must be an int in 8..{MAX_IMAGE_SIZE}, got {image_size!r}")
+    if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+        raise ValueError(f"seed must be an int in [0, 2**63 - 1], got {seed!r}")
     check_rank(rank, world_size)
     if threads is None:
         threads = default_threads()
-    elif not (isinstance(threads, int) and threads >= 1):
-        raise ValueError(f"threads must be an int >= 1 or None, got {threads!r}")
+    elif not (_is_int(threads) and 1 <= threads <= MAX_THREADS):
+        raise ValueError(f"threads must be an int in 1..{MAX_THREADS} or None, got {threads!r}")
     lo, hi = (float(v) for v in crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")
@@ -194,8 +204,18 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
         raise ValueError("backend='dali' but nvidia-dali is not importable; install nvidia-dali-cuda130 or use "
                          "backend='torchvision'")
     images = list_images(source)
+    drop = train if drop_last is None else bool(drop_last)
+    if drop and len(images) // world_size < batch_size:  # before the stores, headers and decoder are set up
+        per = f" over world_size={world_size}" if world_size > 1 else ""
+        raise ValueError(f"batch_size {batch_size} is larger than the {len(images):,} images{per}, and drop_last "
+                         f"keeps full batches only; lower batch_size or pass drop_last=False")
     from .targets import Targets
 
     targets = Targets.build(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
-    return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend,
-                  train if drop_last is None else bool(drop_last), channels_last, threads, targets, (lo, hi))
+    return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend, drop,
+                  channels_last, threads, targets, (lo, hi))
+
+
+def _is_int(v: Any) -> bool:
+    """An int, not a bool (True is not a batch size of 1)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)

@@ -15,8 +15,13 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from .._cli import DataError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-Source = Union[str, os.PathLike, tuple]
+Source = Union[str, os.PathLike, tuple, "ImageList"]
+# the most classes a label id may imply: a typo such as 10000000000 would otherwise make a classifier (and its
+# per-class tables) of 10**10 classes; ImageNet-21k has 21,841
+MAX_CLASSES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -50,12 +55,23 @@ def list_images(source: Source, min_classes: int = 2) -> ImageList:
     """The rows of ``source``; raises ValueError naming it when it is empty or malformed. A directory or list
     file must hold images of at least ``min_classes`` classes (a classifier of one class learns nothing); a
     class without images is kept (a list may use part of a bigger label space) and reported by a warning.
-    ``(files, labels)`` pairs are the caller's own label space and are taken as they are."""
+    ``(files, labels)`` pairs are the caller's own label space and are taken as they are; an ``ImageList``
+    (listed before) is returned as it is."""
+    if isinstance(source, ImageList):
+        return source
     if isinstance(source, tuple):
+        if len(source) != 2:
+            raise ValueError(f"source must be (files, labels), got a tuple of {len(source)}")
         files, labels = source
-        labels = np.asarray(labels, dtype=np.int64)
+        try:
+            labels = np.asarray(labels, dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"source (files, labels): labels must be integers 0..{MAX_CLASSES - 1}") from None
         if len(files) != len(labels) or labels.ndim != 1:
             raise ValueError(f"source must be (files, labels) of one length, got {len(files)} and {labels.shape}")
+        if len(labels) and labels.max() >= MAX_CLASSES:
+            raise ValueError(f"source (files, labels): labels must be class ids 0..{MAX_CLASSES - 1}, got "
+                             f"{int(labels.max())}")
         n_cls = int(labels.max()) + 1 if len(labels) else 0
         classes = tuple(str(k) for k in range(n_cls))
         return _checked(ImageList(tuple(map(str, files)), labels, classes), "(files, labels)")
@@ -71,8 +87,8 @@ def list_images(source: Source, min_classes: int = 2) -> ImageList:
         if not files:
             top = sum(f.suffix.lower() in IMAGE_SUFFIXES and f.is_file() for f in path.iterdir())
             if top:  # images laid out flat: no folder says which class each is
-                raise ValueError(f"data source {path} needs class subfolders ({path}/<class>/<image>); found {top} "
-                                 f"image(s) at its top level and {len(classes)} class folder(s) holding none")
+                raise DataError(f"data source {path} needs class subfolders ({path}/<class>/<image>); found {top} "
+                                f"image(s) at its top level and {len(classes)} class folder(s) holding none")
         images = _checked(ImageList(tuple(files), np.asarray(labels, np.int64), tuple(classes)), path)
     elif path.is_file():
         images = _checked(_read_list(path), path)
@@ -89,28 +105,31 @@ def _read_list(path: Path) -> ImageList:
     except UnicodeDecodeError:
         text = "\0"
     if "\0" in text:  # an image or other binary file passed as --data
-        raise ValueError(f"data source {path} is neither a directory nor a text list of 'path label' lines "
-                         f"(it is binary, not UTF-8 text)")
+        raise DataError(f"data source {path} is neither a directory nor a text list of 'path label' lines "
+                        f"(it is binary, not UTF-8 text)")
     files, labels, missing = [], [], []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.rsplit(maxsplit=1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise ValueError(f"data source {path}: line {n} must be '<path> <integer label>', got {line!r}")
-        if int(parts[1]) < 0:
-            raise ValueError(f"data source {path}: line {n} has label {parts[1]}; labels must be integers >= 0")
+            raise DataError(f"data source {path}: line {n} must be '<path> <integer label>', got {line[:200]!r}")
+        if not 0 <= int(parts[1]) < MAX_CLASSES:
+            raise DataError(f"data source {path}: line {n} has label {parts[1][:30]}; labels must be class ids "
+                            f"0..{MAX_CLASSES - 1}")
         f = Path(parts[0])
         f = f if f.is_absolute() else path.parent / f
+        if f.is_dir():
+            raise DataError(f"data source {path}: line {n} lists {parts[0]!r}, a folder; expected an image file")
         if not f.is_file():
             missing.append((n, parts[0], f))
         files.append(str(f))
         labels.append(int(parts[1]))
     if missing:  # checked here, not at the first decode: all at once, with where each path was looked for
         n, written, resolved = missing[0]
-        raise ValueError(f"data source {path}: {len(missing)} listed image(s) do not exist, e.g. line {n}: "
-                         f"{written!r} (looked for {os.path.abspath(resolved)}); relative paths are read from the "
-                         f"list file's folder {os.path.abspath(path.parent)}")
+        raise DataError(f"data source {path}: {len(missing)} listed image(s) do not exist, e.g. line {n}: "
+                        f"{written!r} (looked for {os.path.abspath(resolved)}); relative paths are read from the "
+                        f"list file's folder {os.path.abspath(path.parent)}")
     labels_arr = np.asarray(labels, np.int64)
     n_cls = int(labels_arr.max()) + 1 if len(labels_arr) else 0
     return ImageList(tuple(files), labels_arr, tuple(str(k) for k in range(n_cls)))
@@ -118,18 +137,19 @@ def _read_list(path: Path) -> ImageList:
 
 def _checked(images: ImageList, source) -> ImageList:
     if not len(images):
-        raise ValueError(f"data source {source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"data source {source} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     if (images.labels < 0).any():
-        raise ValueError(f"data source {source}: labels must be >= 0")
+        raise DataError(f"data source {source}: labels must be >= 0")
     return images
 
 
 def _enough_classes(images: ImageList, path: Path, min_classes: int) -> ImageList:
     empty = images.empty_classes
-    used = [c for c in images.classes if c not in empty]
+    absent = set(empty)  # a set: a tuple made this quadratic, hours for a list file with a label id near 10**6
+    used = [c for c in images.classes if c not in absent]
     if len(used) < min_classes:
-        raise ValueError(f"data source {path}: a classifier needs at least {min_classes} classes, got {len(used)}: "
-                         f"{used[:10]}" + (f" (and {len(empty)} without images)" if empty else ""))
+        raise DataError(f"data source {path}: a classifier needs at least {min_classes} classes, got {len(used)}: "
+                        f"{used[:10]}" + (f" (and {len(empty)} without images)" if empty else ""))
     if empty:  # training still works (the class is never a target) but it is rarely what was meant
         warnings.warn(f"data source {path}: {len(empty)} of {len(images.classes)} classes have no images, e.g. "
                       f"{list(empty[:5])}" + (" (label ids never used in the list file)" if path.is_file()

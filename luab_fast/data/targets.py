@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from .._cli import DataError
 from .labels_table import labels_table
 from .source import ImageList
 
@@ -38,8 +39,8 @@ def _unique_stems(images: ImageList) -> None:
             dup.append(f"{stem} ({seen[stem]} and {f})")
         seen.setdefault(stem, f)
     if dup:
-        raise ValueError(f"{len(dup)} image file stem(s) occur more than once in the data, e.g. {dup[:2]}; "
-                         f"--labels, --byproducts and --label-maps find images by file stem, so stems must be unique")
+        raise DataError(f"{len(dup)} image file stem(s) occur more than once in the data, e.g. {dup[:2]}; "
+                        f"--labels, --byproducts and --label-maps find images by file stem, so stems must be unique")
 
 
 class Targets:
@@ -69,8 +70,8 @@ class Targets:
         if labels is not None:
             t.labels = labels_table(labels, images).to(device)
             if label_maps is not None and t.labels.dim() == 2 and t.labels.shape[1] != t.num_classes:
-                raise ValueError(f"labels: posteriors have {t.labels.shape[1]} columns, the label-map store "
-                                 f"{t.num_classes} classes")
+                raise DataError(f"labels: posteriors have {t.labels.shape[1]} columns, the label-map store "
+                                f"{t.num_classes} classes")
         return t
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

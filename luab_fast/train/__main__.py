@@ -1,5 +1,6 @@
 import sys
 
+from .. import _cli
 from .run import main
 
-sys.exit(main())
+sys.exit(_cli.run(main))

@@ -12,6 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+# the largest values the loaders can take (beyond them DALI aborts the process on its threads, a crop cannot be
+# allocated, a seed overflows an int64): refused in validate(), before anything is set up
+from ..data.loader import MAX_IMAGE_SIZE, MAX_SEED
+from ..data.loader import MAX_THREADS as MAX_WORKERS
+from .._cli import UsageError
+
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:
     return field(default=default, metadata={"help": help, **kw})
@@ -200,30 +206,53 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
     return out
 
 
+MAX_LR = 10.0  # AdamW diverges at the first step far below this; above float32's range it cannot even store it
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 def validate(cfg: TrainConfig) -> None:
-    for name in ("epochs", "batch_size", "image_size", "checkpoint_every", "output_stride"):
+    """Every option in its range; a ``UsageError`` naming the option, the range and the value, before anything
+    heavy starts."""
+    for name in ("epochs", "batch_size", "checkpoint_every", "output_stride"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+            raise UsageError(f"{_flag(name)} must be >= 1, got {getattr(cfg, name)}")
     for name in ("seed", "warmup_steps"):  # numpy rejects a negative seed only later, and less clearly
         if getattr(cfg, name) < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
-    if cfg.workers is not None and cfg.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {cfg.workers}")
+            raise UsageError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.seed > MAX_SEED:  # torch and DALI take a 64-bit seed
+        raise UsageError(f"--seed must be in [0, 2**63 - 1], got {cfg.seed}")
+    if not 8 <= cfg.image_size <= MAX_IMAGE_SIZE:  # the loaders' smallest crop; a larger one cannot be allocated
+        raise UsageError(f"--image-size: expected a crop side of 8..{MAX_IMAGE_SIZE} pixels, got {cfg.image_size}")
+    if cfg.workers is not None and not 1 <= cfg.workers <= MAX_WORKERS:  # DALI aborts on 100,000 threads
+        raise UsageError(f"--workers: expected 1..{MAX_WORKERS} decode threads, got {cfg.workers}")
     if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise ValueError(f"--max-steps must be >= 1, got {cfg.max_steps}")
+        raise UsageError(f"--max-steps must be >= 1, got {cfg.max_steps}")
     for f in dataclasses.fields(TrainConfig):  # --lr inf would train until the NaN guard stops it
         if f.type in ("float", float) and not math.isfinite(getattr(cfg, f.name)):
-            raise ValueError(f"--{f.name.replace('_', '-')} must be finite, got {getattr(cfg, f.name)}")
+            raise UsageError(f"{_flag(f.name)} must be finite, got {getattr(cfg, f.name)}")
     for name in ("lr", "lambda_point", "lambda_heat", "weight_decay"):
         if not getattr(cfg, name) >= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(cfg, name)}")
+            raise UsageError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
+    if cfg.lr > MAX_LR:
+        raise UsageError(f"--lr: expected a learning rate in [0, {MAX_LR:g}], got {cfg.lr:g}")
+    if cfg.lr * cfg.weight_decay > 1:  # AdamW scales the weights by 1 - lr * wd each step: below 0 they flip sign
+        raise UsageError(f"--weight-decay: expected at most {1 / cfg.lr:g} with --lr {cfg.lr:g} (AdamW multiplies "
+                         f"the weights by 1 - lr * weight_decay each step, which must not go below 0), got "
+                         f"{cfg.weight_decay:g}")
     if not cfg.heat_sigma > 0:  # the rasteriser rejects a zero-width splat, but only at the first step
-        raise ValueError(f"--heat-sigma must be > 0, got {cfg.heat_sigma}")
+        raise UsageError(f"--heat-sigma must be > 0, got {cfg.heat_sigma}")
+    if cfg.heat_sigma > cfg.image_size:  # no heat map is wider than the crop: the target would be flat
+        raise UsageError(f"--heat-sigma: expected a splat width in (0, {cfg.image_size}] heat-map cells (at most "
+                         f"--image-size {cfg.image_size}: a wider splat makes every heat target flat), got "
+                         f"{cfg.heat_sigma:g}")
     if not 0 < cfg.crop_scale <= 1:
-        raise ValueError(f"--crop-scale must be in (0, 1], got {cfg.crop_scale}")
+        raise UsageError(f"--crop-scale must be in (0, 1], got {cfg.crop_scale}")
     if not 0 <= cfg.label_smoothing < 1:
-        raise ValueError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+        raise UsageError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+        raise UsageError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     if not cfg.out.strip():  # an empty run directory is the current one, which would fill with run files
-        raise ValueError(f"--out must not be empty, got {cfg.out!r}")
+        raise UsageError(f"--out must not be empty, got {cfg.out!r}")

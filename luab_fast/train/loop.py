@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import _atomic
+from .._cli import DataError
 from ..ops import luab_loss
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -24,7 +26,9 @@ _KILL_AT_STEP = int(os.environ.get("LUAB_FAST_KILL_AT_STEP", "-1"))  # tests onl
 
 
 class NaNLoss(RuntimeError):
-    """The loss went NaN or inf; the message names the term."""
+    """The loss went NaN or inf; the message names the term (exit status 2: lower --lr, as the message says)."""
+
+    exit_status = 2
 
 
 @dataclass
@@ -165,8 +169,10 @@ class Trainer:
         return {**{k: getattr(self.cfg, k) for k in keys}, "world_size": self.loader.world_size,
                 "num_classes": len(self.loader.images.classes), "images": len(self.loader.images)}
 
-    def resume(self) -> bool:
-        saved = ckpt.load(self.ckpt_path)
+    def resume(self, saved: Any = ...) -> bool:
+        """Continues from the checkpoint (``saved``: as ``checkpoint.load`` read it, else read here)."""
+        if saved is ...:
+            saved = ckpt.load(self.ckpt_path)
         if saved is None:
             self.say(f"{self.name}: --resume, but no checkpoint at {self.ckpt_path}: starting from step 0")
             return False
@@ -180,10 +186,17 @@ class Trainer:
         except RuntimeError as exc:  # a checkpoint from before settings were saved with it
             raise ValueError(f"--resume: {self.ckpt_path} holds another model: {str(exc).splitlines()[1:2]}; "
                              f"use a new --out") from None
-        self.opt.load_state_dict(saved["opt"])
-        self.sched.load_state_dict(saved["sched"])
-        self.state = RunState(**saved["state"])
-        ckpt.set_rng_state(saved["rng"])
+        try:  # the structure was checked at loading; what is inside each part is checked by using it
+            self.opt.load_state_dict(saved["opt"])
+            self.sched.load_state_dict(saved["sched"])
+            state = RunState(**saved["state"])
+            ckpt.set_rng_state(saved["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            why = f"it lacks {exc.args[0]!r}" if isinstance(exc, KeyError) and exc.args else ckpt.describe(exc)
+            raise DataError(f"--resume: {self.ckpt_path} is not a usable checkpoint of this trainer (its optimiser, "
+                            f"schedule, run state or RNG state does not fit: {why}); use a new --out, or delete it "
+                            f"to start over") from None
+        self.state = state
         self.say(f"{self.name}: resumed at epoch {self.state.epoch}, batch {self.state.batch}, "
                  f"step {self.state.step}")
         return True
@@ -315,7 +328,11 @@ def append_jsonl(path: Path, fresh: bool = False) -> Callable[[dict[str, Any]], 
     mode = ["w" if fresh else "a"]
 
     def log(record: dict[str, Any]) -> None:
-        with open(path, mode[0]) as f:
-            f.write(json.dumps(record) + "\n")
+        line = json.dumps(record) + "\n"
+        if mode[0] == "w":  # the earlier log is replaced whole, by a complete file, never truncated first
+            _atomic.write_text(path, line)
+        else:
+            with open(path, "a") as f:
+                f.write(line)
         mode[0] = "a"
     return log

@@ -16,6 +16,9 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .._cli import DataError
+from .checkpoint import describe, what_it_holds
+
 
 class LUABModel(nn.Module):
     def __init__(self, backbone: str, num_classes: int, output_stride: int = 32,
@@ -114,27 +117,28 @@ def load_backbone(backbone: nn.Module, path: str) -> None:
             state = load_file(str(p))
         else:
             state = torch.load(p, map_location="cpu", weights_only=True)  # never runs code from the file
+    except OSError:
+        raise  # unreadable (permissions, I/O): the error policy names the file
     except Exception as exc:  # pickle, zip, safetensors header errors: all mean "not readable weights"
-        from .checkpoint import describe
-
-        raise ValueError(f"--pretrained-path {p}: cannot read it as weights ({describe(exc)})") from None
+        raise DataError(f"--pretrained-path {p}: cannot read it as weights ({describe(exc)})") from None
     if isinstance(state, dict):
         state = state.get("state_dict", state.get("model", state))
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"--pretrained-path {p} holds a {type(state).__name__}, expected a state dict "
-                         f"(parameter name → tensor)")
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                           for k, v in state.items()):
+        raise DataError(f"--pretrained-path {p} holds {what_it_holds(state)}, expected a state dict "
+                        f"(parameter name → tensor; also under 'state_dict' or 'model')")
     if sum(k.startswith("backbone.") for k in state) > len(state) // 2:  # a LUABModel's own state dict
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     own = backbone.state_dict()
     wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
     if wrong:
-        raise ValueError(f"--pretrained-path {p}: {len(wrong)} tensors have another shape than the backbone's "
-                         f"(weights of another architecture?), e.g. {wrong[:3]}")
+        raise DataError(f"--pretrained-path {p}: {len(wrong)} tensors have another shape than the backbone's "
+                        f"(weights of another architecture?), e.g. {wrong[:3]}")
     missing, _ = backbone.load_state_dict(state, strict=False)
     if len(missing) > len(own) // 2:
-        raise ValueError(f"--pretrained-path {p} does not fit the backbone: {len(missing)} of its {len(own)} "
-                         f"tensors missing, e.g. {missing[:3]}")
+        raise DataError(f"--pretrained-path {p} does not fit the backbone: {len(missing)} of its {len(own)} "
+                        f"tensors missing, e.g. {missing[:3]}")
     if missing:
         warnings.warn(f"--pretrained-path {p}: {len(missing)} of the backbone's {len(own)} tensors are not in "
                       f"the file and keep their random initialisation, e.g. {missing[:3]}", stacklevel=2)

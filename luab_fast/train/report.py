@@ -33,9 +33,9 @@ def table(metrics: dict[str, Any]) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    from .._atomic import save_figure
+
+    save_figure(fig, path, dpi=110, bbox_inches="tight")  # a unique temporary, the umask's mode, then a rename
 
 
 def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:

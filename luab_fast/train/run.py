@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -14,9 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import _atomic, _cli
+from .._cli import DataError, UsageError
 from ..data.loader import build_loader
+from ..data.source import list_images
+from . import checkpoint as ckpt
 from .config import TrainConfig, load_config
-from .loop import NaNLoss, Trainer, append_jsonl, evaluate
+from .loop import Trainer, append_jsonl, evaluate
 from .model import LUABModel
 from .report import plot_attention, plot_curves, table
 
@@ -34,7 +37,13 @@ def _wants_cuda(cfg: TrainConfig) -> bool:
 
 
 def _distributed(cfg: TrainConfig) -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 0
+    if world < 1:  # torchrun sets it to the number of processes
+        raise UsageError(f"WORLD_SIZE: expected a number of processes >= 1, got {os.environ['WORLD_SIZE']!r}; "
+                         f"unset it, or launch with torchrun --nproc_per_node=N -m luab_fast.train ...")
     if world > 1 and not torch.distributed.is_initialized():
         lacking = [v for v in ("RANK", "MASTER_ADDR", "MASTER_PORT") if v not in os.environ]
         if lacking:
@@ -61,15 +70,14 @@ def aggregate_crowd(csv: Path, out: Path, say) -> Path:
     """Dawid-Skene on a raw crowd CSV (task, worker, label) → ``task,label`` for the loader."""
     from ..aggregate import DawidSkene
 
-    df = pd.read_csv(csv, dtype={"task": str, "worker": str})
     try:
+        df = pd.read_csv(csv, dtype={"task": str, "worker": str})
         model = DawidSkene().fit(df)
-    except ValueError as exc:
-        raise ValueError(f"--labels {csv} (crowd labels: task, worker, label): {exc}") from None
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:  # EmptyDataError is a ValueError
+        raise DataError(f"--labels {csv} (crowd labels: task, worker, label): {exc}") from None
     labels = model.labels_
-    tmp = out.with_name(out.name + ".tmp")  # a killed run must not leave a half-written file to be reused
-    pd.DataFrame({"task": labels.index.astype(str), "label": labels.to_numpy()}).to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with _atomic.atomic_path(out) as tmp:  # a killed run must not leave a half-written file to be reused
+        pd.DataFrame({"task": labels.index.astype(str), "label": labels.to_numpy()}).to_csv(tmp, index=False)
     say(f"aggregated {len(df):,} crowd labels of {len(labels):,} images with Dawid-Skene → {out}")
     return out
 
@@ -96,16 +104,14 @@ def eval_source(path: Path, split: str, classes: tuple[str, ...]):
     """The split's images labelled by the *training* classes, matched by name (an ImageFolder's folder names,
     a list file's label ids): a split holding a subset of the classes, or in another folder order, still scores
     right. A class training never saw is an error: no logit could be right for it."""
-    from ..data.source import list_images
-
     images = list_images(path, min_classes=1)  # an evaluation split may hold one class
     if images.classes == classes:
         return path
     index = {c: k for k, c in enumerate(classes)}
     unknown = sorted(set(images.classes[k] for k in np.unique(images.labels)) - set(index))
     if unknown:
-        raise ValueError(f"--val-data {split}={path}: {len(unknown)} class(es) are not among the "
-                         f"{len(classes)} training classes, e.g. {unknown[:5]}")
+        raise DataError(f"--val-data {split}={path}: {len(unknown)} class(es) are not among the "
+                        f"{len(classes)} training classes, e.g. {unknown[:5]}")
     return list(images.files), np.asarray([index[images.classes[k]] for k in images.labels], np.int64)
 
 
@@ -126,7 +132,7 @@ def _given_labels(cfg: TrainConfig, run_dir: Path, say, rank: int) -> Optional[P
     try:
         columns = pd.read_csv(labels, nrows=1).columns
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ValueError(f"--labels {labels}: not a readable CSV ({exc})") from None
+        raise DataError(f"--labels {labels}: not a readable CSV ({exc})") from None
     if "worker" not in columns:
         return labels
     out = run_dir / "aggregated_labels.csv"
@@ -205,39 +211,42 @@ def check_store_coverage(loader, name: str, cfg: TrainConfig, say) -> None:
         if not missing:
             continue
         if missing == len(stems):
-            raise ValueError(f"{option}: the store holds none of the {len(stems):,} training images (stores are "
-                             f"keyed by file stem, e.g. {stems[0]!r}); is it the store of another dataset?")
+            raise DataError(f"{option}: the store holds none of the {len(stems):,} training images (stores are "
+                            f"keyed by file stem, e.g. {stems[0]!r}); is it the store of another dataset?")
         msg = (f"{name}: {missing:,} of {len(stems):,} training images have {fallback}, e.g. "
                f"{[s for s, a in zip(stems, absent) if a][:3]}")
         if cfg.strict:
-            raise ValueError(f"{option}: {msg}, and --strict is set")
+            raise DataError(f"{option}: {msg}, and --strict is set")
         say(msg)
 
 
 def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_dir: Path, say, rank: int,
                 world: int, log: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     luab = name == "luab"
+    # read first: a file that is not a checkpoint is refused before the data and the model are set up
+    saved = ckpt.load(run_dir / name / "last.pt") if cfg.resume else None
     torch.manual_seed(cfg.seed)  # both models start from the same weights
-    loader = build_loader(data["train"], cfg.batch_size, train=True, device=device, image_size=cfg.image_size,
+    images = list_images(data["train"])  # listed once, here: the batch size is checked before anything heavy
+    if len(images) // world < cfg.batch_size:  # drop_last: no full batch (and DALI cannot build a 2**40 pipeline)
+        per = f" over {world} processes" if world > 1 else ""
+        raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {len(images):,} training images"
+                         f"{per} (full batches only, for fixed shapes); lower --batch-size")
+    loader = build_loader(images, cfg.batch_size, train=True, device=device, image_size=cfg.image_size,
                           rank=rank, world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
                           byproducts=data["byproducts"] if luab else None,
                           label_maps=cfg.label_maps, labels=data["labels"],
                           heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0),
                           channels_last=device.type == "cuda")
-    if len(loader) == 0:  # drop_last: not one full batch
-        per = f" over {world} processes" if world > 1 else ""
-        raise ValueError(f"--batch-size {cfg.batch_size} is larger than the {len(loader.images):,} training images"
-                         f"{per} (full batches only, for fixed shapes); lower --batch-size")
     num_classes = len(loader.images.classes)
     t = loader.targets
     hard = t.labels if t is not None and t.labels is not None and t.labels.dim() == 1 else None
     if hard is not None and len(hard) and (int(hard.min()) < 0 or int(hard.max()) >= num_classes):
         # posterior columns are checked against the classes where the file is read (data/labels_table.py)
-        raise ValueError(f"--labels: label ids must lie in [0, {num_classes}) (the training data's classes), "
+        raise DataError(f"--labels: label ids must lie in [0, {num_classes}) (the training data's classes), "
                          f"got [{int(hard.min())}, {int(hard.max())}]")
     if t is not None and t.label_maps is not None and t.num_classes != num_classes:
-        raise ValueError(f"--label-maps: the store's maps score {t.num_classes} classes, the training data has "
-                         f"{num_classes} (its class k is the k-th folder in sorted order)")
+        raise DataError(f"--label-maps: the store's maps score {t.num_classes} classes, the training data has "
+                        f"{num_classes} (its class k is the k-th folder in sorted order)")
     check_store_coverage(loader, name, cfg, say)
     pool = cfg.pool if luab else cfg.baseline_pool
     model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool,
@@ -248,11 +257,16 @@ def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_d
     if luab and heat[0] * heat[1] < 4:  # one cell: the heat target is constant and attention pooling is avg
         raise ValueError(f"--image-size {cfg.image_size} gives {cfg.model} a {heat[0]}×{heat[1]} feature map: too "
                          f"coarse for heat-map targets; raise --image-size or lower --output-stride")
+    if luab and cfg.heat_sigma > max(heat):  # wider than the map: every heat target is flat, nothing to learn
+        raise UsageError(f"--heat-sigma: expected a splat width in (0, {max(heat)}] cells ({cfg.model}'s heat map "
+                         f"is {heat[0]}×{heat[1]} at --image-size {cfg.image_size}; a wider splat makes every heat "
+                         f"target flat), got {cfg.heat_sigma:g}")
     loader.set_heat_size(heat)  # the heat targets at the backbone's own map size
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
     trainer = Trainer(name, model, loader, cfg, device, luab, run_dir, say, rank, ddp)
     if cfg.resume:
-        trainer.resume()
+        trainer.resume(saved)
+        del saved  # the model and optimiser hold their copies now
     classes = loader.images.classes
     evals = {k: build_loader(eval_source(v, k, classes), cfg.batch_size, train=False, device=device,
                              image_size=cfg.image_size, backend=cfg.backend, threads=cfg.workers, drop_last=False,
@@ -294,38 +308,34 @@ def _run_dir(cfg: TrainConfig) -> Path:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    try:
-        cfg = load_config(argv)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Runs the trainer; returns the exit status: 0, 2 for a bad argument, 1 for bad data (a file that cannot
+    be read or does not fit), each with one ``error:`` line on stderr and no traceback (``luab_fast._cli``)."""
+    return _cli.run(_main, argv)
+
+
+def _main(argv: Optional[list[str]] = None) -> int:
+    cfg = load_config(argv)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    try:
-        rank, world = _distributed(cfg)
-        say = _say(rank)
-        run_dir = _run_dir(cfg)
-        device = _device(cfg, rank)
-        data = _setup_data(cfg, run_dir, say, rank)
-        if not data["val"]:
-            say("no --val-data: the models are trained, not evaluated (give NAME=DIR splits to score them)")
-        models = ["baseline", "luab"] if cfg.compare and data["byproducts"] else ["luab"]
-        if not data["byproducts"]:
-            models = ["baseline"]
-            say("no --byproducts: training on labels only")
-        # one log for both models; without --resume its first record replaces an earlier run's log
-        log = append_jsonl(run_dir / "log.jsonl", fresh=not cfg.resume) if rank == 0 else (lambda r: None)
-        results = {m: train_model(m, cfg, data, device, run_dir, say, rank, world, log) for m in models}
-    except (ValueError, NaNLoss) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    rank, world = _distributed(cfg)
+    say = _say(rank)
+    run_dir = _run_dir(cfg)
+    device = _device(cfg, rank)
+    data = _setup_data(cfg, run_dir, say, rank)
+    if not data["val"]:
+        say("no --val-data: the models are trained, not evaluated (give NAME=DIR splits to score them)")
+    models = ["baseline", "luab"] if cfg.compare and data["byproducts"] else ["luab"]
+    if not data["byproducts"]:
+        models = ["baseline"]
+        say("no --byproducts: training on labels only")
+    # one log for both models; without --resume its first record replaces an earlier run's log
+    log = append_jsonl(run_dir / "log.jsonl", fresh=not cfg.resume) if rank == 0 else (lambda r: None)
+    results = {m: train_model(m, cfg, data, device, run_dir, say, rank, world, log) for m in models}
     if rank == 0:
         histories = {m: r.pop("history") for m, r in results.items()}
         metrics = {"config": vars(cfg), "device": str(device), "world_size": world, "models": results}
-        tmp = run_dir / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2))
-        tmp.replace(run_dir / "metrics.json")
+        _atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
         plot_curves(histories, run_dir / "curves.png")
         if not ("luab" in results and "ood" in data["val"]):  # an earlier run's figure must not pass for this one's
             (run_dir / "attention_ood.png").unlink(missing_ok=True)
