@@ -89,6 +89,8 @@ def check_pack_result(dst: str | os.PathLike, rows: int, problems: Sequence, sou
     first = f"; first: {problems[0].source}: {problems[0].reason}" if problems else ""
     kept = f"; {dst} was left as it is" if is_store(dst) else "; nothing was written"
     if rows == 0:
+        if not problems and Path(source).is_file() and Path(source).stat().st_size == 0:
+            first = "; the file is empty (0 bytes)"
         raise DataError(f"{source}: no valid {what} found ({len(problems)} problem(s){first}){kept}"
                         f"{'; expected ' + expected if expected else ''}")
     if problems and is_store(dst) and not replace_with_problems:
