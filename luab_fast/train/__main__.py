@@ -1,6 +1,6 @@
 import sys
 
 from .. import _cli
-from .run import main
+from .cli import main
 
 sys.exit(_cli.run(main))
