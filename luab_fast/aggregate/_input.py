@@ -108,12 +108,15 @@ def _encode_frame(df: pd.DataFrame, n_classes: int | None) -> Encoded:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"data must have columns {list(COLUMNS)}, missing {missing} (got {list(df.columns)})")
-    twice = [c for c in COLUMNS if int((df.columns == c).sum()) > 1]
+    twice = [] if df.columns.is_unique else [c for c in COLUMNS if int((df.columns == c).sum()) > 1]
     if twice:  # df[col] would be a frame, and which copy counts a guess
         raise ValueError(f"data must have one column each of {list(COLUMNS)}, got {twice} more than once")
     if len(df) == 0:
         raise ValueError("data is empty: at least one (task, worker, label) row is needed")
     for col in COLUMNS:
+        dtype = df[col].dtype
+        if isinstance(dtype, np.dtype) and dtype.kind in "iub":  # cannot hold NaN: skip the scan (hot path)
+            continue
         na = df[col].isna().to_numpy()
         if na.any():
             raise ValueError(f"{col} must not contain NaN/None, found at rows {_first_bad(na)}")
