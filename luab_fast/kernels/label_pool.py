@@ -28,8 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-FIX_SCALE = 2.0 ** 40  # fixed-point scale of the int64 class accumulators
-MAX_ABS_SCORE = 2.0 ** 22  # |w·v·2**40| summed over a bin stays below 2**62 (Σw ≤ 1 after the count division)
+from .limits import FIX_SCALE, MAX_ABS_SCORE  # noqa: F401 - the accumulators' scale and the scores' range
 
 
 @triton.jit

@@ -47,6 +47,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .._ext import require_ext
+from ..kernels.limits import MAX_ABS_SCORE  # the "triton" kernel's fixed-point range, enforced on every backend
 from ._dispatch import pick_backend
 from ._limits import as_int, check_size, size_pair
 
@@ -56,7 +57,6 @@ _BOX_ORDERS = ("xyxy", "legacy")
 _SCORE_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _INDEX_DTYPES = (torch.int16, torch.int32, torch.int64, torch.float16, torch.bfloat16, torch.float32,
                  torch.float64)
-MAX_ABS_SCORE = 2.0 ** 22  # the "triton" kernel's fixed-point range (luab_fast/kernels/label_pool.py)
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -38,12 +38,12 @@ import torch
 import torch.nn.functional as F
 
 from ..kernels import HAS_TRITON, triton_runs_on
+from ..kernels.limits import MAX_HEAT_CELLS  # the kernel's one-vector heat map (kernels/limits.py, no triton)
 
 __all__ = ["LUABLoss", "luab_loss", "luab_loss_reference"]
 
 _BACKENDS = ("reference", "triton")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-MAX_HEAT_CELLS = 4096  # = luab_fast.kernels.luab_loss.MAX_HEAT_CELLS (not imported: that module needs triton)
 # |Σ_c t_c − 1| allowed for a soft target row, by its dtype: 1e-3, the posterior rows the --labels table
 # accepts (luab_fast/data/labels_table.py: CSVs round); bfloat16 one ulp of 1 (a distribution rounded to
 # the dtype is off by at most half an ulp, Σ of values >= 0 each off by half an ulp of itself).
