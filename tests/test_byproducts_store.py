@@ -141,7 +141,7 @@ def test_flipped_bytes_fail_verify(tmp_path):
 
 
 def test_older_version_is_refused_with_the_fix(tmp_path):
-    from luab_fast.byproducts._format import write_store
+    from luab_fast._store.format import write_store
     from luab_fast.byproducts.store import FORMAT
 
     write_store(tmp_path / "old", FORMAT, 0, {"ids": np.zeros(0, "S1")}, {"kind": "imagenet"})

@@ -164,7 +164,7 @@ def test_checkpoints_that_cannot_be_resumed(tmp_path):
 
 def test_stems_follow_the_stores_rule():
     """--labels tasks and store rows are found by one rule: the file name up to its first "." (as stores key)."""
-    from luab_fast.byproducts._index import file_stem
+    from luab_fast._store.index import file_stem
     from luab_fast.data.source import ImageList
 
     images = ImageList(("d/n0/img.v2.JPEG", "d/n1/n01440764_18.JPEG"), np.array([0, 1]), ("n0", "n1"))

@@ -1,7 +1,7 @@
 """Annotation byproducts (LUAB, "Neglected Free Lunch", ICCV 2023): ImageNet-AB / COCO-AB readers, the
 packed memory-mapped store, and per-crop targets."""
 
-from ._format import StoreError
+from .._store.errors import StoreError
 from .records import CocoAction, CocoSample, ImageNetRecord, ImageNetSample, ReadProblem
 from .store import ByproductStore, write_imagenet_store
 

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ._index import build_index
+from .._store.index import build_index
 from ._pack_imagenet import CHUNK, _Column, _Interner
 from .records import CocoSample
 

@@ -12,7 +12,7 @@ from typing import Iterable
 import numpy as np
 
 from .._cli import DataError
-from ._index import build_index
+from .._store.index import build_index
 from .records import ImageNetSample
 
 CHUNK = 16_384

@@ -12,14 +12,15 @@ store).
 from __future__ import annotations
 
 import argparse
-import collections
 import sys
 import time
 from pathlib import Path
 
-from .._atomic import check_destination
 from .._cli import UsageError
-from ._format import MANIFEST, REPLACE_FLAG, StoreError
+from .._store.errors import StoreError
+from .._store.cli import (add_info, add_replace_flag, add_show, id_not_in_store, new_parser,
+                          open_for_info, show_destination, summarise_problems)
+from .._store.format import MANIFEST
 from .store import ByproductStore, write_imagenet_store
 from .store_coco import CocoByproductStore, write_coco_store
 
@@ -32,14 +33,6 @@ def open_any(path):
         if "holds 'coco'" in str(exc):
             return CocoByproductStore.open(path)
         raise
-
-
-def _summarise(problems, limit: int = 10) -> str:
-    by_reason = collections.Counter(p.reason.split(":")[0] for p in problems)
-    lines = [f"{len(problems):,} problem(s) skipped:"]
-    lines += [f"  {n:>8,} × {reason}" for reason, n in by_reason.most_common()]
-    lines += [f"  e.g. {p.source}: {p.reason}" for p in problems[:limit]]
-    return "\n".join(lines)
 
 
 def _check_pack_paths(src: Path, dst: Path) -> None:
@@ -70,24 +63,21 @@ def cmd_pack(args: argparse.Namespace) -> int:
         path = write(reader, dst, meta={"source": str(src)}, replace_with_problems=args.replace_with_problems)
     except ValueError:  # strict, nothing valid, or problems over an existing store: nothing was written
         if reader.problems:  # the error line says what happened; this says which files
-            print(_summarise(reader.problems))
+            print(summarise_problems(reader.problems))
         raise
     dt = time.perf_counter() - t0
     store = open_any(path)
     unit = "records" if store.kind == "coco" else "files"
     print(f"packed {len(store):,} {unit} from {src} into {path} in {dt:.1f} s ({len(store) / dt:,.0f} {unit}/s)")
     if reader.problems:
-        print(_summarise(reader.problems))
+        print(summarise_problems(reader.problems))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .inspect import coco_stats, format_stats, store_stats
 
-    store = open_any(args.store)
-    if args.verify:
-        store.verify()
-        print("checksums: ok")
+    store = open_for_info(open_any, args)
     print(f"{args.store}: {store.kind} byproduct store, format version {store.meta.get('version', 1)}")
     print(format_stats(store_stats(store) if store.kind == "imagenet" else coco_stats(store)))
     return 0
@@ -96,9 +86,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .inspect import draw
 
-    out = check_destination(args.out, "--out")  # before opening anything: a typo costs nothing
-    if args.image is not None and not Path(args.image).is_file():
-        raise UsageError(f"--image {args.image}: no such file")
+    out = show_destination(args)
     store = open_any(args.store)
     if store.kind == "coco":
         try:
@@ -110,36 +98,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         out = draw(store, image_id, out, image=args.image)
     except KeyError:
-        raise UsageError(f"IMAGE_ID {args.image_id!r} is not in {args.store}; `info {args.store}` describes "
-                         f"the store") from None
+        raise id_not_in_store(args) from None
     print(f"saved {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m luab_fast.byproducts", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    pk = sub.add_parser("pack", help="parse a release into a memory-mapped store")
-    pk.add_argument("src", help="ImageNet-AB .tar.gz (read as a stream) or extracted directory, or COCO-AB .json")
-    pk.add_argument("dst", help="store directory to create (written to a temporary path, then renamed)")
+    p, sub, pk = new_parser("python -m luab_fast.byproducts", __doc__, "parse a release into a memory-mapped store",
+                            "ImageNet-AB .tar.gz (read as a stream) or extracted directory, or COCO-AB .json")
     pk.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping it")
     pk.add_argument("--quiet", action="store_true", help="no progress bar")
-    pk.add_argument(REPLACE_FLAG, action="store_true",
-                    help="replace an existing DST even though problem files were skipped (default: keep it)")
+    add_replace_flag(pk)
     pk.add_argument("--duplicates", choices=["keep", "last"], default="keep",
                     help="COCO-AB: keep every record of an image id (default) or only the last")
     pk.set_defaults(fn=cmd_pack)
-    inf = sub.add_parser("info", help="statistics of a store")
-    inf.add_argument("store")
-    inf.add_argument("--verify", action="store_true", help="also recompute every array's checksum")
-    inf.set_defaults(fn=cmd_info)
-    sh = sub.add_parser("show", help="draw one image's traces, clicks and boxes")
-    sh.add_argument("store")
-    sh.add_argument("image_id", help="file stem (ImageNet-AB, e.g. n01440764_18) or COCO image id")
-    sh.add_argument("--image", help="the image file to draw over (default: a blank canvas of its size)")
-    sh.add_argument("--out", required=True, help="output PNG")
-    sh.set_defaults(fn=cmd_show)
+    add_info(sub, "statistics of a store", cmd_info)
+    add_show(sub, "draw one image's traces, clicks and boxes",
+             "file stem (ImageNet-AB, e.g. n01440764_18) or COCO image id",
+             "the image file to draw over (default: a blank canvas of its size)", cmd_show)
     args = p.parse_args(argv)
     return args.fn(args)  # errors: one line and an exit status from luab_fast._cli.run (__main__)
 

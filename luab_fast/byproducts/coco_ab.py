@@ -329,7 +329,8 @@ class _Elements:
                     self.report(str(self.path), "empty or blank file: expected a JSON array")
                 return
             if self.buf[self.pos] != "[":
-                self.report(str(self.path), f"top level must be a JSON array, got {_first_char_kind(self.buf[self.pos])}")
+                self.report(str(self.path),
+                            f"top level must be a JSON array, got {_first_char_kind(self.buf[self.pos])}")
                 return
             self.pos += 1
             index, after_comma = 0, False

@@ -26,8 +26,8 @@ from typing import Iterable, Iterator
 
 from .._cli import DataError, UsageError
 from .._ext import HAS_EXT, require_ext
+from .._store.index import file_stem
 from ._imagenet_xml import assemble, parse_xml_reference
-from ._index import file_stem
 from ._pack_imagenet import sample_problem
 from ._tar_stream import Prefetch, TarStreamError, iter_decompressed, iter_members
 from .records import ImageNetSample, ReadProblem

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._atomic import check_destination, save_figure
-from ._format import damaged
+from .._store.errors import damaged
 from .store import ByproductStore
 
 
@@ -108,16 +108,7 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
     rec_workers = np.asarray(store.arrays["rec_worker"][rec_off[i]:rec_off[i + 1]])
     if len(rec_workers) and (rec_workers.min() < 0 or rec_workers.max() >= len(workers)):
         raise damaged(store.path, f"'rec_worker' of row {i} points outside 'workers'")
-    fig, ax = plt.subplots(figsize=(7, 7 * (h / w) if w and h else 7))
-    if image is not None:
-        from PIL import Image
-
-        img = Image.open(image).convert("RGB")
-        w, h = img.size
-        ax.imshow(img)
-    else:
-        w, h = (w or 1), (h or 1)
-        ax.add_patch(plt.Rectangle((0, 0), w, h, color="0.92"))
+    fig, ax, w, h = _canvas(image, w, h)
     a = store.arrays
     rec_lo, rec_hi = a["rec_offsets"][i], a["rec_offsets"][i + 1]
     sc = None
@@ -147,23 +138,12 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
 
 def _draw_coco(store, image_id: int, out, image) -> Path:
     """COCO-AB: the record's trace coloured by time and its icons' final positions, labelled."""
-    import matplotlib.pyplot as plt
-
     from ._pack_coco import COCO_CLASSES
 
     i = store.row(image_id)
     a = store.arrays
     w, h = (int(v) for v in a["original"][i])
-    fig, ax = plt.subplots(figsize=(7, 7 * (h / w) if w and h else 7))
-    if image is not None:
-        from PIL import Image
-
-        img = Image.open(image).convert("RGB")
-        w, h = img.size
-        ax.imshow(img)
-    else:
-        w, h = (w or 1), (h or 1)
-        ax.add_patch(plt.Rectangle((0, 0), w, h, color="0.92"))
+    fig, ax, w, h = _canvas(image, w, h)
     xy, t = store.trace(i)
     if len(xy):
         sc = ax.scatter(xy[:, 0] * w, xy[:, 1] * h, c=t, cmap="viridis", s=12, zorder=3)
@@ -178,6 +158,23 @@ def _draw_coco(store, image_id: int, out, image) -> Path:
     ax.set_ylim(h, 0)
     ax.set_title(f"COCO image {image_id}: trace and placed icons (last record)")
     return _save(fig, out)
+
+
+def _canvas(image, w: int, h: int):
+    """(fig, ax, w, h): ``image`` drawn at its own size, or a blank w×h canvas (1×1 when the size is unknown)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 7 * (h / w) if w and h else 7))
+    if image is not None:
+        from PIL import Image
+
+        img = Image.open(image).convert("RGB")
+        w, h = img.size
+        ax.imshow(img)
+    else:
+        w, h = (w or 1), (h or 1)
+        ax.add_patch(plt.Rectangle((0, 0), w, h, color="0.92"))
+    return fig, ax, w, h
 
 
 def _save(fig, out) -> Path:

@@ -8,17 +8,16 @@
 
 from __future__ import annotations
 
-import operator
 import os
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from ._format import (StoreError, check_index, check_layout, check_pack_result, check_writable, damaged, read_store,
-                      verify_store, write_store)
-from ._index import lookup_stems
+from .._store.base import PackedStore
+from .._store.errors import StoreError, damaged
+from .._store.format import check_pack_result, check_writable, write_store
+from .._store.layout import check_layout
 from ._pack_imagenet import pack_imagenet_arrays
 from .records import ImageNetSample
 
@@ -26,7 +25,7 @@ FORMAT = "luab_fast.byproducts"
 VERSION = 1
 
 _I32, _I64, _F32 = np.int32, np.int64, np.float32
-# How the arrays of an ImageNet-AB store fit together (``_format.check_layout``): N samples, R records.
+# How the arrays of an ImageNet-AB store fit together (``_store.layout.check_layout``): N samples, R records.
 LAYOUT = {
     "ids": ("S", (), "N"), "wnids": ("S", (), "N"), "index": (_I64, (), None), "size": (_I32, (2,), "N"),
     "click_point": (_F32, (2,), "N"), "box_offsets": (_I64, (), "N+1"), "boxes": (_F32, (4,), "box_offsets"),
@@ -61,83 +60,28 @@ def write_imagenet_store(samples: Iterable[ImageNetSample], dst: str | os.PathLi
     return write_store(dst, FORMAT, VERSION, arrays, {"kind": "imagenet", **(meta or {})})
 
 
-def _id_list(image_ids) -> list:
-    """``image_ids`` as a list of ids; a lone string (a common slip for ``[id]``) is refused, not read per letter."""
-    if isinstance(image_ids, (str, bytes)):
-        raise TypeError(f"image_ids must be a list of ids, got the single {type(image_ids).__name__} {image_ids!r}; "
-                        f"use row() for one id")
-    return list(image_ids)
+class _Byproducts(PackedStore):
+    """The two byproduct stores share one format; the manifest's ``kind`` says which one a store holds."""
 
-
-def check_row(i, n: int) -> int:
-    """``i`` as an int in [0, n): TypeError for a non-integer (a float or bool row is a bug upstream), IndexError
-    outside."""
-    if isinstance(i, (bool, np.bool_)):
-        raise TypeError(f"row must be an integer, got {i!r}")
-    try:
-        i = operator.index(i)
-    except TypeError:
-        raise TypeError(f"row must be an integer, got {type(i).__name__} {i!r}") from None
-    if not 0 <= i < n:
-        raise IndexError(f"row must be in [0, {n}), got {i}")
-    return i
-
-
-class ByproductStore:
-    """A packed ImageNet-AB store, memory-mapped: opening reads only the manifest and maps the arrays."""
-
-    def __init__(self, path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.path, self.arrays, self.meta = path, arrays, meta
-        self.kind = meta.get("kind", "imagenet")
-        self._tensors: dict[str, Any] = {}
+    FORMAT, VERSION = FORMAT, VERSION
+    KIND: str  # meta["kind"] of the stores this class reads
+    READS: str  # the release it reads, for the message
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "ByproductStore":
-        arrays, meta = read_store(path, FORMAT, (VERSION,))
-        if meta.get("kind") != "imagenet":
-            raise StoreError(f"{path} holds {meta.get('kind')!r} byproducts; ByproductStore reads ImageNet-AB")
-        check_layout(path, arrays, LAYOUT, "ids")  # reads a few values: a damaged store fails here, not deep inside
-        check_index(path, arrays["index"], arrays["ids"], full=False)
-        return cls(Path(path), arrays, meta)
+    def _check_meta(cls, path, meta: dict[str, Any]) -> None:
+        if meta.get("kind") != cls.KIND:
+            raise StoreError(f"{path} holds {meta.get('kind')!r} byproducts; {cls.__name__} reads {cls.READS}")
 
-    def verify(self) -> None:
-        """Recomputes every array's checksum and checks every offset and table reference (reads the whole store);
-        raises StoreError on a mismatch."""
-        bad = verify_store(self.path)
-        if bad:
-            raise StoreError(f"{self.path}: arrays {bad} fail their checksums; re-pack the store")
-        check_layout(self.path, self.arrays, LAYOUT, "ids", full=True, refs=REFS)
-        check_index(self.path, self.arrays["index"], self.arrays["ids"], full=True)
 
-    # -- lookup --------------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.arrays["ids"])
+class ByproductStore(_Byproducts):
+    """A packed ImageNet-AB store, memory-mapped: opening reads only the manifest and maps the arrays."""
 
-    @cached_property
-    def ids(self) -> np.ndarray:
-        """Image ids (file stems) in row order, as a numpy str array."""
-        return self.arrays["ids"].astype(str)
+    KIND, READS, LAYOUT, REFS = "imagenet", "ImageNet-AB", LAYOUT, REFS
 
-    def rows(self, image_ids: Iterable[str] | np.ndarray) -> np.ndarray:
-        """Rows of many ids at once (int64, −1 where absent); O(1) each, from the on-disk hash table. An id
-        is a file stem (``n01440764_18``) or any path or file name ending in one
-        (``train/n01440764/n01440764_18.JPEG``, ``train_xml/n01440764/n01440764_18.xml``)."""
-        image_ids = _id_list(image_ids)
-        try:
-            return lookup_stems(self.arrays["index"], self.arrays["ids"], image_ids)
-        except IndexError:  # a slot points past the rows: checked by verify(), too slow for open()
-            raise damaged(self.path, "the index points outside the rows") from None
-
-    def row(self, image_id: str) -> int:
-        """Row of one image (file stem, or a path / file name ending in it); KeyError when absent."""
-        r = int(self.rows([image_id])[0])
-        if r < 0:
-            raise KeyError(image_id)
-        return r
-
-    def _check_row(self, i: int) -> int:
-        return check_row(i, len(self))
-
+    def __init__(self, path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        super().__init__(path, arrays, meta)
+        self.kind = meta.get("kind", "imagenet")
+        self._tensors: dict[str, Any] = {}
 
     def _ragged(self, i: int, offsets: str, *names: str) -> tuple[np.ndarray, ...]:
         """The slice of a per-record ragged array covering all records of sample ``i``."""
@@ -148,8 +92,7 @@ class ByproductStore:
             lo, hi = off[rec[i]], off[rec[i + 1]]
         except IndexError:
             raise damaged(self.path, f"rec_offsets[{i}] points past {offsets!r}") from None
-        if not 0 <= lo <= hi <= len(self.arrays[names[0]]):
-            raise damaged(self.path, f"{offsets!r} of row {i} is [{lo}, {hi})")
+        self._check_span(i, offsets, names[0], lo, hi)
         return tuple(np.asarray(self.arrays[n][lo:hi]) for n in names)
 
     def trace(self, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,11 +105,7 @@ class ByproductStore:
 
     def boxes(self, i: int) -> np.ndarray:
         """ILSVRC boxes [n, 4] (xmin, ymin, xmax, ymax) in original pixels; empty when the file had none."""
-        i = self._check_row(i)
-        off = self.arrays["box_offsets"]
-        lo, hi = off[i], off[i + 1]
-        if not 0 <= lo <= hi <= len(self.arrays["boxes"]):
-            raise damaged(self.path, f"'box_offsets' of row {i} is [{lo}, {hi})")
+        lo, hi = self._span(i, "box_offsets", "boxes")
         return np.asarray(self.arrays["boxes"][lo:hi])
 
     def size(self, i: int) -> tuple[int, int]:

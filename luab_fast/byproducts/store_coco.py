@@ -9,15 +9,14 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from ._format import (StoreError, check_index, check_layout, check_pack_result, check_writable, damaged, read_store,
-                      verify_store, write_store)
-from ._index import lookup
+from .._store.format import check_pack_result, check_writable, write_store
+from .._store.index import lookup
 from ._pack_coco import ACTIONS, COCO_CLASSES, pack_coco_arrays
 from .records import CocoSample
-from .store import FORMAT, VERSION, check_row
+from .store import FORMAT, VERSION, _Byproducts
 
 _I16, _I32, _I64, _F32 = np.int16, np.int32, np.int64, np.float32
-# How the arrays of a COCO-AB store fit together (``_format.check_layout``): N records.
+# How the arrays of a COCO-AB store fit together (``_store.layout.check_layout``): N records.
 LAYOUT = {
     "image_id": (_I64, (), "N"), "worker": (_I32, (), "N"), "hit": (_I32, (), "N"), "page": (_I32, (), "N"),
     "display": (_I32, (2,), "N"), "original": (_I32, (2,), "N"), "time_spent": (_I64, (), "N"),
@@ -60,65 +59,41 @@ def _int_ids(image_ids) -> np.ndarray:
     return a.astype(np.int64)
 
 
-class CocoByproductStore:
+class CocoByproductStore(_Byproducts):
     """Memory-mapped COCO-AB store. ``classes`` lists the 80 target dimensions."""
 
     classes = COCO_CLASSES
+    KIND, READS, LAYOUT, REFS, ROWS = "coco", "COCO-AB", LAYOUT, REFS, "image_id"
+    RANGES = {"action_icon": (-1, len(COCO_CLASSES)), "action_kind": (-1, len(ACTIONS))}
 
     def __init__(self, path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.path, self.arrays, self.meta = path, arrays, meta
+        super().__init__(path, arrays, meta)
         self.kind = "coco"
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "CocoByproductStore":
-        arrays, meta = read_store(path, FORMAT, (VERSION,))
-        if meta.get("kind") != "coco":
-            raise StoreError(f"{path} holds {meta.get('kind')!r} byproducts; CocoByproductStore reads COCO-AB")
-        check_layout(path, arrays, LAYOUT, "image_id")  # a few values: a damaged store fails here
-        check_index(path, arrays["index"], arrays["index_rows"], full=False)
-        return cls(Path(path), arrays, meta)
-
-    def verify(self) -> None:
-        """Recomputes every array's checksum and checks every offset and reference (reads the whole store)."""
-        bad = verify_store(self.path)
-        if bad:
-            raise StoreError(f"{self.path}: arrays {bad} fail their checksums; re-pack the store")
-        check_layout(self.path, self.arrays, LAYOUT, "image_id", full=True, refs=REFS,
-                     ranges={"action_icon": (-1, len(COCO_CLASSES)), "action_kind": (-1, len(ACTIONS))})
-        ir = np.asarray(self.arrays["index_rows"])
-        check_index(self.path, self.arrays["index"], np.asarray(self.arrays["image_id"])[ir], full=True)
-
-    def __len__(self) -> int:
-        return len(self.arrays["image_id"])
+    def _index_keys(cls, arrays: dict[str, np.ndarray], full: bool) -> np.ndarray:
+        """The image id of each index row (the last record of an id); ``open`` only counts them."""
+        if not full:
+            return arrays["index_rows"]
+        return np.asarray(arrays["image_id"])[np.asarray(arrays["index_rows"])]
 
     @property
     def ids(self) -> np.ndarray:
         """COCO image id of each row (int64; an id appears once per record)."""
         return np.asarray(self.arrays["image_id"])
 
-    def rows(self, image_ids) -> np.ndarray:
-        """Row of each image id's last record (int64, −1 where absent), O(1) each."""
-        q = _int_ids(image_ids)
-        try:
-            keys = self.ids[self.arrays["index_rows"]]
-            slot = lookup(self.arrays["index"], keys, q)
-            return np.where(slot >= 0, np.asarray(self.arrays["index_rows"])[np.maximum(slot, 0)], -1)
-        except IndexError:  # index_rows / index values outside the rows: verify() checks them, open() cannot afford to
-            raise damaged(self.path, "the index points outside the rows") from None
+    def _keys(self, image_ids) -> np.ndarray:
+        return _int_ids(image_ids)
 
-    def row(self, image_id: int) -> int:
-        r = int(self.rows([image_id])[0])
-        if r < 0:
-            raise KeyError(image_id)
-        return r
+    def _lookup(self, keys) -> np.ndarray:
+        """Row of each image id's last record, O(1) each (index_rows / index values outside the rows raise
+        IndexError: verify() checks them, open() cannot afford to)."""
+        slot = lookup(self.arrays["index"], self.ids[self.arrays["index_rows"]], keys)
+        return np.where(slot >= 0, np.asarray(self.arrays["index_rows"])[np.maximum(slot, 0)], -1)
 
     def trace(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """(xy [P, 2] float32, t [P] int64 ms since page start) of record ``i``."""
-        i = check_row(i, len(self))
-        off = self.arrays["trace_offsets"]
-        lo, hi = off[i], off[i + 1]
-        if not 0 <= lo <= hi <= len(self.arrays["trace_t"]):
-            raise damaged(self.path, f"'trace_offsets' of row {i} is [{lo}, {hi})")
+        lo, hi = self._span(i, "trace_offsets", "trace_t")
         return np.asarray(self.arrays["trace_xy"][lo:hi]), np.asarray(self.arrays["trace_t"][lo:hi])
 
     def coco_targets(self, rows, boxes, flips, gt_classes):

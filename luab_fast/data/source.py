@@ -39,7 +39,7 @@ class ImageList:
     def stems(self) -> list[str]:
         """File names up to their first ".": the image ids the byproduct and label-map stores are keyed by, and
         the ``task`` ids of ``--labels`` (one rule for all, so a dotted name cannot match one and not the other)."""
-        from ..byproducts._index import file_stem
+        from .._store.index import file_stem
 
         return [file_stem(f) for f in self.files]
 

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from .._cli import DataError, UsageError
-from ..byproducts._index import build_index, file_stem
+from .._store.index import build_index, file_stem
 from ..byproducts.records import ReadProblem
 from ..ops.label_pool import MAX_ABS_SCORE
 

@@ -10,26 +10,17 @@ generate maps for any image folder with a timm classifier.
 from __future__ import annotations
 
 import argparse
-import collections
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from .._atomic import check_destination
 from .._cli import UsageError
-from ..byproducts._format import REPLACE_FLAG
+from .._store.cli import (add_info, add_replace_flag, add_show, id_not_in_store, new_parser,
+                          open_for_info, show_destination, summarise_problems)
 from ..byproducts.inspect import _save as save_figure  # the one atomic PNG writer
 from .store import LabelMapStore, pack_label_maps
-
-
-def _summarise(problems, limit: int = 10) -> str:
-    by_reason = collections.Counter(p.reason.split(":")[0] for p in problems)
-    lines = [f"{len(problems):,} problem(s) skipped:"]
-    lines += [f"  {n:>8,} × {reason}" for reason, n in by_reason.most_common()]
-    lines += [f"  e.g. {p.source}: {p.reason}" for p in problems[:limit]]
-    return "\n".join(lines)
 
 
 def cmd_pack(args: argparse.Namespace) -> int:
@@ -42,15 +33,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
     print(f"packed {res.rows:,} label maps from {src} into {res.path} in {res.seconds:.1f} s "
           f"({res.rows / max(res.seconds, 1e-9):,.0f} files/s)")
     if res.problems:
-        print(_summarise(res.problems))
+        print(summarise_problems(res.problems))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    store = LabelMapStore.open(args.store)
-    if args.verify:
-        store.verify()
-        print("checksums: ok")
+    store = open_for_info(LabelMapStore.open, args)
     size = sum(p.stat().st_size for p in Path(args.store).iterdir())
     m = store.meta
     print(f"{args.store}: ReLabel label-map store, format version 1")
@@ -100,15 +88,12 @@ def draw_map(store: LabelMapStore, image_id: str, out: str | os.PathLike, image:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    out = check_destination(args.out, "--out")  # before opening anything
-    if args.image is not None and not Path(args.image).is_file():
-        raise UsageError(f"--image {args.image}: no such file")
+    out = show_destination(args)
     store = LabelMapStore.open(args.store)
     try:
         out = draw_map(store, args.image_id, out, image=args.image)
     except KeyError:
-        raise UsageError(f"IMAGE_ID {args.image_id!r} is not in {args.store}; `info {args.store}` describes the "
-                         f"store") from None
+        raise id_not_in_store(args) from None
     print(f"saved {out}")
     return 0
 
@@ -123,29 +108,19 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m luab_fast.relabel", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    pk = sub.add_parser("pack", help="pack <wnid>/<stem>.pt label maps into a memory-mapped store")
-    pk.add_argument("src", help="directory of <wnid>/<stem>.pt files ([2, K, S, S] float32)")
-    pk.add_argument("dst", help="store directory to create (written to a temporary path, then renamed)")
+    p, sub, pk = new_parser("python -m luab_fast.relabel", __doc__,
+                            "pack <wnid>/<stem>.pt label maps into a memory-mapped store",
+                            "directory of <wnid>/<stem>.pt files ([2, K, S, S] float32)")
     pk.add_argument("--float16", action="store_true", help="store scores as float16 (half the size)")
     pk.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     pk.add_argument("--num-classes", type=int, default=1000, help="class indices must be below this (1000)")
-    pk.add_argument(REPLACE_FLAG, action="store_true",
-                    help="replace an existing DST even though problem files were skipped (default: keep it)")
+    add_replace_flag(pk)
     pk.add_argument("--quiet", action="store_true", help="no progress bar")
     pk.set_defaults(fn=cmd_pack)
-    inf = sub.add_parser("info", help="shape and provenance of a store")
-    inf.add_argument("store")
-    inf.add_argument("--verify", action="store_true", help="also recompute every array's checksum")
-    inf.set_defaults(fn=cmd_info)
-    sh = sub.add_parser("show", help="draw one image's top-1 class and score per cell")
-    sh.add_argument("store")
-    sh.add_argument("image_id", help="file stem (e.g. n01440764_10026) or a path ending in one")
-    sh.add_argument("--image", help="the image file to draw under the grid (default: a blank canvas)")
-    sh.add_argument("--out", required=True, help="output PNG")
-    sh.set_defaults(fn=cmd_show)
+    add_info(sub, "shape and provenance of a store", cmd_info)
+    add_show(sub, "draw one image's top-1 class and score per cell",
+             "file stem (e.g. n01440764_10026) or a path ending in one",
+             "the image file to draw under the grid (default: a blank canvas)", cmd_show)
     g = sub.add_parser("generate", help="write label maps for an image folder with a timm classifier")
     g.add_argument("--model", required=True, help="timm model name (random weights, offline) or checkpoint path")
     g.add_argument("--arch", help="timm architecture of a checkpoint that does not name it")

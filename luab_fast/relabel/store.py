@@ -17,21 +17,22 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
 from .._cli import UsageError
-from ..byproducts._format import (StoreError, check_index, check_layout, check_pack_result, check_writable, damaged,
-                                  is_store, read_store, verify_store, write_store)
-from ..byproducts._index import file_stem, lookup_stems
-from ..byproducts.store import _id_list
+from .._store.base import PackedStore
+from .._store.errors import damaged
+from .._store.format import check_pack_result, check_writable, is_store, write_store
+from .._store.index import file_stem
+from .._store.layout import check_index, check_layout
 from ..byproducts.records import ReadProblem
 from ._pack import pack_label_map_arrays
 
 FORMAT = "luab_fast.relabel"
 VERSION = 1
-# How the arrays of a label-map store fit together (``_format.check_layout``); scores and indices are
+# How the arrays of a label-map store fit together (``_store.layout.check_layout``); scores and indices are
 # [N, K, S, S] with K and S from the manifest's meta, checked in ``_check_maps``.
 LAYOUT = {"ids": ("S", (), "N"), "index": (np.int64, (), None), "wnids": ("S", (), None),
           "label": (np.int32, (), "N")}
@@ -107,34 +108,26 @@ def _check_maps(path, arrays, meta, full: bool) -> None:
             raise damaged(path, f"class indices in [{lo}, {hi}], expected [0, {nc})")
 
 
-class LabelMapStore:
+class LabelMapStore(PackedStore):
     """A packed label-map store, memory-mapped: opening reads only the manifest and maps the arrays."""
 
+    FORMAT, VERSION, LAYOUT = FORMAT, VERSION, LAYOUT
+
     def __init__(self, path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        self.path, self.arrays, self.meta = path, arrays, meta
+        super().__init__(path, arrays, meta)
         self.device: Any = None  # None: gather from the memory map; else the device of ``_tensors``
         self._tensors: tuple[Any, Any] | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelMapStore":
         """Maps a store; ``StoreError`` for a missing, corrupt, foreign or other-version store."""
-        path = Path(path)
-        arrays, meta = read_store(path, FORMAT, (VERSION,))  # says what a path without a manifest is
-        _check_maps(path, arrays, meta, full=False)
-        return cls(path, arrays, meta)
+        return super().open(Path(path))  # messages name the path as a Path
 
-    def verify(self) -> None:
-        """Recomputes every array's checksum and checks every class index, label and index slot (reads the whole
-        store); raises StoreError on a mismatch."""
-        bad = verify_store(self.path)
-        if bad:
-            raise StoreError(f"{self.path}: arrays {bad} fail their checksums; re-pack the store")
-        _check_maps(self.path, self.arrays, self.meta, full=True)
+    @classmethod
+    def _check(cls, path, arrays: dict[str, np.ndarray], meta: dict[str, Any], full: bool) -> None:
+        _check_maps(path, arrays, meta, full)
 
-    # -- shape and lookup ------------------------------------------------------------------------------
-    def __len__(self) -> int:
-        return len(self.arrays["ids"])
-
+    # -- shape ------------------------------------------------------------------------------------------
     def __repr__(self) -> str:
         return (f"LabelMapStore({str(self.path)!r}, rows={len(self)}, topk={self.topk}, size={self.size}, "
                 f"scores={self.arrays['scores'].dtype}, device={self.device})")
@@ -153,33 +146,12 @@ class LabelMapStore:
         return int(self.meta["num_classes"])
 
     @cached_property
-    def ids(self) -> np.ndarray:
-        """Image ids (file stems) in row order, as a numpy str array."""
-        return self.arrays["ids"].astype(str)
-
-    @cached_property
     def wnids(self) -> np.ndarray:
         """The ``<wnid>/`` folder of each row, as a numpy str array."""
         try:
             return self.arrays["wnids"].astype(str)[self.arrays["label"]]
         except IndexError:  # verify() checks every label; open() reads none
             raise damaged(self.path, "a label points outside 'wnids'") from None
-
-    def rows(self, image_ids: Iterable[str] | np.ndarray) -> np.ndarray:
-        """Rows of many ids at once (int64, −1 where absent), O(1) each from the on-disk hash table. An id
-        is a file stem or any path / file name ending in one."""
-        image_ids = _id_list(image_ids)
-        try:
-            return lookup_stems(self.arrays["index"], self.arrays["ids"], image_ids)
-        except IndexError:  # a slot points past the rows: verify() checks them all
-            raise damaged(self.path, "the index points outside the rows") from None
-
-    def row(self, image_id: str) -> int:
-        """Row of one image (file stem, or a path / file name ending in it); KeyError when absent."""
-        r = int(self.rows([image_id])[0])
-        if r < 0:
-            raise KeyError(image_id)
-        return r
 
     # -- tensors ---------------------------------------------------------------------------------------
     def to(self, device: Any) -> "LabelMapStore":

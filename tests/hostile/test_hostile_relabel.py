@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from luab_fast.byproducts._format import MANIFEST, _manifest_digest
+from luab_fast._store.format import MANIFEST, _manifest_digest
 from luab_fast.relabel import LabelMapStore, StoreError, pack_label_maps
 
 from .conftest import leftovers, snapshot
