@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks._crowd import BASELINE, OURS, Plan
+from benchmarks._crowd import OURS, Plan
 
 UNIT = "labels/s"
 COLUMNS = ("benchmark", "size", "ours", "baseline", "ratio (baseline/ours)", "memory ratio", "agreement",
@@ -118,7 +118,8 @@ def _agreement_cell(check: dict[str, Any] | None) -> str:
     mark = "✓" if check["passed"] else "✗ FAIL"
     # shares (agreement ≥ 99.9%) as percentages; error bounds (max |Δ| ≤ 1e-9) in scientific notation
     share = "|Δ" not in check["metric"] and "error" not in check["metric"]
-    text = f"{check['value']:.2%} {check['metric']} {mark}" if share else f"{check['metric']} {check['value']:.1e} {mark}"
+    text = (f"{check['value']:.2%} {check['metric']} {mark}" if share
+            else f"{check['metric']} {check['value']:.1e} {mark}")
     return f"{text} ({check['detail']})" if check.get("detail") else text
 
 

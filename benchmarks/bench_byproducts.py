@@ -129,7 +129,8 @@ def test_point_targets(benchmark: Any, bench: Recorder, release: dict[str, Any])
     import torch
 
     store = ByproductStore.open(release["store"])
-    plan = _plan(bench, Items(BATCH, "samples", "crops (B=256)"), {BASELINE: 5, OURS: 50}, "faster than per-sample Python")
+    plan = _plan(bench, Items(BATCH, "samples", "crops (B=256)"), {BASELINE: 5, OURS: 50},
+                 "faster than per-sample Python")
     rng = np.random.default_rng(0)
     rows = rng.integers(0, len(store), BATCH)
     lo = rng.uniform(0, 0.5, (BATCH, 2))
@@ -156,7 +157,8 @@ def test_point_targets(benchmark: Any, bench: Recorder, release: dict[str, Any])
 
 
 def test_store_open(benchmark: Any, bench: Recorder, release: dict[str, Any]) -> None:
-    plan = _plan(bench, Items(release["n_files"], "samples", "samples (store open)"), {OURS: 20}, "< 1 s at 1.3M samples")
+    plan = _plan(bench, Items(release["n_files"], "samples", "samples (store open)"), {OURS: 20},
+                 "< 1 s at 1.3M samples")
     benchmark.group = "store_open"
     store = benchmark.pedantic(ByproductStore.open, args=(release["store"],), rounds=plan.rounds[OURS], warmup_rounds=1)
     assert len(store) == release["n_files"]

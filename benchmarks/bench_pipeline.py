@@ -82,7 +82,8 @@ def test_pipeline_throughput(bench: Recorder, tmp_path: Path) -> None:
     root = write_photos(tmp_path / "photos", size.n)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
+    tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip(),
+                             transforms.ToTensor(),
                              transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     dl = torch.utils.data.DataLoader(datasets.ImageFolder(root, tf), batch_size=size.batch, shuffle=True,
                                      num_workers=THREADS, drop_last=True, persistent_workers=True)

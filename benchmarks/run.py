@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from benchmarks.conftest import DOCUMENT, RUN_BY_RUNNER, results_path
 from benchmarks._record import markdown_table, write_json_atomic
+from benchmarks.conftest import DOCUMENT, RUN_BY_RUNNER, results_path
 
 HERE = Path(__file__).resolve().parent
 

@@ -68,7 +68,8 @@ class _Ops(ModuleType):
                    legacy: bool = False, softmax: bool = False, n_threads: int = 0) -> npt.NDArray[np.float32]:
         """Sparse LabelPooling (csrc/ops/label_pool.hpp): scores [B, K, S, S] float32, indices [B, K, S, S]
         int16/32/64 (native byte order) in [0, C) distinct along K, C = num_classes <= 2**31 - 1, boxes [B, 4]
-        float32 (x0, y0, x1, y1) → [B, C, out_h, out_w] float32, bit-identical to torchvision's CPU roi_align (../shared/docs/label-pooling.md §7); softmax over C
+        float32 (x0, y0, x1, y1) → [B, C, out_h, out_w] float32, bit-identical to torchvision's CPU roi_align
+        (../shared/docs/label-pooling.md §7); softmax over C
         (ReLabel's targets) when softmax."""
 
 ops: _Ops

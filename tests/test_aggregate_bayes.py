@@ -12,8 +12,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from aggregate_helpers import assert_close
+
 from luab_fast.aggregate import BayesAggregator, MajorityVote, homogeneous_prior, make_crowd, predefined_prior
 
 TOL = {"reference": 1e-12, "hand": 1e-12, "hand_no_eps": 1e-7, "prior_rel": 2e-3, "vs_mv": 0.03}

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from aggregate_helpers import assert_close, assert_frames_close
 from crowdkit.aggregation import DawidSkene as CkDawidSkene
 from crowdkit.aggregation import MajorityVote as CkMajorityVote
 
-from aggregate_helpers import assert_close, assert_frames_close
 from luab_fast.aggregate import BayesAggregator, DawidSkene, MajorityVote, OneCoinDawidSkene, make_crowd
 
 TOL = {"same_fit": 1e-12, "crowdkit": 1e-6, "learner_eps": 1e-7}
@@ -55,8 +55,8 @@ def test_duplicates_first_last_keep_one_row(dup_frame, method, policy):
 
 
 def test_duplicates_first_on_arrays(crowd):
-    t, w, l = crowd.arrays
-    dup = (np.r_[t, t[:5]], np.r_[w, w[:5]], np.r_[l, (l[:5] + 1) % 3])
+    t, w, lab = crowd.arrays
+    dup = (np.r_[t, t[:5]], np.r_[w, w[:5]], np.r_[lab, (lab[:5] + 1) % 3])
     ours = DawidSkene(on_duplicate="first").fit(dup)
     assert_close(ours.posteriors_, DawidSkene().fit(crowd.arrays).posteriors_, TOL["same_fit"], "arrays 'first'")
 

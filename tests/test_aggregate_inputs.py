@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from aggregate_helpers import assert_close
+
 from luab_fast import _ext
 from luab_fast.aggregate import BayesAggregator, DawidSkene, MajorityVote, OneCoinDawidSkene, make_crowd
 
@@ -134,7 +134,8 @@ C_CASES = {  # keyword overrides of a valid _C.aggregate.dawid_skene call -> reg
     "int32 task": (lambda c: {"task": c.task.astype(np.int32)}, r"^task must be a int64 array, got dtype int32"),
     "float label": (lambda c: {"label": c.label.astype(np.float64)}, r"^label must be a int64 array"),
     "non-contiguous": (lambda c: {"task": np.repeat(c.task, 2)[::2]}, r"^task must be C-contiguous"),
-    "init_post shape": (lambda c: {"init_post": np.ones((60, 2))}, r"^init_post must have shape \(60, 3\), got \(60, 2"),
+    "init_post shape": (lambda c: {"init_post": np.ones((60, 2))},
+                        r"^init_post must have shape \(60, 3\), got \(60, 2"),
     "init_post float32": (lambda c: {"init_post": np.ones((60, 3), np.float32)}, r"^init_post must be a float64"),
     "task out of range": (lambda c: {"n_tasks": 40, "init_post": np.ones((40, 3))}, r"^task ids must be in \[0, 40\)"),
     "worker out of range": (lambda c: {"n_workers": 5}, r"^worker ids must be in \[0, 5\)"),

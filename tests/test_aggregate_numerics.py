@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from aggregate_helpers import accuracy, assert_close
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aggregate_helpers import accuracy, assert_close
 from luab_fast.aggregate import BayesAggregator, DawidSkene, MajorityVote, OneCoinDawidSkene, make_crowd
 
 TOL = {"sum_to_one": 1e-9, "relabel": 1e-9, "partial_fit_accuracy": 0.01}

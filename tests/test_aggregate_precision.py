@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import CROWD_DATASETS, load_crowd
+
 from luab_fast.aggregate import DawidSkene, OneCoinDawidSkene, make_crowd
 
 # measured: ≤ 2.2e-7 on the real crowds; on synthetic ones a near-tied task can move by up to ~3e-4

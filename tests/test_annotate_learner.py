@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from luab_fast.annotate.learner import (LearnerConfig, MLPLearner, Tanh, _mlp, class_weights, mlp_grads,
-                                        reference_grads)
+from luab_fast.annotate.learner import LearnerConfig, MLPLearner, Tanh, _mlp, class_weights, mlp_grads, reference_grads
 
 
 def test_tanh_matches_torch():

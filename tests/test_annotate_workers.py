@@ -10,15 +10,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import SHARED_DATA
 from scipy import stats
 
 from luab_fast.aggregate import homogeneous_prior
 from luab_fast.annotate import workers as W
 from luab_fast.annotate.samplers import GreedySampler, RandomSampler
-from luab_fast.annotate.workers import (ReplayWorkers, SimulatedWorkers, from_matrices, load_amt, pooled_counts,
-                                        structured_workers, uniform_workers)
-
-from conftest import SHARED_DATA
+from luab_fast.annotate.workers import (
+    ReplayWorkers,
+    SimulatedWorkers,
+    from_matrices,
+    load_amt,
+    pooled_counts,
+    structured_workers,
+    uniform_workers,
+)
 
 
 @pytest.fixture(scope="module")

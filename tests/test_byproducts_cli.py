@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from test_byproducts_store import _samples
 
-from luab_fast.byproducts import write_imagenet_store
 from luab_fast import _cli
 from luab_fast.byproducts import cli as byproducts_cli
-from test_byproducts_store import _samples
+from luab_fast.byproducts import write_imagenet_store
 
 
 def main(argv):  # as `python -m luab_fast.byproducts` runs it: errors become one line and a status
@@ -61,12 +61,13 @@ def test_coco_pack_info_show(tmp_path, capsys):
 
 def test_imagenet_pack_from_tar_and_directory_then_targets(tmp_path, capsys):
     import torch
-
     from fixtures.imagenet_ab import write_imagenet_ab_fixture
+
     from luab_fast.byproducts import ByproductStore
 
     fx = write_imagenet_ab_fixture(tmp_path / "fx")
-    for src, name in ((fx["tar"], "tar.store"), (fx["train_xml_root"], "dir.store"), (fx["enriched_root"], "enr.store")):
+    sources = ((fx["tar"], "tar.store"), (fx["train_xml_root"], "dir.store"), (fx["enriched_root"], "enr.store"))
+    for src, name in sources:
         assert main(["pack", str(src), str(tmp_path / name), "--quiet"]) == 0
         assert "packed 3 files" in capsys.readouterr().out  # the ._ junk member is skipped
         store = ByproductStore.open(tmp_path / name)

@@ -12,10 +12,10 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from fixtures.coco_ab import expected_sample, fixture_records, write_coco_ab_fixture, write_many
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures.coco_ab import expected_sample, fixture_records, write_coco_ab_fixture, write_many
 from luab_fast.byproducts.coco_ab import read_coco_ab
 from luab_fast.byproducts.records import CocoSample, ReadProblem
 
@@ -117,7 +117,8 @@ def _put(rec: dict, where: str, value) -> None:
 DROP = object()
 RECORD_CASES = [  # (field path in record 1, value, field named in the problem)
     ("worker_id", 123, "worker_id"), ("image_id", DROP, "image_id"), ("image_id", "25", "image_id"),
-    ("image_id", None, "image_id"), ("imageWidth", -1, "imageWidth"), ("originalImageHeight", 2.5, "originalImageHeight"),
+    ("image_id", None, "image_id"), ("imageWidth", -1, "imageWidth"),
+    ("originalImageHeight", 2.5, "originalImageHeight"),
     ("timeSpent", True, "timeSpent"), ("page_id", -3, "page_id"), ("mouseTracking", {}, "mouseTracking"),
     ("actionHistories.0.pointTo.x", math.nan, "actionHistories[0].pointTo.x"),
     ("actionHistories.0.pointTo.y", math.inf, "actionHistories[0].pointTo.y"),
@@ -209,7 +210,8 @@ def test_fuzz_never_raises_unexpectedly(tmp_path, edits, cut, chunk):
     path.write_bytes(data)
     reader = read_coco_ab(path, chunk_bytes=chunk)
     got = list(reader)
-    per_record = [p for p in reader.problems if p.source.startswith("record ") and int(p.source[7:]) < reader.records_seen]
+    per_record = [p for p in reader.problems
+                  if p.source.startswith("record ") and int(p.source[7:]) < reader.records_seen]
     assert len(got) + len(per_record) == reader.records_seen <= 3
     assert all(isinstance(p, ReadProblem) and p.reason for p in reader.problems)
     try:

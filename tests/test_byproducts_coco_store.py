@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from fixtures.coco_ab import write_coco_ab_fixture
+
 from luab_fast.byproducts import CocoByproductStore, StoreError, write_coco_store
 from luab_fast.byproducts.coco_ab import read_coco_ab
 

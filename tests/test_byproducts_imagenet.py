@@ -12,10 +12,10 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from fixtures.imagenet_ab import MISSING_ID, write_imagenet_ab_fixture, write_many
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures.imagenet_ab import MISSING_ID, write_imagenet_ab_fixture, write_many
 from luab_fast import HAS_EXT
 from luab_fast.byproducts._imagenet_xml import assemble
 from luab_fast.byproducts._tar_stream import iter_decompressed, iter_members

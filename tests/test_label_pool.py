@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from luab_fast._ext import HAS_EXT
-from luab_fast.ops import label_pool, label_pool_targets
 from luab_fast.kernels import triton_runs_on
+from luab_fast.ops import label_pool, label_pool_targets
 from luab_fast.ops.label_pool import _label_pool_op
 
 TARGET_RTOL = 1e-6  # §7 step 2: softmax reduction order is implementation-defined
@@ -190,8 +190,9 @@ def test_empty_batch(backend):
 
 
 def _bad_cases():
-    s, i, b = torch.randn(2, 3, 4, 4), torch.stack([torch.full((4, 4), k) for k in range(3)])[None].repeat(2, 1, 1, 1), \
-        torch.tensor([[0.1, 0.2, 0.5, 0.9], [0.0, 0.0, 1.0, 1.0]])
+    s = torch.randn(2, 3, 4, 4)
+    i = torch.stack([torch.full((4, 4), k) for k in range(3)])[None].repeat(2, 1, 1, 1)
+    b = torch.tensor([[0.1, 0.2, 0.5, 0.9], [0.0, 0.0, 1.0, 1.0]])
     nan, inf = s.clone(), s.clone()
     nan[1, 2, 3, 0] = float("nan")
     inf[0, 0, 0, 0] = float("-inf")

@@ -14,11 +14,11 @@ import zlib
 
 import pytest
 import torch
+from test_label_pool import SHAPES, make_maps, random_boxes, rrc_boxes
 
 from luab_fast.kernels import triton_runs_on
 from luab_fast.ops import label_pool, label_pool_targets
 from luab_fast.ops.label_pool import _roi_rows
-from test_label_pool import SHAPES, make_maps, random_boxes, rrc_boxes
 
 pytestmark = pytest.mark.skipif(not triton_runs_on("cpu") and not torch.cuda.is_available(),
                                 reason="needs triton (TRITON_INTERPRET=1 on CPU, or a GPU)")

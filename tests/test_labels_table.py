@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from luab_fast.data.source import ImageList
 from luab_fast.data.labels_table import labels_table
+from luab_fast.data.source import ImageList
 
 # rows: a1 (n0), b2 (n1), c3 (n2), d4 (n1)
 IMAGES = ImageList(files=("d/n0/a1.JPEG", "d/n1/b2.JPEG", "d/n2/c3.JPEG", "d/n1/d4.JPEG"),

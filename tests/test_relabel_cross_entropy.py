@@ -7,12 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from test_label_pool import make_maps, rrc_boxes
 
 from luab_fast._ext import HAS_EXT
 from luab_fast.kernels import triton_runs_on
 from luab_fast.ops import label_pool_targets, relabel_cross_entropy
 from luab_fast.ops.relabel_cross_entropy import _relabel_ce_op
-from test_label_pool import make_maps, rrc_boxes
 
 HAS_TRITON_HERE = triton_runs_on("cpu") or torch.cuda.is_available()
 BACKENDS = ["reference",
@@ -76,7 +76,8 @@ def test_low_precision_logits_and_store_rows(backend):
         loss = relabel_cross_entropy(x, store_s, store_i, boxes, rows=rows, backend=backend)
         loss.backward()
         assert loss.dtype == torch.float32 and x.grad.dtype == dtype
-        ref = relabel_cross_entropy(x.detach().float(), store_s.float()[rows], indices[rows], boxes, backend="reference")
+        ref = relabel_cross_entropy(x.detach().float(), store_s.float()[rows], indices[rows], boxes,
+                                    backend="reference")
         torch.testing.assert_close(loss, ref, rtol=1e-5, atol=1e-5)  # same logits: only the target path differs
         torch.testing.assert_close(loss, want, rtol=3e-2, atol=3e-2)  # rounding the logits to 8/11 bits
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from luab_fast.relabel import LabelMapStore, StoreError, pack_label_maps
 from luab_fast import _cli
+from luab_fast.relabel import LabelMapStore, StoreError, pack_label_maps
 from luab_fast.relabel import cli as relabel_cli
 
 K, S, C = 5, 15, 1000
@@ -160,8 +160,9 @@ def test_atomic_write_and_bad_stores(tmp_path, release):
     assert LabelMapStore.open(dst).meta["score_dtype"] == "float16"
     with pytest.raises(StoreError, match="not a luab_fast label-map store"):
         LabelMapStore.open(tmp_path)
-    from luab_fast.byproducts import write_imagenet_store
     from test_byproducts_store import _samples
+
+    from luab_fast.byproducts import write_imagenet_store
 
     with pytest.raises(StoreError, match="expected 'luab_fast.relabel'"):
         LabelMapStore.open(write_imagenet_store(_samples(), tmp_path / "ab"))

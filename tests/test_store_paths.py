@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from luab_fast.byproducts import ByproductStore, StoreError, write_imagenet_store
-from luab_fast import _cli
-from luab_fast.byproducts import cli as byproducts_cli
-from luab_fast.relabel import LabelMapStore, pack_label_maps
 from test_byproducts_store import _samples
 from test_relabel_store import _write_release
+
+from luab_fast import _cli
+from luab_fast.byproducts import ByproductStore, StoreError, write_imagenet_store
+from luab_fast.byproducts import cli as byproducts_cli
+from luab_fast.relabel import LabelMapStore, pack_label_maps
 
 
 def byproducts_main(argv):  # as `python -m luab_fast.byproducts` runs it: errors become one line and a status

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 
 from . import _checks
-from .base import BaseAggregator
 from ._input import Encoded
+from .base import BaseAggregator
 
 
 class MajorityVote(BaseAggregator):

@@ -3,7 +3,8 @@
 With no data argument it runs on the built-in demo (features: the demo images' pixels, 16×16 grey levels,
 standardised; its 10 classes stand for 10 ImageNet100 classes — by default 10 of the Dog group, the seed's
 hardest split — so the simulated workers' confusions are the real structured ones); ``--synthetic
-imagenet100`` runs at the seed's ImageNet-100 size on Gaussian-cluster features instead. Writes ``curve.csv``, ``curve.png`` (accuracy vs labels
+imagenet100`` runs at the seed's ImageNet-100 size on Gaussian-cluster features instead. Writes ``curve.csv``,
+``curve.png`` (accuracy vs labels
 per image) and per method ``labels_<method>.csv`` (task, label) + ``posteriors_<method>.csv`` — the formats
 ``python -m luab_fast.train --labels`` takes.
 
@@ -30,7 +31,6 @@ from .loop import METHODS, run_method
 from .samplers import MAX_PER_TASK, MAX_PER_WORKER, GreedySampler, RandomSampler
 from .synthetic import IMAGENET100, synthetic_problem
 from .workers import SimulatedWorkers, load_amt, pooled_counts, structured_workers, uniform_workers
-
 
 AMT_CLASSES = 100  # the shipped AMT data's classes; a custom $LUAB_FAST_AMT_DIR is checked once it is read
 MAX_WORKERS = 100_000  # built one by one (the seed's RNG replayed per worker): more would take minutes

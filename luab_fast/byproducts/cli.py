@@ -17,9 +17,17 @@ import time
 from pathlib import Path
 
 from .._cli import UsageError
+from .._store.cli import (
+    add_info,
+    add_replace_flag,
+    add_show,
+    id_not_in_store,
+    new_parser,
+    open_for_info,
+    show_destination,
+    summarise_problems,
+)
 from .._store.errors import StoreError
-from .._store.cli import (add_info, add_replace_flag, add_show, id_not_in_store, new_parser,
-                          open_for_info, show_destination, summarise_problems)
 from .._store.format import MANIFEST
 from .store import ByproductStore, write_imagenet_store
 from .store_coco import CocoByproductStore, write_coco_store

@@ -40,9 +40,9 @@ import numpy as np
 from .. import _atomic
 from ..byproducts import ByproductStore, StoreError
 from . import _demo_render as R
-from ._demo_render import SPLITS, WNIDS, plan_images
 from ._demo_byproducts import write_byproducts
 from ._demo_crowd import simulate_crowd, worker_ids
+from ._demo_render import SPLITS, WNIDS, plan_images
 
 __all__ = ["CORRELATION", "DEMO_VERSION", "DemoPaths", "default_cache_dir", "demo_problem", "ensure_demo", "make_demo",
            "pack_demo_byproducts"]
@@ -212,7 +212,8 @@ def _generate(root: Path, p: dict[str, Any], progress: bool) -> None:
                     crowd_worker_accuracy=dict(zip(wids, np.round(crowd.accuracy, 4).tolist())),
                     files={"byproducts": paths.byproducts.name, "store": paths.store.name,
                            "ood_byproducts": paths.ood_byproducts.name, "ood_store": paths.ood_store.name,
-                           "labels": paths.labels.name, "truth": paths.truth.name, "byproducts_blake2b": digests[paths.byproducts.name],
+                           "labels": paths.labels.name, "truth": paths.truth.name,
+                           "byproducts_blake2b": digests[paths.byproducts.name],
                            "ood_byproducts_blake2b": digests[paths.ood_byproducts.name],
                            "sizes": {f: (root / f).stat().st_size
                                      for f in (paths.byproducts.name, paths.ood_byproducts.name, paths.labels.name,

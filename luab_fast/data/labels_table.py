@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 
 from .._cli import DataError
-from .source import ImageList, MAX_CLASSES
+from .source import MAX_CLASSES, ImageList
 
 _EXPECTED = "task,label or task,<one column per class>"
 

@@ -96,8 +96,8 @@ def _rasterize_kernel(xy_ptr,        # [P, 2] f32 trace points, image-normalised
     for i0 in range(0, H, TILE_H):
         for j0 in range(0, W, TILE_W):
             acc = tl.zeros([TILE_H, TILE_W], dtype=tl.float32)
-            acc = _splat_tile(acc, xy_ptr, t_ptr, start, end, x0, y0, x1, y1, flip, i0, j0, H, W, two_s2, inv_two_s2, 1.0,
-                              dwell_cap_ms, DWELL, TILE_H, TILE_W, BLOCK_P)
+            acc = _splat_tile(acc, xy_ptr, t_ptr, start, end, x0, y0, x1, y1, flip, i0, j0, H, W, two_s2,
+                              inv_two_s2, 1.0, dwell_cap_ms, DWELL, TILE_H, TILE_W, BLOCK_P)
             if HAS_CLICKS:
                 acc = _splat_tile(acc, cxy_ptr, t_ptr, c_start, c_end, x0, y0, x1, y1, flip, i0, j0, H, W, two_s2,
                                   inv_two_s2, click_mass, dwell_cap_ms, False, TILE_H, TILE_W, BLOCK_P)

@@ -24,7 +24,8 @@ in the same unit as a point's mass (1 point for "uniform", seconds for "dwell").
 far outside the crop) stays all zeros — the empty report: ``return_empty=True`` also returns ``empty[B]``
 bool, and ``luab_loss`` masks such maps by their zero sum.
 
-Backends (the house rule, ``luab_fast/ops/_dispatch.py``): "reference" (PyTorch, for clarity: the dense [P, h, w] Gaussian
+Backends (the house rule, ``luab_fast/ops/_dispatch.py``): "reference" (PyTorch, for clarity: the dense [P, h, w]
+Gaussian
 stack, summed in float64), "cpu" (C++, separable, OpenMP over the batch), "triton" (one launch: gather by
 row + transform + splat as a matrix product + normalise). All agree within 1e-5 of each map's peak.
 Bad input raises ValueError naming the argument, what was expected and what came: ``sigma`` must keep 2σ²
@@ -184,7 +185,8 @@ def _check_static(points, times, offsets, rows, boxes, flips, clicks, sigma, wei
     def tensor(x, name, ndim, last=None):
         if not isinstance(x, torch.Tensor) or x.dim() != ndim or (last is not None and x.shape[-1] != last):
             want = f"[..., {last}]" if last else f"{ndim}-d"
-            raise ValueError(f"{name} must be a {want} tensor, got {tuple(getattr(x, 'shape', ())) or type(x).__name__}")
+            got = tuple(getattr(x, 'shape', ())) or type(x).__name__
+            raise ValueError(f"{name} must be a {want} tensor, got {got}")
 
     tensor(points, "points", 2, 2)
     tensor(times, "times", 1)
@@ -260,7 +262,8 @@ def _rasterize_op(points: torch.Tensor, times: torch.Tensor, offsets: torch.Tens
     points, boxes = points.detach().float().contiguous(), boxes.detach().float().contiguous()
     times, offsets, rows = (t.detach().long().contiguous() for t in (times, offsets, rows))
     if click_points is not None:
-        click_points, click_offsets = click_points.detach().float().contiguous(), click_offsets.detach().long().contiguous()
+        click_points = click_points.detach().float().contiguous()
+        click_offsets = click_offsets.detach().long().contiguous()
     if backend == "cpu":
         ext = require_ext("rasterize_traces(backend='cpu')")
         cp = None if click_points is None else click_points.numpy()

@@ -17,8 +17,16 @@ from pathlib import Path
 import numpy as np
 
 from .._cli import UsageError
-from .._store.cli import (add_info, add_replace_flag, add_show, id_not_in_store, new_parser,
-                          open_for_info, show_destination, summarise_problems)
+from .._store.cli import (
+    add_info,
+    add_replace_flag,
+    add_show,
+    id_not_in_store,
+    new_parser,
+    open_for_info,
+    show_destination,
+    summarise_problems,
+)
 from ..byproducts.inspect import _save as save_figure  # the one atomic PNG writer
 from .store import LabelMapStore, pack_label_maps
 

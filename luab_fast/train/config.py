@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .._cli import UsageError
+
 # the largest values the loaders can take (beyond them DALI aborts the process on its threads, a crop cannot be
 # allocated, a seed overflows an int64): refused in validate(), before anything is set up
 from ..data.loader import MAX_IMAGE_SIZE, MAX_SEED
 from ..data.loader import MAX_THREADS as MAX_WORKERS
-from .._cli import UsageError
 
 
 def _opt(default: Any, help: str, **kw: Any) -> Any:

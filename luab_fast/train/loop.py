@@ -21,7 +21,6 @@ from ..ops import luab_loss
 from . import checkpoint as ckpt
 from .config import TrainConfig
 
-
 _KILL_AT_STEP = int(os.environ.get("LUAB_FAST_KILL_AT_STEP", "-1"))  # tests only: SIGKILL after this step
 
 

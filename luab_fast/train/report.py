@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -63,7 +63,8 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 
 @torch.no_grad()
-def _trace_heat(traces, stems: list[str], boxes: torch.Tensor, flips: torch.Tensor, side: int) -> Optional[torch.Tensor]:
+def _trace_heat(traces, stems: list[str], boxes: torch.Tensor, flips: torch.Tensor,
+                side: int) -> Optional[torch.Tensor]:
     """[B, side, side] the annotators' trace heat map of each image over its crop (zeros where the store has no
     record of it), or None without a store."""
     if traces is None:

@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fixtures.coco_ab import write_coco_ab_fixture
 from fixtures.imagenet_ab import file_elements, random_record, serialize, write_imagenet_ab_fixture
+
+from luab_fast._store.format import MANIFEST, _manifest_digest
 from luab_fast.byproducts import ByproductStore, CocoByproductStore, StoreError, read_imagenet_ab
 from luab_fast.byproducts import imagenet_ab as imagenet_ab_module
-from luab_fast._store.format import MANIFEST, _manifest_digest
 
 from .conftest import leftovers, snapshot
 

@@ -19,14 +19,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.coco_ab import fixture_records
+from fixtures.imagenet_ab import FIXTURE_FILES, file_elements, serialize
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fixtures.coco_ab import fixture_records
-from fixtures.imagenet_ab import FIXTURE_FILES, file_elements, serialize
-from luab_fast.byproducts import (ByproductStore, CocoByproductStore, StoreError, read_coco_ab, read_imagenet_ab,
-                                  write_coco_store, write_imagenet_store)
 from luab_fast._store.format import MANIFEST, _manifest_digest
+from luab_fast.byproducts import (
+    ByproductStore,
+    CocoByproductStore,
+    StoreError,
+    read_coco_ab,
+    read_imagenet_ab,
+    write_coco_store,
+    write_imagenet_store,
+)
 from luab_fast.byproducts._pack_coco import pack_coco_arrays
 from luab_fast.byproducts._pack_imagenet import pack_imagenet_arrays
 from luab_fast.relabel import LabelMapStore, pack_label_maps

@@ -17,8 +17,14 @@ from hypothesis import strategies as st
 
 from luab_fast._ext import HAS_EXT
 from luab_fast.kernels import triton_runs_on
-from luab_fast.ops import (label_pool, label_pool_reference, label_pool_targets, luab_loss, rasterize_traces,
-                           relabel_cross_entropy)
+from luab_fast.ops import (
+    label_pool,
+    label_pool_reference,
+    label_pool_targets,
+    luab_loss,
+    rasterize_traces,
+    relabel_cross_entropy,
+)
 
 CPU = pytest.param("cpu", marks=pytest.mark.skipif(not HAS_EXT, reason="needs luab_fast._C"))
 TRITON = pytest.param("triton", marks=pytest.mark.skipif(not triton_runs_on("cpu"), reason="needs TRITON_INTERPRET"))
