@@ -1,5 +1,5 @@
-"""Type stub for the compiled core luab_fast._C (csrc/bindings.cpp). All arrays are C-contiguous; ids
-are int64 in [0, n); results are float64 numpy arrays that own their memory.
+"""Type stub for the compiled core luab_fast._C (csrc/bindings.cpp and the bindings_*.cpp files). All arrays are
+C-contiguous; ids are int64 in [0, n); results are float64 numpy arrays that own their memory.
 
 Every function checks what it is given and raises ValueError naming the argument (dtype, shape, layout, ids out
 of range, NaN/inf or negative where values must be finite and >= 0, sizes whose product would overflow); the

@@ -4,6 +4,7 @@
 
 #include "../common/check.hpp"
 #include "../common/vmath.hpp"
+#include "e_step.hpp"
 #include "em_kernels.hpp"
 
 namespace luab::aggregate {
@@ -92,8 +93,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
   double prev_lik = 0.0;
   for (int it = 0; it < opt.max_iter; ++it) {
     // E, labelled tasks only: an unlabelled task's posterior is its prior, read by nothing until the final E-step
-    e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt, nullptr, 1e-10, nullptr,
-           ltp, /*skip_unlabelled=*/true);
+    e_step_labelled(c, log_prior.data(), log_theta.data(), ltp, r.post.data(), nt);
     argmax_labelled_rows(c, r.post.data(), yhat.data(), nt);
     accumulate_hard_counts(c, yhat.data(), r.counts.data(), nt);                               // M (hard)
     dirichlet_rows(c, r.counts.data(), alpha, alpha_per_worker, r.theta.data(), log_theta.data(), nt);
@@ -113,8 +113,7 @@ BayesResult bayes_aggregate(const Crowd& c, const double* alpha, bool alpha_per_
     prev_yhat.swap(yhat);
   }
   // the seed re-infers the posterior once more with the final confusion matrices
-  e_step(c, log_prior.data(), log_theta.data(), task_prior, kSeedEps, r.post.data(), nt, nullptr, 1e-10, nullptr, ltp,
-         /*skip_unlabelled=*/true);
+  e_step_labelled(c, log_prior.data(), log_theta.data(), ltp, r.post.data(), nt);
   // unlabelled tasks: (uniform prior × learner prior), normalised; no exp or log over the (often millions of) rows
   const std::vector<double> uniform(K, 1.0 / static_cast<double>(K) + kSeedEps);
   prior_only_rows(c, uniform.data(), task_prior, kSeedEps, r.post.data(), nt);

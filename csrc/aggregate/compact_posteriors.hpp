@@ -50,7 +50,7 @@ class CompactPosteriors {
   }
 
   // The same, for a caller that has counted the row's entries >= tau() in a pass of its own.
-  void set_row_counted(int64_t i, const double* row, int64_t k, int64_t kept) {
+  void set_row_counted(int64_t i, const double* row, int64_t /*k*/, int64_t kept) {
     if (kept > kCap) {
       count_[i] = kDense;
       return;

@@ -1,4 +1,4 @@
-// The shared building blocks of every EM estimator, in log space, OpenMP-parallel.
+// The shared building blocks of every EM estimator, in log space, OpenMP-parallel (the E-steps: e_step.hpp).
 //
 // Layouts (row-major, double throughout: posteriors are compared with crowd-kit to 1e-6 and EM
 // sums millions of log-probabilities, so fp32 would drift):
@@ -11,7 +11,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "compact_posteriors.hpp"
 #include "crowd.hpp"
 
 namespace luab::aggregate {
@@ -20,37 +19,6 @@ namespace luab::aggregate {
 // problems (work = labels × classes below ~250k), where one thread beats the cost of waking others.
 // Throws std::invalid_argument for n_threads outside 0..kMaxThreads (common/parallel.hpp).
 int resolve_threads(int n_threads, int64_t work);
-
-// post_i(y) ∝ exp(log_class_prior[y] + Σ_{(w,z) ∈ labels(i)} log_theta[w][z][y]
-//                 [+ log(task_prior[i][y] + task_prior_eps)]).
-// A task without labels gets the (class prior × task prior), normalised.
-// entropy [T] or nullptr: -Σ_y q log q with q = max(post, entropy_clip) (crowd-kit's ELBO term), taken
-// from the log-posteriors the E-step already has, so no extra log per cell.
-// coin [W, 2] or nullptr: one-coin workers, log p(z | y) = coin[w][0] if y == z else coin[w][1]; then
-// log_theta is not read and a label costs O(1) plus one O(K) add instead of a random K-row read.
-// log_task_prior [T, K] or nullptr: log(task_prior + eps) computed once by the caller (it is constant across
-// EM iterations; a log per task and class per E-step dominates when most tasks have no label); used instead
-// of task_prior when given.
-// skip_unlabelled: leave the rows of tasks without labels untouched (inside an EM loop they only depend on the
-// constant priors, and nothing in the M-step reads them; the caller runs one full E-step at the end).
-// compact, or nullptr: also record each computed row's classes with p ≥ tau for the soft M-step (which then reads
-// those, so the rows of post are written with non-temporal stores: they are not read again in this iteration).
-// labelled_mean [K] / label_totals [K], or nullptr: what mean_labelled_posterior would give for the rows just
-// written (the stored values: float rows are summed as floats), without reading the T×K table back.
-// TP/TL: storage type of post / log_theta (double, or float to halve the memory traffic of the random
-// row reads); all arithmetic is in double.
-template <typename TP, typename TL>
-void e_step(const Crowd& c, const double* log_class_prior, const TL* log_theta, const double* task_prior,
-            double task_prior_eps, TP* post, int n_threads, double* entropy = nullptr,
-            double entropy_clip = 1e-10, const double* coin = nullptr, const double* log_task_prior = nullptr,
-            bool skip_unlabelled = false, CompactPosteriors<TP>* compact = nullptr,
-            double* labelled_mean = nullptr, double* label_totals = nullptr);
-
-// Rows of tasks without labels: post_i ∝ class prior × (task_prior_i + eps), normalised directly, no exp or log
-// (with no task prior: the class prior). Within rounding of what e_step gives them.
-template <typename TP>
-void prior_only_rows(const Crowd& c, const double* class_prior, const double* task_prior, double task_prior_eps,
-                     TP* post, int n_threads);
 
 // Prefetches the K elements of a table row that a label will read a few labels from now. Into L2 (prefetcht1),
 // not L1: a row is 7 cache lines and 8 labels are in flight, more than L1's miss buffers hold, and measured

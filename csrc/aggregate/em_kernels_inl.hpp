@@ -9,8 +9,6 @@ namespace luab::aggregate {
 
 // Fixed block size: the reduction tree depends only on n_tasks, never on the thread count.
 constexpr int64_t kReduceBlock = 2048;
-// The E-step's unit of work (one OpenMP chunk) and of its class sums (one partial sum per chunk).
-constexpr int64_t kEStepChunk = 256;
 
 template <typename F>
 double blocked_task_sum(int64_t n_tasks, int n_threads, F&& f) {

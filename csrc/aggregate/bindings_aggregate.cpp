@@ -1,0 +1,258 @@
+// luab_fast._C.aggregate: the EM label-aggregation engine's bindings. Thin: validates every array (dtype, layout,
+// shape, naming the argument), releases the GIL around the compiled work, and hands results back as numpy arrays
+// that own their buffers (no copies).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <climits>
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "aggregate/bayes.hpp"
+#include "aggregate/crowd.hpp"
+#include "aggregate/dawid_skene.hpp"
+#include "aggregate/em_kernels.hpp"
+#include "aggregate/encode.hpp"
+#include "aggregate/majority_vote.hpp"
+#include "common/buffer.hpp"
+#include "common/check.hpp"
+#include "common/parallel.hpp"
+#include "common/pyarray.hpp"
+
+namespace py = pybind11;
+namespace agg = luab::aggregate;
+
+namespace {
+
+using luab::dtype_of;
+using luab::shape_of;
+
+template <typename T>
+const T* checked(const py::array& a, const char* name, std::vector<int64_t> shape, const char* dtype_name) {
+  LUAB_CHECK(a.dtype().is(py::dtype::of<T>()), name, " must be a ", dtype_name, " array, got dtype ",
+             dtype_of(a));
+  LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
+  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
+  for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
+  if (!ok) {
+    std::string want = "(";
+    for (size_t d = 0; d < shape.size(); ++d)
+      want += (d ? ", " : "") + (shape[d] < 0 ? std::string("n") : std::to_string(shape[d]));
+    LUAB_CHECK(false, name, " must have shape ", want, (shape.size() == 1 ? ",)" : ")"), ", got ", shape_of(a));
+  }
+  return static_cast<const T*>(a.data());
+}
+
+// Every value of a float64 array is finite and >= 0 (pseudo-counts, probabilities, vote weights): a NaN, an inf
+// or a negative value would come out as NaN or negative "probabilities", a silently wrong result.
+void check_finite_nonnegative(const double* p, int64_t n, const char* name, const char* what) {
+  for (int64_t i = 0; i < n; ++i)
+    LUAB_CHECK(std::isfinite(p[i]) && p[i] >= 0.0, name, " must hold finite ", what, " >= 0, got ", p[i],
+               " at flat index ", i);
+}
+
+// An optional float64 array of the given shape whose values are finite and >= 0.
+const double* optional_f64(const py::object& o, const char* name, std::vector<int64_t> shape, const char* what) {
+  if (o.is_none()) return nullptr;
+  const py::array a = o.cast<py::array>();
+  const double* p = checked<double>(a, name, std::move(shape), "float64");
+  check_finite_nonnegative(p, static_cast<int64_t>(a.size()), name, what);
+  return p;
+}
+
+// An iteration count as the EM loops take it (an int).
+int checked_iterations(int64_t n, const char* name) {
+  LUAB_CHECK(n >= 0 && n <= INT_MAX, name, " must be >= 0 (and <= ", INT_MAX, "), got ", n);
+  return static_cast<int>(n);
+}
+
+template <typename T>
+py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
+  auto* heap = new std::vector<T>(std::move(v));
+  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
+  return py::array_t<T>(shape, heap->data(), owner);
+}
+
+template <typename T>
+py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
+  T* p = b.release();
+  py::capsule owner(p, [](void* q) { std::free(q); });
+  return py::array_t<T>(shape, p, owner);
+}
+
+// Builds the CSR views from the three label columns (ids already dense, checked in C++ too).
+agg::Crowd make_crowd(const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks,
+                      int64_t n_workers, int64_t n_classes, bool confusion_tables = false) {
+  const int64_t n = task.ndim() == 1 ? task.shape(0) : -1;
+  const int64_t* t = checked<int64_t>(task, "task", {-1}, "int64");
+  const int64_t* w = checked<int64_t>(worker, "worker", {n}, "int64");
+  const int64_t* l = checked<int64_t>(label, "label", {n}, "int64");
+  py::gil_scoped_release nogil;
+  return agg::build_crowd(t, w, l, n, n_tasks, n_workers, n_classes, confusion_tables);
+}
+
+// alpha may be [K, K] (shared by all workers) or [W, K, K]; returns whether it is per worker.
+// Its values must be finite pseudo-counts >= 0.
+bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
+  const bool per_worker = a.ndim() == 3;
+  const double* p = per_worker ? checked<double>(a, name, {W, K, K}, "float64")
+                               : checked<double>(a, name, {K, K}, "float64");
+  check_finite_nonnegative(p, static_cast<int64_t>(a.size()), name, "pseudo-counts");
+  return per_worker;
+}
+
+// Runs f() with the GIL released (the compiled work touches no Python object) and returns its result.
+template <typename F>
+auto without_gil(F&& f) {
+  py::gil_scoped_release nogil;
+  return f();
+}
+
+}  // namespace
+
+void init_aggregate(py::module_& a) {
+  a.def(
+      "factorize_integers",
+      [](const py::array& values, bool sorted) -> py::object {
+        const int64_t n = values.ndim() == 1 ? values.shape(0) : -1;
+        const int64_t* v = checked<int64_t>(values, "values", {-1}, "int64");
+        std::vector<int64_t> codes(static_cast<size_t>(n)), uniques;
+        bool ok;
+        {
+          py::gil_scoped_release nogil;
+          ok = agg::factorize_integers(v, n, sorted, codes.data(), uniques);
+        }
+        if (!ok) return py::none();
+        const auto u = static_cast<py::ssize_t>(uniques.size());
+        return py::make_tuple(to_numpy(std::move(codes), {n}), to_numpy(std::move(uniques), {u}));
+      },
+      py::arg("values"), py::arg("sorted") = false,
+      "(codes, uniques) of int64 ids, uniques in order of first appearance (or ascending with sorted=True); "
+      "None when the ids span too wide a range for a direct table (use a hash instead).");
+
+  a.def(
+      "argmax_rows",
+      [](const py::array& x, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        LUAB_CHECK(x.ndim() == 2, "x must be 2-D (rows, classes), got shape ", shape_of(x));
+        const int64_t rows = x.shape(0), k = x.shape(1);
+        LUAB_CHECK(k >= 1, "x must have at least one column, got shape ", shape_of(x));
+        std::vector<int64_t> out(static_cast<size_t>(rows));
+        const int nt = agg::resolve_threads(threads, rows * k);
+        if (x.dtype().is(py::dtype::of<float>())) {
+          const float* p = checked<float>(x, "x", {rows, k}, "float32");
+          py::gil_scoped_release nogil;
+          agg::argmax_rows(p, rows, k, out.data(), nt);
+        } else {
+          const double* p = checked<double>(x, "x", {rows, k}, "float64 or float32");
+          py::gil_scoped_release nogil;
+          agg::argmax_rows(p, rows, k, out.data(), nt);
+        }
+        return to_numpy(std::move(out), {rows});
+      },
+      py::arg("x"), py::arg("n_threads") = 0,
+      "First index of each row's maximum (numpy.argmax(x, axis=1) for NaN-free rows), OpenMP-parallel.");
+
+  a.def(
+      "majority_vote",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::object& weights, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        const double* wts = optional_f64(weights, "weights", {n_workers}, "vote weights");
+        luab::Buffer<double> post;
+        {
+          py::gil_scoped_release nogil;
+          post = agg::majority_vote(c, wts, threads);
+        }
+        return to_numpy(std::move(post), {n_tasks, n_classes});
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("weights") = py::none(), py::arg("n_threads") = 0,
+      "Vote shares [T, K]; tasks without votes get the uniform distribution.");
+
+  a.def(
+      "dawid_skene",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::object& init_post, const py::object& alpha, const py::object& task_prior,
+         int64_t n_iter, double tol, bool one_coin, bool single_precision, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        const int iters = checked_iterations(n_iter, "n_iter");
+        LUAB_CHECK(tol >= 0.0, "tol must be >= 0, got ", tol);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, !one_coin);
+        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
+        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes}, "probabilities");
+        const double* al = nullptr;
+        bool per_worker = false;
+        if (!alpha.is_none()) {
+          py::array arr = alpha.cast<py::array>();
+          if (one_coin) {
+            al = checked<double>(arr, "alpha", {2}, "float64");
+            check_finite_nonnegative(al, 2, "alpha", "pseudo-counts");
+          } else {
+            per_worker = alpha_layout(arr, n_workers, n_classes, "alpha");
+            al = static_cast<const double*>(arr.data());
+          }
+        }
+        const agg::DSOptions opt{iters, tol, one_coin, single_precision, threads};  // in the struct's order
+        agg::DSResult r = without_gil([&] { return agg::dawid_skene(c, init, al, per_worker, tp, opt); });
+        py::dict out;
+        if (single_precision) {
+          out["post"] = to_numpy(std::move(r.post_f32), {n_tasks, n_classes});
+        } else {
+          out["post"] = to_numpy(std::move(r.post), {n_tasks, n_classes});
+        }
+        out["class_prior"] = to_numpy(std::move(r.class_prior), {n_classes});
+        if (one_coin) {
+          out["theta"] = py::none();  // two numbers per worker: rebuilt from the skills on demand
+        } else if (single_precision) {
+          out["theta"] = to_numpy(std::move(r.theta_f32), {n_workers, n_classes, n_classes});
+        } else {
+          out["theta"] = to_numpy(std::move(r.theta), {n_workers, n_classes, n_classes});
+        }
+        out["skills"] = to_numpy(std::move(r.skills), {static_cast<py::ssize_t>(one_coin ? n_workers : 0)});
+        out["loss_history"] = r.loss_history;
+        out["n_iter"] = r.n_iter_run;
+        return out;
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("init_post") = py::none(), py::arg("alpha") = py::none(),
+      py::arg("task_prior") = py::none(),
+      py::arg("n_iter") = 100, py::arg("tol") = 1e-5, py::arg("one_coin") = false,
+      py::arg("single_precision") = false, py::arg("n_threads") = 0,
+      "Soft-EM Dawid–Skene in crowd-kit's order. theta is [W, z, y] = p(z | y, w).");
+
+  a.def(
+      "bayes",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::array& alpha, const py::object& task_prior, const py::object& init_post,
+         int64_t max_iter, bool hard_criterion, double likelihood_epsilon, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        const int iters = checked_iterations(max_iter, "max_iter");
+        LUAB_CHECK(likelihood_epsilon >= 0.0, "likelihood_epsilon must be >= 0, got ", likelihood_epsilon);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, true);
+        const bool per_worker = alpha_layout(alpha, n_workers, n_classes, "alpha");
+        const double* al = static_cast<const double*>(alpha.data());
+        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes}, "probabilities");
+        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
+        const agg::BayesOptions opt{iters, hard_criterion, likelihood_epsilon, threads};  // in the struct's order
+        agg::BayesResult r = without_gil([&] { return agg::bayes_aggregate(c, al, per_worker, tp, init, opt); });
+        py::dict out;
+        out["post"] = to_numpy(std::move(r.post), {n_tasks, n_classes});
+        out["counts"] = to_numpy(std::move(r.counts), {n_workers, n_classes, n_classes});
+        out["theta"] = to_numpy(std::move(r.theta), {n_workers, n_classes, n_classes});
+        out["z_likelihood"] = r.z_likelihood;
+        out["n_iter"] = r.n_iter_run;
+        out["converged"] = r.converged;
+        out["n_decreases"] = r.n_decreases;
+        return out;
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("alpha"), py::arg("task_prior") = py::none(), py::arg("init_post") = py::none(),
+      py::arg("max_iter") = 10, py::arg("hard_criterion") = false, py::arg("likelihood_epsilon") = 1e-3,
+      py::arg("n_threads") = 0,
+      "The seed's hard-EM Bayes aggregator. counts and theta are [W, z, y].");
+}
