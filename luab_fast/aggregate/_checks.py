@@ -7,24 +7,17 @@ what is not a number is named by the argument rather than left to numpy's "could
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 import numpy as np
+
+from .._checks import is_integer, is_number, physical_memory  # check_fits reads the last through here
 
 #: the most OpenMP threads an aggregation may ask for; the compiled engine refuses more too (and crashed
 #: trying to start 100,000 before it did): more than this is a typo, not a machine
 MAX_THREADS = 1024
 #: the compiled engine's cap on classes (csrc/aggregate/crowd.cpp)
 MAX_CLASSES = 65536
-
-
-def is_integer(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def integer(value: Any, name: str, lo: int, hi: int | None = None) -> int:
@@ -73,13 +66,6 @@ def _describe(value: Any) -> str:
     if isinstance(value, (str, bytes)) or value is None or np.ndim(value) == 0:
         return repr(value)[:80]
     return f"a {type(value).__name__}"
-
-
-def physical_memory() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not POSIX: no estimate, no refusal
-        return None
 
 
 def _size(n: float) -> str:

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .._atomic import atomic_path
+from .._checks import physical_memory
 from .._cli import DataError, UsageError
 from .loop import METHODS, run_method
 from .samplers import MAX_PER_TASK, MAX_PER_WORKER, GreedySampler, RandomSampler
@@ -69,17 +70,10 @@ def parse_synthetic(spec: str) -> dict[str, int]:
     return {"n_images": n, "n_classes": k}
 
 
-def _memory_bytes() -> Optional[int]:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not every platform says
-        return None
-
-
 def _check_fits(need: float, what: str, advice: str) -> None:
     """A usage error when ``need`` bytes would not fit in this machine's memory: an absurd size fails here, at
     once, rather than as an allocation failure (or a swap storm) minutes into the run."""
-    total = _memory_bytes()
+    total = physical_memory()
     if total is not None and need > 0.8 * total:
         raise UsageError(f"{what} needs about {need / 2**30:,.1f} GiB of memory; this machine has "
                          f"{total / 2**30:,.1f} GiB; {advice}")

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import is_number
 from .workers import index_array
 
 
@@ -40,7 +41,7 @@ class LearnerConfig:
             _check_int("patience", self.patience, 0)
         for name, positive in (("lr_ratio", True), ("weight_decay", False)):
             v = getattr(self, name)
-            if not _is_real(v) or not np.isfinite(v) or v < 0 or (positive and v == 0):
+            if not is_number(v) or not np.isfinite(v) or v < 0 or (positive and v == 0):
                 raise ValueError(f"LearnerConfig.{name} must be a finite number {'> 0' if positive else '>= 0'}, "
                                  f"got {v!r}")
         if self.calibrate not in CALIBRATIONS:
@@ -50,10 +51,6 @@ class LearnerConfig:
 
 
 CALIBRATIONS = ("temperature", "cv_3", "none")
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _check_int(name: str, value, minimum: int) -> int:

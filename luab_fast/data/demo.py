@@ -38,6 +38,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 
 from .. import _atomic
+from .._checks import is_integer, is_number
 from ..byproducts import ByproductStore, StoreError
 from . import _demo_render as R
 from ._demo_byproducts import write_byproducts
@@ -106,31 +107,23 @@ def _params(seed: int, size: str, correlation: float, miss_rate: float, reselect
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
     for name, v in (("correlation", correlation), ("miss_rate", miss_rate), ("reselect_rate", reselect_rate),
                     ("mean_accuracy", mean_accuracy)):
-        if not _is_number(v):
+        if not is_number(v):
             raise ValueError(f"{name} must be a number, got {v!r}")
     for name, v in (("correlation", correlation), ("miss_rate", miss_rate), ("reselect_rate", reselect_rate)):
         if not 0.0 <= float(v) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {v}")
     pool = SIZES[size]["annotator_pool"]
-    if not (isinstance(annotators, (tuple, list)) and len(annotators) == 2 and all(map(_is_int, annotators))
+    if not (isinstance(annotators, (tuple, list)) and len(annotators) == 2 and all(map(is_integer, annotators))
             and 1 <= annotators[0] <= annotators[1] <= pool):
         raise ValueError(f"annotators must be (lo, hi) with 1 <= lo <= hi <= {pool}, got {annotators!r}")
     lo, hi = annotators
-    if not (_is_int(labels_per_task) and 1 <= labels_per_task <= SIZES[size]["crowd_workers"]):
+    if not (is_integer(labels_per_task) and 1 <= labels_per_task <= SIZES[size]["crowd_workers"]):
         raise ValueError(f"labels_per_task must be in [1, {SIZES[size]['crowd_workers']}], got {labels_per_task!r}")
     if not 0.0 < mean_accuracy <= 1.0:
         raise ValueError(f"mean_accuracy must be in (0, 1], got {mean_accuracy}")
     return dict(seed=int(seed), size=size, correlation=float(correlation), miss_rate=float(miss_rate),
                 reselect_rate=float(reselect_rate), annotators=[int(lo), int(hi)],
                 labels_per_task=int(labels_per_task), mean_accuracy=float(mean_accuracy))
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
 
 
 def _spread(mean_accuracy: float) -> float:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 import torch
 
+from .._checks import is_integer
 from .crops import SCALE, center_windows, random_resized_windows, windows_to_boxes
 from .decode import image_sizes
 from .source import ImageList, Source, check_rank, list_images, shard_rows
@@ -180,16 +181,16 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' but no CUDA device is available; pass device='cpu'")
-    if not (_is_int(batch_size) and batch_size >= 1):
+    if not (is_integer(batch_size) and batch_size >= 1):
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not (_is_int(image_size) and 8 <= image_size <= MAX_IMAGE_SIZE):
+    if not (is_integer(image_size) and 8 <= image_size <= MAX_IMAGE_SIZE):
         raise ValueError(f"image_size must be an int in 8..{MAX_IMAGE_SIZE}, got {image_size!r}")
-    if not (_is_int(seed) and 0 <= seed <= MAX_SEED):
+    if not (is_integer(seed) and 0 <= seed <= MAX_SEED):
         raise ValueError(f"seed must be an int in [0, 2**63 - 1], got {seed!r}")
     check_rank(rank, world_size)
     if threads is None:
         threads = default_threads()
-    elif not (_is_int(threads) and 1 <= threads <= MAX_THREADS):
+    elif not (is_integer(threads) and 1 <= threads <= MAX_THREADS):
         raise ValueError(f"threads must be an int in 1..{MAX_THREADS} or None, got {threads!r}")
     lo, hi = (float(v) for v in crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
@@ -214,8 +215,3 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     targets = Targets.build(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
     return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend, drop,
                   channels_last, threads, targets, (lo, hi))
-
-
-def _is_int(v: Any) -> bool:
-    """An int, not a bool (True is not a batch size of 1)."""
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
