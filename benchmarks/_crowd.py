@@ -6,16 +6,17 @@ subprocess), so both measure exactly the same call on exactly the same data.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
-OURS = "ours"
-BASELINE = "crowd-kit"
-PROVIDERS = (BASELINE, OURS)  # the baseline runs first: ours is then checked against its answer
+from benchmarks._record import OURS, Plan, Size
+
+CROWDKIT = "crowd-kit"  # the aggregation benchmarks' baseline provider
+PROVIDERS = (CROWDKIT, OURS)  # the baseline runs first: ours is then checked against its answer
 
 
 @dataclass(frozen=True)
-class CrowdSize:
+class CrowdSize(Size):
     """A synthetic crowd of ``luab_fast.aggregate.make_crowd``: tasks × workers × labels/task × classes."""
 
     n_tasks: int
@@ -28,22 +29,15 @@ class CrowdSize:
     def n_labels(self) -> int:
         return self.n_tasks * self.labels_per_task
 
+    n_items = n_labels  # throughput in labels/s
+
     @property
     def label(self) -> str:
         return (f"{_short(self.n_tasks)}×{_short(self.n_workers)}×{self.labels_per_task}×{self.n_classes} "
                 f"({_short(self.n_labels)} labels)")
 
-    def as_dict(self) -> dict[str, int]:
-        return {**asdict(self), "n_labels": self.n_labels}
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One benchmark in one mode: its size, timed rounds per provider, and the targets printed beside it."""
-
-    size: CrowdSize
-    rounds: dict[str, int]
-    target: str
+    def as_dict(self) -> dict[str, Any]:
+        return {**super().as_dict(), "n_labels": self.n_labels}
 
 
 def _short(n: int) -> str:
@@ -65,17 +59,17 @@ SCALE_TARGET = "10M labels × 100 classes; no baseline"
 
 PLANS: dict[str, dict[str, Plan]] = {
     "quick": {
-        "dawid_skene": Plan(QUICK, {BASELINE: 3, OURS: 10}, DS_TARGET),
+        "dawid_skene": Plan(QUICK, {CROWDKIT: 3, OURS: 10}, DS_TARGET),
         "dawid_skene_fp32": Plan(QUICK, {OURS: 10}, DS_TARGET),
-        "majority_vote": Plan(QUICK, {BASELINE: 5, OURS: 20}, MV_TARGET),
-        "one_coin": Plan(QUICK_ONECOIN, {BASELINE: 1, OURS: 10}, ONECOIN_TARGET),
+        "majority_vote": Plan(QUICK, {CROWDKIT: 5, OURS: 20}, MV_TARGET),
+        "one_coin": Plan(QUICK_ONECOIN, {CROWDKIT: 1, OURS: 10}, ONECOIN_TARGET),
     },
     "full": {
         # crowd-kit takes ~50 s here: one round; ours the median of several
-        "dawid_skene": Plan(FULL, {BASELINE: 1, OURS: 5}, DS_TARGET),
+        "dawid_skene": Plan(FULL, {CROWDKIT: 1, OURS: 5}, DS_TARGET),
         # the same crowd-kit run is the baseline (timed once above); ours with float32 tables
         "dawid_skene_fp32": Plan(FULL, {OURS: 5}, DS_TARGET),
-        "majority_vote": Plan(FULL, {BASELINE: 5, OURS: 10}, MV_TARGET),
+        "majority_vote": Plan(FULL, {CROWDKIT: 5, OURS: 10}, MV_TARGET),
         "scale": Plan(SCALE, {OURS: 1}, SCALE_TARGET),
     },
 }
@@ -83,13 +77,13 @@ PLANS: dict[str, dict[str, Plan]] = {
 #: what each side is called in the results
 IMPL = {
     ("dawid_skene", OURS): "luab_fast DawidSkene(prior=0.0, prior_diag=0.0)",
-    ("dawid_skene", BASELINE): "crowd-kit DawidSkene()",
+    ("dawid_skene", CROWDKIT): "crowd-kit DawidSkene()",
     ("dawid_skene_fp32", OURS): "luab_fast DawidSkene(prior=0.0, prior_diag=0.0, precision='float32')",
-    ("dawid_skene_fp32", BASELINE): "crowd-kit DawidSkene()",
+    ("dawid_skene_fp32", CROWDKIT): "crowd-kit DawidSkene()",
     ("majority_vote", OURS): "luab_fast MajorityVote()",
-    ("majority_vote", BASELINE): "crowd-kit MajorityVote()",
+    ("majority_vote", CROWDKIT): "crowd-kit MajorityVote()",
     ("one_coin", OURS): "luab_fast OneCoinDawidSkene()",
-    ("one_coin", BASELINE): "crowd-kit OneCoinDawidSkene()",
+    ("one_coin", CROWDKIT): "crowd-kit OneCoinDawidSkene()",
     ("scale", OURS): "luab_fast DawidSkene(prior=0.0, prior_diag=0.0)",
 }
 
@@ -107,7 +101,7 @@ def make_estimator(case: str, provider: str) -> Any:
             "one_coin": OneCoinDawidSkene,
         }
         return ours[case]()
-    if provider == BASELINE:
+    if provider == CROWDKIT:
         from crowdkit.aggregation import DawidSkene, MajorityVote, OneCoinDawidSkene
 
         base: dict[str, Callable[[], Any]] = {

@@ -1,4 +1,5 @@
-"""Collects each benchmark's two sides into one comparison, renders the markdown table, writes the JSON.
+"""What every benchmark shares: its size record (:class:`Size`) and :class:`Plan`, and the recorder that
+collects each benchmark's two sides into one comparison, renders the markdown table and writes the JSON.
 
 One comparison (an entry of ``benchmarks`` in the results file; see benchmarks/README.md):
 ``name, size, target, ours, baseline, ours_s, baseline_s, ratio, memory_ratio, throughput_unit,
@@ -10,12 +11,58 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks._crowd import OURS, Plan
-
+OURS = "ours"
+BASELINE = "baseline"  # any provider other than OURS is recorded as the baseline side
 UNIT = "labels/s"
+
+
+class Size:
+    """Base of a benchmark's size record. Subclass it as a ``@dataclass(frozen=True)`` holding only the
+    workload's own fields, and give it a ``label``::
+
+        @dataclass(frozen=True)
+        class Crops(Size):
+            n: int                # items per timed call: the throughput numerator (override n_items otherwise)
+            points: int = 200
+            unit: str = "crops"   # a field: stored in the results' ``size`` as well
+
+            @property
+            def label(self) -> str:
+                return f"B={self.n} × {self.points} points"
+
+    The results file stores :meth:`as_dict` as ``size`` and :attr:`label` as ``size_label``; throughput is
+    ``n_items / median_s`` in ``unit``/s. A ``unit`` field without a default needs ``unit: str = field()``:
+    dataclasses take the class default below as the field's default otherwise.
+    """
+
+    unit: str = "labels"  # what n_items counts; a subclass field of the same name overrides it
+
+    @property
+    def n_items(self) -> int:
+        """How many ``unit`` one timed call processes: the field ``n`` unless a subclass says otherwise."""
+        return self.n  # type: ignore[attr-defined]
+
+    @property
+    def label(self) -> str:
+        """The size as the results table prints it."""
+        raise NotImplementedError(f"{type(self).__name__} must define label")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The dataclass fields in declaration order (the results file's ``size``)."""
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One benchmark in one mode: its size, timed rounds per provider, and the target printed beside it."""
+
+    size: Size
+    rounds: dict[str, int]
+    target: str
 COLUMNS = ("benchmark", "size", "ours", "baseline", "ratio (baseline/ours)", "memory ratio", "agreement",
            "target")
 
@@ -47,11 +94,11 @@ class Recorder:
              n_iter: int | None = None, accuracy: float | None = None,
              memory: dict[str, Any] | None = None) -> None:
         """One provider's measurement: ``stats`` from :func:`timing_stats`, ``memory`` from _memory."""
-        n = plan.size.n_labels
+        n = plan.size.n_items
         med = stats.get("median_s")
         entry = {"impl": impl, **stats, "n_iter": n_iter, "accuracy_vs_truth": accuracy,
                  "throughput": n / med if med else None,
-                 "throughput_unit": f"{getattr(plan.size, 'unit', 'labels')}/s",
+                 "throughput_unit": f"{plan.size.unit}/s",
                  "label_iterations_per_s": n * n_iter / med if med and n_iter else None,
                  "peak_rss_mb": None, "peak_increase_mb": None, "memory_method": None}
         if memory:

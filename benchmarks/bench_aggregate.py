@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks._crowd import BASELINE, IMPL, OURS, PLANS, PROVIDERS, Plan, make_estimator, n_em_iterations
+from benchmarks._crowd import CROWDKIT, IMPL, PLANS, PROVIDERS, make_estimator, n_em_iterations
 from benchmarks._memory import measure_in_subprocess
-from benchmarks._record import Recorder, timing_stats
+from benchmarks._record import OURS, Plan, Recorder, timing_stats
 
 DS_MIN_AGREEMENT = 0.999  # crowd-kit parity target of the issue: ≥ 99.9% identical labels
 MV_PROBA_ATOL = 1e-12  # vote shares are k/n in both libraries
@@ -84,7 +84,7 @@ def _run_side(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: 
     if provider == OURS and check is not None:
         fit_predict()  # correctness first (this also serves as the warm-up round)
         warmup = 0
-        key = (baseline_case or case, BASELINE)
+        key = (baseline_case or case, CROWDKIT)
         # popped unless a later case compares with it too: frees crowd-kit's frames early
         base = bench.answers.get(key) if keep_answer else bench.answers.pop(key, None)
         if base is None:
@@ -94,8 +94,8 @@ def _run_side(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: 
     benchmark.extra_info.update(plan.size.as_dict(), provider=provider, impl=IMPL[case, provider])
     benchmark.pedantic(fit_predict, rounds=rounds, warmup_rounds=warmup, iterations=1)
     est = fitted["est"]
-    if provider == BASELINE:
-        bench.answers[case, BASELINE] = est
+    if provider == CROWDKIT:
+        bench.answers[case, CROWDKIT] = est
     memory = measure_in_subprocess(case, provider, crowd.npz(plan.size)) if measure_memory else None
     bench.side(case, provider, plan, impl=IMPL[case, provider], stats=timing_stats(benchmark),
                n_iter=n_em_iterations(est), accuracy=_accuracy(est.labels_, synth.truth), memory=memory)

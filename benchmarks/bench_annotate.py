@@ -15,14 +15,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 
-from benchmarks._crowd import BASELINE, OURS, Plan
-from benchmarks._record import Recorder
+from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size
 from benchmarks._seed_em import seed_bayes_em
 from luab_fast._ext import HAS_EXT
 from luab_fast.aggregate import BayesAggregator
@@ -34,7 +33,7 @@ pytestmark = pytest.mark.skipif(not HAS_EXT, reason="needs luab_fast._C")
 
 
 @dataclass(frozen=True)
-class Online:
+class Online(Size):
     """A moment of an online run: ``n_labels`` collected on ``n_tasks`` images, the last ``step`` of them new."""
 
     n_tasks: int
@@ -45,12 +44,13 @@ class Online:
     unit: str = "labels"
 
     @property
+    def n_items(self) -> int:
+        return self.n_labels
+
+    @property
     def label(self) -> str:
         return (f"{self.n_tasks:,} images × {self.n_classes} classes, {self.n_labels:,} labels "
                 f"(+{self.step:,}), {self.n_workers} workers")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # full: the seed's imagenet_100_classes a little over a third of the way to 1 label/image (2,000 labels a step)
@@ -58,10 +58,10 @@ FULL = Online(IMAGENET100["n_images"], IMAGENET100["n_classes"], 50, 45_000, 2_0
 QUICK = Online(8_000, 20, 20, 3_000, 400)
 REFIT_TARGET = "≤ 0.2 s per refit at ImageNet-100 scale (2-core CPU)"
 PLANS = {
-    "quick": {"fit": Plan(QUICK, {BASELINE: 1, OURS: 10}, "same posteriors as the seed's loops"),  # type: ignore
-              "refit": Plan(QUICK, {BASELINE: 1, OURS: 10}, REFIT_TARGET)},  # type: ignore[arg-type]
-    "full": {"fit": Plan(FULL, {BASELINE: 1, OURS: 5}, "same posteriors as the seed's loops"),  # type: ignore
-             "refit": Plan(FULL, {BASELINE: 1, OURS: 10}, REFIT_TARGET)},  # type: ignore[arg-type]
+    "quick": {"fit": Plan(QUICK, {BASELINE: 1, OURS: 10}, "same posteriors as the seed's loops"),
+              "refit": Plan(QUICK, {BASELINE: 1, OURS: 10}, REFIT_TARGET)},
+    "full": {"fit": Plan(FULL, {BASELINE: 1, OURS: 5}, "same posteriors as the seed's loops"),
+             "refit": Plan(FULL, {BASELINE: 1, OURS: 10}, REFIT_TARGET)},
 }
 MAX_ABS_DP = 1e-9  # same arithmetic in a different summation order
 MIN_REFIT_AGREEMENT = 0.99  # warm and cold hard-EM may settle differently on a few ambiguous tasks
@@ -162,7 +162,7 @@ SEPARABILITY = 4.0  # the CLI's default (see its --help)
 
 
 @dataclass(frozen=True)
-class Simulation:
+class Simulation(Size):
     n_tasks: int
     n_classes: int
     n_workers: int
@@ -170,7 +170,7 @@ class Simulation:
     unit: str = "labels"
 
     @property
-    def n_labels(self) -> int:  # one label per image
+    def n_items(self) -> int:  # one label per image
         return self.n_tasks
 
     @property
@@ -178,12 +178,9 @@ class Simulation:
         return (f"efficient_annotation, {self.n_tasks:,} images × {self.n_classes} classes to 1 label/image, "
                 f"{self.n_workers} structured-noise workers, separability {self.separability:g}")
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 # 100 workers: 50 would stop at 100k labels (the seed caps a worker at 2,000), short of 1 label per image
-SIM_PLAN = Plan(Simulation(IMAGENET100["n_images"], IMAGENET100["n_classes"], 100, SEPARABILITY),  # type: ignore
+SIM_PLAN = Plan(Simulation(IMAGENET100["n_images"], IMAGENET100["n_classes"], 100, SEPARABILITY),
                 {OURS: 1}, SIM_TARGET)
 
 

@@ -6,53 +6,37 @@ time. Data: tests/fixtures/imagenet_ab.py::write_many (the real format), generat
 from __future__ import annotations
 
 import os
-import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from benchmarks._crowd import BASELINE, OURS, Plan
-from benchmarks._record import Recorder, timing_stats
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fixtures.imagenet_ab import write_many  # noqa: E402
-
-from luab_fast.byproducts import ByproductStore, write_imagenet_store  # noqa: E402
-from luab_fast.byproducts.imagenet_ab import read_imagenet_ab  # noqa: E402
+from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size, timing_stats
+from luab_fast.byproducts import ByproductStore, write_imagenet_store
+from luab_fast.byproducts.imagenet_ab import read_imagenet_ab
+from tests.fixtures.imagenet_ab import write_many
 
 
 @dataclass(frozen=True)
-class Items:
+class Items(Size):
     """A workload of ``n`` items (files, samples) for the results table."""
 
     n: int
-    unit: str
+    unit: str = field()  # required (a bare annotation would take Size's default)
     what: str
-
-    @property
-    def n_labels(self) -> int:  # the recorder's throughput numerator
-        return self.n
 
     @property
     def label(self) -> str:
         return f"{self.n:,} {self.what}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 N_FILES = {"quick": 2_000, "full": 20_000}
 BATCH = 256
 PARSE_TARGET = "≥ 20,000 files/s (ours, from the .tar.gz)"
-
-
-def _plan(bench: Recorder, items: Items, rounds: dict[str, int], target: str) -> Plan:
-    return Plan(items, rounds, target)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +64,7 @@ def notebook_targets(xml_dir: Path) -> dict[str, tuple[float, float] | None]:
 
 def test_imagenet_ab_parse(benchmark: Any, bench: Recorder, release: dict[str, Any]) -> None:
     items = Items(release["n_files"], "files", "XML files in a .tar.gz")
-    plan = _plan(bench, items, {BASELINE: 3, OURS: 5}, PARSE_TARGET)
+    plan = Plan(items, {BASELINE: 3, OURS: 5}, PARSE_TARGET)
     t0 = time.perf_counter()
     xml_dir = Path(release["dir"])
     base = notebook_targets(xml_dir / "train_xml" if (xml_dir / "train_xml").is_dir() else xml_dir)
@@ -129,8 +113,7 @@ def test_point_targets(benchmark: Any, bench: Recorder, release: dict[str, Any])
     import torch
 
     store = ByproductStore.open(release["store"])
-    plan = _plan(bench, Items(BATCH, "samples", "crops (B=256)"), {BASELINE: 5, OURS: 50},
-                 "faster than per-sample Python")
+    plan = Plan(Items(BATCH, "samples", "crops (B=256)"), {BASELINE: 5, OURS: 50}, "faster than per-sample Python")
     rng = np.random.default_rng(0)
     rows = rng.integers(0, len(store), BATCH)
     lo = rng.uniform(0, 0.5, (BATCH, 2))
@@ -157,8 +140,7 @@ def test_point_targets(benchmark: Any, bench: Recorder, release: dict[str, Any])
 
 
 def test_store_open(benchmark: Any, bench: Recorder, release: dict[str, Any]) -> None:
-    plan = _plan(bench, Items(release["n_files"], "samples", "samples (store open)"), {OURS: 20},
-                 "< 1 s at 1.3M samples")
+    plan = Plan(Items(release["n_files"], "samples", "samples (store open)"), {OURS: 20}, "< 1 s at 1.3M samples")
     benchmark.group = "store_open"
     store = benchmark.pedantic(ByproductStore.open, args=(release["store"],), rounds=plan.rounds[OURS], warmup_rounds=1)
     assert len(store) == release["n_files"]

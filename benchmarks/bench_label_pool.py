@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks._crowd import BASELINE, OURS, Plan
-from benchmarks._record import Recorder, timing_stats
+from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size, timing_stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_label_pool import make_maps, rrc_boxes  # noqa: E402
@@ -35,7 +34,7 @@ from luab_fast.ops import label_pool, label_pool_targets  # noqa: E402
 
 
 @dataclass(frozen=True)
-class Items:
+class Items(Size):
     """B crops pooled over [K, S, S] maps of C classes."""
 
     n: int
@@ -45,24 +44,17 @@ class Items:
     C: int = 1000
 
     @property
-    def n_labels(self) -> int:  # the recorder's throughput numerator
-        return self.n
-
-    @property
     def label(self) -> str:
         return f"B={self.n} K={self.K} S={self.S} C={self.C}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 TARGET = "≥ 100× ReLabel's CPU path"
 PLANS = {  # per mode: timed rounds of (baseline, ours)
-    "quick": Plan(Items(256), {BASELINE: 3, OURS: 30}, TARGET),  # type: ignore[arg-type]
-    "full": Plan(Items(256), {BASELINE: 10, OURS: 300}, TARGET),  # type: ignore[arg-type]
+    "quick": Plan(Items(256), {BASELINE: 3, OURS: 30}, TARGET),
+    "full": Plan(Items(256), {BASELINE: 10, OURS: 300}, TARGET),
 }
-GPU_PLAN = Plan(Items(256), {BASELINE: 1, OURS: 1}, "≥ 50× ReLabel's path on the GPU")  # type: ignore[arg-type]
-LOSS_PLAN = Plan(Items(256), {BASELINE: 1, OURS: 1},  # type: ignore[arg-type]
+GPU_PLAN = Plan(Items(256), {BASELINE: 1, OURS: 1}, "≥ 50× ReLabel's path on the GPU")
+LOSS_PLAN = Plan(Items(256), {BASELINE: 1, OURS: 1},
                  "≥ 3× eager soft-target cross-entropy on dense targets (fwd + bwd)")
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

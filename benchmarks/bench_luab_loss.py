@@ -11,19 +11,17 @@ loss and every gradient within 1e-5 of the reference's (relative to their larges
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import pytest
 import torch
 
-from benchmarks._crowd import BASELINE, OURS, Plan
-from benchmarks._record import Recorder
+from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size
 from luab_fast.ops.luab_loss import luab_loss, luab_loss_reference
 
 
 @dataclass(frozen=True)
-class Items:
+class Items(Size):
     """B samples: a [B, C] logits row, a point and an h×w heat map each."""
 
     n: int
@@ -32,20 +30,13 @@ class Items:
     unit: str = "samples"
 
     @property
-    def n_labels(self) -> int:  # the recorder's throughput numerator
-        return self.n
-
-    @property
     def label(self) -> str:
         return f"B={self.n} C={self.C} heat {self.hw}×{self.hw} fp32, fwd+bwd"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 TARGET = "≥ 2× eager; fused ≥ 70% of measured memory bandwidth"
 SIZES = [Items(256, C, hw) for C in (1000, 21843) for hw in (7, 14)]
-PLANS = {size: Plan(size, {BASELINE: 1, OURS: 1}, TARGET) for size in SIZES}  # type: ignore[arg-type]
+PLANS = {size: Plan(size, {BASELINE: 1, OURS: 1}, TARGET) for size in SIZES}
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 COPY_BYTES = 1 << 30  # 1 GiB: far beyond L2, so the copy measures DRAM
 

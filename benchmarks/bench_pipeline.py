@@ -9,39 +9,30 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from benchmarks._crowd import BASELINE, OURS, Plan
-from benchmarks._record import Recorder
+from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size
 from luab_fast.data.loader import build_loader, dali_available
 
 
 @dataclass(frozen=True)
-class Images:
+class Images(Size):
     n: int
     batch: int
     unit: str = "images"
 
     @property
-    def n_labels(self) -> int:
-        return self.n
-
-    @property
     def label(self) -> str:
         return f"{self.n} JPEGs ~500×375 → 224, batch {self.batch}"
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-PLANS = {"quick": Plan(Images(256, 32), {BASELINE: 2, OURS: 2}, "≥ 5,000 img/s on one H100"),  # type: ignore[arg-type]
-         "full": Plan(Images(2048, 128), {BASELINE: 3, OURS: 3}, "≥ 5,000 img/s on one H100")}  # type: ignore[arg-type]
+PLANS = {"quick": Plan(Images(256, 32), {BASELINE: 2, OURS: 2}, "≥ 5,000 img/s on one H100"),
+         "full": Plan(Images(2048, 128), {BASELINE: 3, OURS: 3}, "≥ 5,000 img/s on one H100")}
 THREADS = min(8, os.cpu_count() or 2)
 
 

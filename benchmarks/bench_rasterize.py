@@ -9,21 +9,20 @@ the Triton kernel reading the GPU-resident store by row — target ≥ 100× and
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from benchmarks._crowd import BASELINE, OURS, Plan
-from benchmarks._record import Recorder, timing_stats
+from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size, timing_stats
 from luab_fast._ext import HAS_EXT
 from luab_fast.ops import rasterize_traces
 
 
 @dataclass(frozen=True)
-class Crops:
+class Crops(Size):
     """B crops of a store of 4·B samples with ``points`` trace points each, rasterised to h × w."""
 
     n: int
@@ -33,23 +32,16 @@ class Crops:
     unit: str = "crops"
 
     @property
-    def n_labels(self) -> int:  # the recorder's throughput numerator
-        return self.n
-
-    @property
     def label(self) -> str:
         return f"B={self.n} × {self.points} points → {self.h}×{self.w}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 PLANS = {  # timed rounds of (reference, ours)
     # quick (CI): 32 crops, the reference takes ~80 ms a crop on 2 cores
-    "quick": Plan(Crops(32), {BASELINE: 1, OURS: 20}, "≥ 50× the PyTorch reference"),  # type: ignore[arg-type]
-    "full": Plan(Crops(256), {BASELINE: 3, OURS: 50}, "≥ 50× the PyTorch reference"),  # type: ignore[arg-type]
+    "quick": Plan(Crops(32), {BASELINE: 1, OURS: 20}, "≥ 50× the PyTorch reference"),
+    "full": Plan(Crops(256), {BASELINE: 3, OURS: 50}, "≥ 50× the PyTorch reference"),
 }
-GPU_PLAN = Plan(Crops(256), {BASELINE: 1, OURS: 1}, "≥ 100× the reference on the GPU, < 50 µs")  # type: ignore[arg-type]
+GPU_PLAN = Plan(Crops(256), {BASELINE: 1, OURS: 1}, "≥ 100× the reference on the GPU, < 50 µs")
 KW = dict(out_size=(56, 56), sigma=1.0, weighting="dwell", click_mass=1.0, normalize="sum")
 
 

@@ -12,19 +12,18 @@ from __future__ import annotations
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks._crowd import BASELINE, OURS, Plan
-from benchmarks._record import Recorder
+from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size
 
 
 @dataclass(frozen=True)
-class Steps:
+class Steps(Size):
     n: int  # images per timed run
     model: str
     image_size: int
@@ -32,22 +31,15 @@ class Steps:
     unit: str = "images"
 
     @property
-    def n_labels(self) -> int:
-        return self.n
-
-    @property
     def label(self) -> str:
         return f"{self.model} @ {self.image_size}px, batch {self.batch}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 GPU = torch.cuda.is_available()
 SIZE = Steps(8192, "resnet50", 224, 256) if GPU else Steps(192, "resnet10t", 64, 32)
 TARGET = "≥ 3,000 img/s on one H100 (ResNet-50, bf16)"
-PLAN = Plan(SIZE, {BASELINE: 1, OURS: 1}, TARGET)  # type: ignore[arg-type]
-EXTRAS = Plan(SIZE, {BASELINE: 1, OURS: 1}, "LUAB extras ≤ 3% over labels-only")  # type: ignore[arg-type]
+PLAN = Plan(SIZE, {BASELINE: 1, OURS: 1}, TARGET)
+EXTRAS = Plan(SIZE, {BASELINE: 1, OURS: 1}, "LUAB extras ≤ 3% over labels-only")
 
 
 def imagenet_sized(src: Path, dst: Path, size: tuple[int, int] = (500, 375), threads: int = 16) -> Path:

@@ -20,18 +20,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from fixtures.imagenet_ab import write_many  # noqa: E402
-
-from luab_fast.byproducts.imagenet_ab import read_imagenet_ab  # noqa: E402
+from luab_fast.byproducts.imagenet_ab import read_imagenet_ab
+from tests.fixtures.imagenet_ab import write_many
 
 
 def notebook(root: Path) -> int:

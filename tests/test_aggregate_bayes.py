@@ -12,7 +12,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from aggregate_helpers import assert_close
+from fixtures.aggregate import assert_close
 
 from luab_fast.aggregate import BayesAggregator, MajorityVote, homogeneous_prior, make_crowd, predefined_prior
 

@@ -14,11 +14,11 @@ import functools
 import numpy as np
 import pandas as pd
 import pytest
-from aggregate_helpers import accuracy, assert_close, assert_frames_close, assert_labels_equal, top2_gap
 from conftest import CROWD_DATASETS, SHARED_DATA, load_crowd
 from crowdkit.aggregation import DawidSkene as CkDawidSkene
 from crowdkit.aggregation import MajorityVote as CkMajorityVote
 from crowdkit.aggregation import OneCoinDawidSkene as CkOneCoin
+from fixtures.aggregate import accuracy, assert_close, assert_frames_close, assert_labels_equal, top2_gap
 
 from luab_fast.aggregate import DawidSkene, MajorityVote, OneCoinDawidSkene, make_crowd
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from aggregate_helpers import assert_close, assert_frames_close
 from crowdkit.aggregation import DawidSkene as CkDawidSkene
 from crowdkit.aggregation import MajorityVote as CkMajorityVote
+from fixtures.aggregate import assert_close, assert_frames_close
 
 from luab_fast.aggregate import BayesAggregator, DawidSkene, MajorityVote, OneCoinDawidSkene, make_crowd
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from aggregate_helpers import assert_close
+from fixtures.aggregate import assert_close
 
 from luab_fast import _ext
 from luab_fast.aggregate import BayesAggregator, DawidSkene, MajorityVote, OneCoinDawidSkene, make_crowd

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from aggregate_helpers import accuracy, assert_close
+from fixtures.aggregate import accuracy, assert_close
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from test_byproducts_store import _samples
+from fixtures.stores import byproduct_samples
 
 from luab_fast import _cli
 from luab_fast.byproducts import cli as byproducts_cli
@@ -15,7 +15,7 @@ def main(argv):  # as `python -m luab_fast.byproducts` runs it: errors become on
 
 
 def test_info_prints_statistics(tmp_path, capsys):
-    path = write_imagenet_store(_samples(), tmp_path / "s")
+    path = write_imagenet_store(byproduct_samples(), tmp_path / "s")
     assert main(["info", str(path), "--verify"]) == 0
     out = capsys.readouterr().out
     assert "checksums: ok" in out
@@ -25,7 +25,7 @@ def test_info_prints_statistics(tmp_path, capsys):
 
 
 def test_show_draws_a_png_atomically(tmp_path, capsys):
-    path = write_imagenet_store(_samples(), tmp_path / "s")
+    path = write_imagenet_store(byproduct_samples(), tmp_path / "s")
     out = tmp_path / "fig.png"
     assert main(["show", str(path), "n01440764_18", "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 5_000
@@ -33,7 +33,7 @@ def test_show_draws_a_png_atomically(tmp_path, capsys):
 
 
 def test_errors_are_clear(tmp_path, capsys):
-    path = write_imagenet_store(_samples(), tmp_path / "s")
+    path = write_imagenet_store(byproduct_samples(), tmp_path / "s")
     assert main(["show", str(path), "n00000000_0", "--out", str(tmp_path / "x.png")]) == 2
     assert "not in" in capsys.readouterr().err
     assert main(["info", str(tmp_path)]) == 1  # not a store: bad data (exit 1) since issue 17
@@ -99,7 +99,7 @@ def test_imagenet_pack_strict_leaves_nothing_behind(tmp_path, capsys):
 def test_show_over_a_real_image(tmp_path, capsys):
     from PIL import Image
 
-    path = write_imagenet_store(_samples(), tmp_path / "s")
+    path = write_imagenet_store(byproduct_samples(), tmp_path / "s")
     img = tmp_path / "n01440764_18.JPEG"
     Image.fromarray((np.random.default_rng(0).random((375, 500, 3)) * 255).astype(np.uint8)).save(img)
     out = tmp_path / "over.png"

@@ -8,41 +8,20 @@ import json
 import numpy as np
 import pytest
 import torch
+from fixtures.stores import byproduct_samples
 
-from luab_fast.byproducts import ByproductStore, ImageNetRecord, ImageNetSample, StoreError, write_imagenet_store
+from luab_fast.byproducts import ByproductStore, ImageNetSample, StoreError, write_imagenet_store
 
-
-def _rec(worker, selected, clicks=(), trace=(), t0=1_640_000_000_000):
-    clicks = np.asarray(clicks, np.float32).reshape(-1, 2)
-    trace = np.asarray(trace, np.float32).reshape(-1, 2)
-    return ImageNetRecord(worker_id=worker, hit_id="H" * 30, assignment_id="A" * 30, page_idx=3, selected=selected,
-                          selected_count=len(clicks), estimate_time=570, image_width=243, image_height=243,
-                          original_width=500, original_height=375, click_xy=clicks,
-                          click_t=t0 + 1000 + np.arange(len(clicks), dtype=np.int64),
-                          trace_xy=trace, trace_t=t0 + 20 * np.arange(len(trace), dtype=np.int64))
-
-
-def _samples():
-    return [
-        ImageNetSample("n01440764_10026", "n01440764", records=[_rec("47DBDD543E", True, [(0.65, 0.6133)],
-                                                                     [(0.1, 0.2), (0.2, 0.3), (1.003, 0.5)])]),
-        # two annotators: mean of each selected record's FIRST click = ((0.5+0.3)/2, (0.5+0.1)/2)
-        ImageNetSample("n01440764_18", "n01440764", width=500, height=375,
-                       boxes=np.array([[100, 50, 400, 300]], np.float32), box_names=["n01440764"],
-                       records=[_rec("W1", True, [(0.5, 0.5)], [(0.4, 0.4)]),
-                                _rec("W2", True, [(0.3, 0.1), (0.9, 0.9)], [(0.3, 0.3), (0.35, 0.3)])]),
-        ImageNetSample("n01443537_2", "n01443537", records=[_rec("W3", False)]),  # no click: weight 0
-        ImageNetSample("n01443537_7", "n01443537"),  # no records at all
-    ]
+_samples = byproduct_samples  # TEMPORARY: until tests/test_data_loader.py and tests/test_rasterize.py import it
 
 
 @pytest.fixture
 def store(tmp_path):
-    return ByproductStore.open(write_imagenet_store(_samples(), tmp_path / "ab.store"))
+    return ByproductStore.open(write_imagenet_store(byproduct_samples(), tmp_path / "ab.store"))
 
 
 def test_round_trip_lookup_and_ragged_accessors(store, tmp_path):
-    assert len(store) == 4 and list(store.ids) == [s.image_id for s in _samples()]
+    assert len(store) == 4 and list(store.ids) == [s.image_id for s in byproduct_samples()]
     assert store.row("n01440764_18") == 1 and store.row("n01443537_7") == 3
     assert store.row("train/n01440764/n01440764_18.JPEG") == 1 == store.row("train_xml/n01440764/n01440764_18.xml")
     with pytest.raises(KeyError):
@@ -130,7 +109,7 @@ def test_corrupt_or_foreign_stores_give_clear_errors(store, tmp_path):
 
 
 def test_flipped_bytes_fail_verify(tmp_path):
-    st = ByproductStore.open(write_imagenet_store(_samples(), tmp_path / "s"))
+    st = ByproductStore.open(write_imagenet_store(byproduct_samples(), tmp_path / "s"))
     path = st.path / "trace_xy.npy"
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF

@@ -6,40 +6,30 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from fixtures.stores import (
+    MAP_CLASSES,
+    MAP_SIZE,
+    MAP_TOPK,
+    RELEASE_WNIDS,
+    byproduct_samples,
+    release_map,
+    write_label_map_release,
+)
 
 from luab_fast import _cli
 from luab_fast.relabel import LabelMapStore, StoreError, pack_label_maps
 from luab_fast.relabel import cli as relabel_cli
 
-K, S, C = 5, 15, 1000
-WNIDS = ("n01440764", "n01443537")
+K, S, C = MAP_TOPK, MAP_SIZE, MAP_CLASSES
 
 
 def main(argv):  # as `python -m luab_fast.relabel` runs it: errors become one line and a status
     return _cli.run(relabel_cli.main, argv)
 
 
-def _map(k: int = K, s: int = S, c: int = C) -> torch.Tensor:
-    """A release-style [2, k, s, s] float32 map: distinct classes per cell, scores descending."""
-    idx = torch.stack([torch.randperm(c)[:k] for _ in range(s * s)], 1).view(k, s, s)
-    scores = torch.randn(k, s, s).abs().cumsum(0).flip(0) * 3 - 2  # descending along the rank
-    return torch.stack([scores, idx.float()])
-
-
-def _write_release(root, n_per_wnid: int = 3) -> dict[str, torch.Tensor]:
-    maps = {}
-    for w in WNIDS:
-        (root / w).mkdir(parents=True)
-        for j in range(n_per_wnid):
-            stem = f"{w}_{10 + j}"
-            maps[stem] = _map()
-            torch.save(maps[stem], root / w / f"{stem}.pt")
-    return maps
-
-
 @pytest.fixture
 def release(tmp_path):
-    return tmp_path / "src", _write_release(tmp_path / "src")
+    return tmp_path / "src", write_label_map_release(tmp_path / "src")
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 0.0), ("float16", 2 ** -11)])
@@ -83,23 +73,23 @@ def test_row_lookup(tmp_path, release):
 
 
 def _bad(src):
-    w = src / WNIDS[0]
+    w = src / RELEASE_WNIDS[0]
     torch.save(torch.zeros(2, K, S), w / "bad_shape.pt")
-    nan = _map()
+    nan = release_map()
     nan[0, 0, 3, 4] = float("nan")
     torch.save(nan, w / "bad_nan.pt")
-    oor = _map()
+    oor = release_map()
     oor[1, 2, 0, 0] = C
     torch.save(oor, w / "bad_range.pt")
-    frac = _map()
+    frac = release_map()
     frac[1, 0, 1, 1] = 2.5
     torch.save(frac, w / "bad_frac.pt")
     (w / "bad_pickle.pt").write_bytes(b"not a pickle")
-    torch.save(_map(k=3), w / "bad_k.pt")
-    dup = _map()
+    torch.save(release_map(k=3), w / "bad_k.pt")
+    dup = release_map()
     dup[1, 1, 2, 2] = dup[1, 0, 2, 2]
     torch.save(dup, w / "bad_dup.pt")
-    huge = _map()
+    huge = release_map()
     huge[0, 0, 0, 0] = 2.0 ** 23
     torch.save(huge, w / "bad_huge.pt")
 
@@ -160,12 +150,10 @@ def test_atomic_write_and_bad_stores(tmp_path, release):
     assert LabelMapStore.open(dst).meta["score_dtype"] == "float16"
     with pytest.raises(StoreError, match="not a luab_fast label-map store"):
         LabelMapStore.open(tmp_path)
-    from test_byproducts_store import _samples
-
     from luab_fast.byproducts import write_imagenet_store
 
     with pytest.raises(StoreError, match="expected 'luab_fast.relabel'"):
-        LabelMapStore.open(write_imagenet_store(_samples(), tmp_path / "ab"))
+        LabelMapStore.open(write_imagenet_store(byproduct_samples(), tmp_path / "ab"))
     mf = dst / "manifest.json"
     mf.write_text(mf.read_text().replace('"version": 1', '"version": 0'))
     with pytest.raises(StoreError, match="checksum|version"):
@@ -208,7 +196,7 @@ def test_generate_tiny_model_round_trip(tmp_path):
     from luab_fast.relabel.generate import dense_scores, load_model
 
     imgs = tmp_path / "imgs"
-    for w, n in zip(WNIDS, (2, 1)):
+    for w, n in zip(RELEASE_WNIDS, (2, 1)):
         (imgs / w).mkdir(parents=True)
         for j in range(n):
             arr = np.random.randint(0, 255, (40 + 9 * j, 57, 3), np.uint8)

@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_byproducts_store import _samples
-from test_relabel_store import _write_release
+from fixtures.stores import byproduct_samples, write_label_map_release
 
 from luab_fast import _cli
 from luab_fast.byproducts import ByproductStore, StoreError, write_imagenet_store
@@ -52,7 +51,7 @@ def test_opening_a_non_store_says_what_it_is_and_suggests_a_new_path(paths, open
 
 
 def test_a_label_map_directory_is_recognised_as_unpacked(tmp_path):
-    _write_release(tmp_path / "maps", n_per_wnid=1)
+    write_label_map_release(tmp_path / "maps", n_per_wnid=1)
     with pytest.raises(StoreError, match=rf"it is a release directory, not packed yet; pack it into a new path with "
                                          rf"`python -m luab_fast.relabel pack {tmp_path / 'maps'} NEW.store`"):
         LabelMapStore.open(tmp_path / "maps")
@@ -60,13 +59,13 @@ def test_a_label_map_directory_is_recognised_as_unpacked(tmp_path):
 
 def test_packing_never_replaces_a_non_store(paths, tmp_path):
     src = tmp_path / "maps"
-    _write_release(src, n_per_wnid=1)
-    other = write_imagenet_store(_samples(), tmp_path / "ab.store")
+    write_label_map_release(src, n_per_wnid=1)
+    other = write_imagenet_store(byproduct_samples(), tmp_path / "ab.store")
     before = _tree(tmp_path)
     for path in paths.values():
         with pytest.raises(ValueError, match=rf"{path} exists and is not a luab_fast.byproducts store .*choose a new "
                                              rf"path or delete it yourself"):
-            write_imagenet_store(_samples(), path)
+            write_imagenet_store(byproduct_samples(), path)
         with pytest.raises(ValueError, match=rf"{path} exists and is not a luab_fast.relabel label-map store"):
             pack_label_maps(src, path, progress=False)
     with pytest.raises(ValueError, match="it is a luab_fast.byproducts store"):  # nor a store of another format
@@ -86,11 +85,11 @@ def test_pack_cli_into_an_image_folder_fails_and_keeps_it(paths, tmp_path, capsy
 
 def test_replacing_a_store_of_the_same_format_or_an_empty_directory_is_allowed(tmp_path):
     dst = tmp_path / "ab.store"
-    write_imagenet_store(_samples(), dst)
-    write_imagenet_store(_samples()[:2], dst)  # re-pack in place
+    write_imagenet_store(byproduct_samples(), dst)
+    write_imagenet_store(byproduct_samples()[:2], dst)  # re-pack in place
     assert len(ByproductStore.open(dst)) == 2 and sorted(p.name for p in tmp_path.iterdir()) == ["ab.store"]
     (tmp_path / "empty").mkdir()
-    assert len(ByproductStore.open(write_imagenet_store(_samples(), tmp_path / "empty"))) == 4
+    assert len(ByproductStore.open(write_imagenet_store(byproduct_samples(), tmp_path / "empty"))) == 4
     # a store whose checksum fails is still a store of this format: re-packing it is the fix the error suggests
     mf = dst / "manifest.json"
     doc = json.loads(mf.read_text())
@@ -98,10 +97,10 @@ def test_replacing_a_store_of_the_same_format_or_an_empty_directory_is_allowed(t
     mf.write_text(json.dumps(doc))
     with pytest.raises(StoreError, match="checksum"):
         ByproductStore.open(dst)
-    write_imagenet_store(_samples(), dst)
+    write_imagenet_store(byproduct_samples(), dst)
     assert len(ByproductStore.open(dst)) == 4
     src = tmp_path / "maps"
-    _write_release(src, n_per_wnid=1)
+    write_label_map_release(src, n_per_wnid=1)
     pack_label_maps(src, tmp_path / "lm", progress=False)
     pack_label_maps(src, tmp_path / "lm", progress=False, score_dtype="float16")
     assert LabelMapStore.open(tmp_path / "lm").meta["score_dtype"] == "float16"
