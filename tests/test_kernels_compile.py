@@ -2,7 +2,7 @@
 
 The interpreter runs the kernels' arithmetic on the CPU but skips the compiler (types of loop-carried
 values, constexpr specialisation, layouts): this catches what would only fail on the first GPU run.
-It runs in a subprocess because TRITON_INTERPRET=1 (set by conftest) replaces @triton.jit in this one.
+Each script runs in a subprocess because TRITON_INTERPRET=1 (set by conftest) replaces @triton.jit in this one.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pytest
 
 pytest.importorskip("triton")
 
+# label_pool, relabel_cross_entropy, rasterize_traces
 SCRIPT = r'''
 import re
 import triton
@@ -63,12 +64,69 @@ print("compiled")
 '''
 
 
-@pytest.mark.slow
-def test_triton_kernels_compile_for_sm90():
+# luab_loss: its variants, no register spills
+LUAB_LOSS = r'''
+import re
+import subprocess
+import tempfile
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import get_ptxas
+from triton.compiler import ASTSource
+from luab_fast.kernels.luab_loss import _luab_loss_kernel, launch_config
+
+PTRS = ("x_ptr", "t_ptr", "cls_ptr", "gx_ptr", "pp_ptr", "pt_ptr", "pl_ptr", "gp_ptr", "hp_ptr", "ht_ptr",
+        "hl_ptr", "hm_ptr", "gh_ptr")
+FLAGS = ("HARD", "HAS_POINT", "HAS_HEAT", "COMPUTE_GRAD", "DTYPE", "BLOCK_C", "BLOCK_HW")
+# (predictions, losses, hard targets, point, heat, grad, DTYPE, C, h·w): the training variants, the largest
+# heat map (fp32 and fp64) and a bare one
+for pred, wide, hard, point, heat, grad, dtype, C, HW in [
+        ("*bf16", "*fp32", True, True, True, True, tl.float32, 21843, 196),
+        ("*fp32", "*fp32", False, True, True, True, tl.float32, 1000, 49),
+        ("*fp32", "*fp32", True, True, True, True, tl.float32, 1000, 4096),
+        ("*fp64", "*fp64", True, True, True, True, tl.float64, 37, 4096),
+        ("*fp32", "*fp32", True, False, False, False, tl.float32, 1000, 1)]:
+    sig = {p: wide for p in PTRS}
+    sig.update(x_ptr=pred, gx_ptr=pred, pp_ptr=pred, gp_ptr=pred, hp_ptr=pred, gh_ptr=pred, pt_ptr="*fp32",
+               ht_ptr="*fp32", t_ptr="*i64" if hard else "*fp32", C="i32", HW="i32", eps="fp32",
+               **{f: "constexpr" for f in FLAGS})
+    cfg = launch_config(C, HW)
+    consts = dict(HARD=hard, HAS_POINT=point, HAS_HEAT=heat, COMPUTE_GRAD=grad, DTYPE=dtype,
+                  BLOCK_C=cfg["BLOCK_C"], BLOCK_HW=cfg["BLOCK_HW"])
+    k = triton.compile(ASTSource(_luab_loss_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
+                       options={"num_warps": cfg["num_warps"]})
+    assert len(k.asm["cubin"]) > 0
+    # a whole heat map and a 4096-class block live in registers: spilling would cost the bandwidth
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(k.asm["ptx"])
+        f.flush()
+        info = subprocess.run([get_ptxas(90).path, "-v", "--gpu-name=sm_90a", f.name, "-o", "/dev/null"],
+                              capture_output=True, text=True, check=True).stderr
+    spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", info)]
+    assert spills and max(spills) == 0, (pred, C, HW, info)
+print("compiled")
+'''
+
+
+def compile_in_subprocess(script: str) -> None:
+    """Runs ``script`` (it prints "compiled") with TRITON_INTERPRET unset; skips where ptxas is missing."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True,
                           timeout=600)
     if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
         pytest.skip("triton's ptxas is not available here")
     assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-4000:]
+
+
+@pytest.mark.slow
+def test_triton_kernels_compile_for_sm90():
+    compile_in_subprocess(SCRIPT)
+
+
+@pytest.mark.slow
+def test_luab_loss_kernel_compiles_for_sm90():
+    """The loss kernel's training variants, the largest heat map (fp32 and fp64) and a bare one: a whole heat
+    map and a 4096-class block live in registers, with no spills."""
+    compile_in_subprocess(LUAB_LOSS)

@@ -6,11 +6,12 @@ The "cpu" backend must equal torchvision's CPU roi_align on the densified map bi
 
 from __future__ import annotations
 
-import math
 import zlib
 
 import pytest
 import torch
+from conftest import backend_mark, backends
+from fixtures.label_maps import SHAPES, make_maps, random_boxes, rrc_boxes
 
 from luab_fast._ext import HAS_EXT
 from luab_fast.kernels import triton_runs_on
@@ -18,64 +19,8 @@ from luab_fast.ops import label_pool, label_pool_targets
 from luab_fast.ops.label_pool import _label_pool_op
 
 TARGET_RTOL = 1e-6  # §7 step 2: softmax reduction order is implementation-defined
-needs_triton = pytest.mark.skipif(not triton_runs_on("cpu"), reason="needs triton with TRITON_INTERPRET=1")
-BACKENDS = ["reference", pytest.param("cpu", marks=pytest.mark.skipif(not HAS_EXT, reason="needs luab_fast._C")),
-            pytest.param("triton", marks=needs_triton)]
-needs_ext = pytest.mark.skipif(not HAS_EXT, reason="needs luab_fast._C")
-
-
-def make_maps(B: int, K: int, S: int, C: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fresh top-K maps: per-cell teacher logits (peaked like a softmax-trained head), their top-K."""
-    logits = torch.randn(B, C, S, S, generator=gen) * 2.0
-    logits[:, torch.randint(C, (1,), generator=gen)] += 6.0  # a dominant class, as real maps have
-    scores, indices = logits.topk(K, dim=1)  # distinct classes per cell
-    return scores.contiguous(), indices.contiguous()
-
-
-def rrc_boxes(B: int, gen: torch.Generator) -> torch.Tensor:
-    """RandomResizedCrop (scale 0.08..1, ratio 3/4..4/3) boxes, recorded as ReLabel does (float64 → f32)."""
-    out = []
-    for _ in range(B):
-        W, H = (int(v) for v in torch.randint(64, 900, (2,), generator=gen))
-        area = W * H
-        for _ in range(10):
-            target = area * float(torch.empty(1).uniform_(0.08, 1.0, generator=gen))
-            ratio = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3), generator=gen)))
-            w, h = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
-            if 0 < w <= W and 0 < h <= H:
-                i, j = int(torch.randint(0, H - h + 1, (1,), generator=gen)), int(
-                    torch.randint(0, W - w + 1, (1,), generator=gen))
-                break
-        else:
-            i, j, h, w = 0, 0, H, W
-        y0, x0 = i / H, j / W
-        out.append((x0, y0, x0 + w / W, y0 + h / H))
-    return torch.tensor(out, dtype=torch.float64).float()
-
-
-def random_boxes(B: int, S: int, kind: str, gen: torch.Generator) -> torch.Tensor:
-    if kind == "rrc":
-        return rrc_boxes(B, gen)
-    if kind == "whole":
-        return torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(B, 1)
-    if kind == "subcell":  # under one cell per side, anywhere (aligned=False clamps them to 1x1)
-        size = torch.rand(B, 2, generator=gen) * (0.999 / S) + 1e-4
-    elif kind == "any":
-        size = torch.rand(B, 2, generator=gen) * 0.98 + 0.01
-    else:  # "border": touching one or more image borders
-        size = torch.rand(B, 2, generator=gen) * 0.7 + 0.05
-    lo = torch.rand(B, 2, generator=gen) * (1 - size)
-    if kind == "border":
-        pick = torch.randint(0, 4, (B,), generator=gen)
-        lo[pick == 0, 0] = 0.0
-        lo[pick == 1, 1] = 0.0
-        lo[pick == 2, 0] = 1 - size[pick == 2, 0]
-        lo[pick == 3, 1] = 1 - size[pick == 3, 1]
-    boxes = torch.cat([lo, (lo + size).clamp(max=1.0)], 1).float()
-    if kind == "border":
-        boxes[pick == 2, 2] = 1.0
-        boxes[pick == 3, 3] = 1.0
-    return boxes
+CPU_TENSORS = backends(device="cpu")  # these tests keep their tensors on the CPU ("triton": the interpreter)
+needs_ext = backend_mark("cpu")
 
 
 def assert_bitwise(got: torch.Tensor, want: torch.Tensor) -> None:
@@ -84,9 +29,6 @@ def assert_bitwise(got: torch.Tensor, want: torch.Tensor) -> None:
     diff = (got - want).abs()
     bad = (got != want).nonzero()[:5].tolist()
     raise AssertionError(f"not bit-identical: max {diff.max():.3g}, mean {diff.mean():.3g}, first at {bad}")
-
-
-SHAPES = [(5, 15, 1000), (5, 15, 17), (3, 7, 10), (1, 15, 1000), (5, 1, 7), (1, 1, 1), (2, 4, 2), (4, 13, 97)]
 
 
 @needs_ext
@@ -155,7 +97,7 @@ def test_legacy_pools_the_transposed_map():
                                    label_pool(sc.transpose(2, 3), ix.transpose(2, 3), bx, 30, backend=backend))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_TENSORS)
 def test_targets_follow_the_spec(backend):
     """§7 step 2 and §6: softmax over all C with absent classes at exactly 0 (not -inf)."""
     gen = torch.Generator().manual_seed(11)
@@ -181,7 +123,7 @@ def test_targets_follow_the_spec(backend):
                                rtol=TARGET_RTOL, atol=atol)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_TENSORS)
 def test_empty_batch(backend):
     scores, indices = torch.zeros(0, 5, 15, 15), torch.zeros(0, 5, 15, 15, dtype=torch.int16)
     out = label_pool(scores, indices, torch.zeros(0, 4), 1000, backend=backend)
@@ -217,7 +159,7 @@ def _bad_cases():
     ], dict(scores=s, indices=i, boxes=b, num_classes=10)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_TENSORS)
 def test_bad_input_names_the_argument(backend):
     cases, good = _bad_cases()
     label_pool(**good, backend=backend)  # the unmodified inputs are fine
@@ -240,7 +182,7 @@ def test_compiled_kernel_checks_directly():
             _C.ops.label_pool(*args)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", CPU_TENSORS)
 def test_opcheck(backend):
     gen = torch.Generator().manual_seed(5)
     scores, indices = make_maps(3, 5, 15, 40, gen)

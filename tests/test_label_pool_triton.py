@@ -14,15 +14,14 @@ import zlib
 
 import pytest
 import torch
-from test_label_pool import SHAPES, make_maps, random_boxes, rrc_boxes
+from conftest import backend_device, backend_mark
+from fixtures.label_maps import SHAPES, make_maps, random_boxes, rrc_boxes
 
-from luab_fast.kernels import triton_runs_on
 from luab_fast.ops import label_pool, label_pool_targets
-from luab_fast.ops.label_pool import _roi_rows
+from luab_fast.ops._label_pool_core import roi_rows
 
-pytestmark = pytest.mark.skipif(not triton_runs_on("cpu") and not torch.cuda.is_available(),
-                                reason="needs triton (TRITON_INTERPRET=1 on CPU, or a GPU)")
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+pytestmark = backend_mark("triton")
+DEVICE = backend_device("triton")
 
 
 def assert_close_to_reference(got: torch.Tensor, want: torch.Tensor, scale: float) -> None:
@@ -35,7 +34,7 @@ def pool_oracle(scores, indices, boxes, C, oh=1, ow=1, legacy=False) -> torch.Te
     B, K, S, _ = scores.shape
     dense = torch.zeros(B, C, S * S, dtype=torch.float64)
     dense.scatter_(1, indices.long().flatten(2), scores.double().flatten(2))
-    rois = _roi_rows(boxes.float(), S, legacy)
+    rois = roi_rows(boxes.float(), S, legacy)
     out = torch.zeros(B, C, oh, ow, dtype=torch.float64)
     for b in range(B):
         x1, y1, x2, y2 = rois[b, 1:]

@@ -1,30 +1,25 @@
 """luab_loss (luab_fast/ops/luab_loss.py, luab_fast/kernels/luab_loss.py): each term against PyTorch's own
 losses and a hand-computed case; the "triton" backend (run under TRITON_INTERPRET=1 on the CPU, compiled on
 a GPU) against autograd of the reference, gradients included; gradcheck, opcheck, torch.compile; bad input.
-Triton shapes stay small (the interpreter costs ~0.1 s a launch)."""
+Triton shapes stay small (the interpreter costs ~0.1 s a launch). The kernel's sm_90 compile is in
+tests/test_kernels_compile.py."""
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import backend_device, backend_mark, backends
 
 from luab_fast.kernels import HAS_TRITON, triton_runs_on
-from luab_fast.ops.luab_loss import LUABLoss, _luab_loss_op, _pick_backend, luab_loss, luab_loss_reference
+from luab_fast.ops._dispatch import pick_backend
+from luab_fast.ops.luab_loss import LossRows, LUABLoss, _luab_loss_op, luab_loss, luab_loss_reference
 
-HAS_TRITON_HERE = triton_runs_on("cpu") or torch.cuda.is_available()
-needs_triton = pytest.mark.skipif(not HAS_TRITON_HERE, reason="needs triton (TRITON_INTERPRET=1 on CPU, or a GPU)")
-BACKENDS = ["reference", pytest.param("triton", marks=needs_triton)]
-
-
-def device_of(backend: str) -> str:
-    return "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+needs_triton = backend_mark("triton")
+BACKENDS = backends("reference", "triton")  # luab_loss has no "cpu" backend
+device_of = backend_device
 
 
 def make(B=4, C=11, h=3, w=5, seed=0, soft=False, dtype=torch.float32, device="cpu"):
@@ -129,11 +124,12 @@ def test_op_outputs_agree_between_backends(soft):
     a = make(4, 9, 2, 3, seed=3, soft=soft, device=device_of("triton"))
     args = [a[k].detach() for k in ("logits", "target", "point_pred", "point_target", "point_weight", "heat_pred",
                                     "heat_target")]
-    got = _luab_loss_op(*args, 0.2, "triton", True, True)
-    want = _luab_loss_op(*args, 0.2, "reference", True, True)
-    assert float(got[5][0]) == 0.0 and float(got[4][0]) == 0.0  # the empty map: mask 0, KL 0
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    got = LossRows(*_luab_loss_op(*args, 0.2, "triton", True, True))
+    want = LossRows(*_luab_loss_op(*args, 0.2, "reference", True, True))
+    assert float(got.heat_mask[0]) == 0.0 and float(got.heat_rows[0]) == 0.0  # the empty map: mask 0, KL 0
+    for name in LossRows._fields:
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-5, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_reference_backend_closed_form_equals_autograd():
@@ -223,7 +219,7 @@ def test_soft_targets_must_be_probability_rows(dtype):
     for bad in (good * 0 - 1, good * 1.1, good.clone().index_fill_(1, torch.tensor([0]), -0.01)):
         with pytest.raises(ValueError, match=r"target \(soft\) must hold probability rows"):
             luab_loss(**{**a, "target": bad}, backend="reference")
-    luab_loss(**{**a, "target": good * 1.1}, backend="reference", check_finite=False)  # the fast path skips it
+    luab_loss(**{**a, "target": good * 1.1}, backend="reference", validate=False)  # the fast path skips it
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -241,18 +237,36 @@ def test_no_grad_and_targets_get_no_gradient(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_check_finite_false_skips_the_checks(backend):
+def test_validate_false_skips_the_checks(backend):
     a = make(3, 8, device=device_of(backend))
     bad = a["logits"].detach().clone()
     bad[1, 2] = float("nan")
     with pytest.raises(ValueError, match="logits must be finite"):
         luab_loss(**{**a, "logits": bad}, backend=backend)
-    loss, _ = luab_loss(**{**a, "logits": bad}, backend=backend, check_finite=False)
+    loss, _ = luab_loss(**{**a, "logits": bad}, backend=backend, validate=False)
     assert math.isnan(float(loss.detach()))
     if backend == "triton":  # an out-of-range class is read nowhere: its row's loss is NaN
         loss, _ = luab_loss(**{**a, "target": torch.tensor([0, 8, 1], device=bad.device)}, backend=backend,
-                            check_finite=False)
+                            validate=False)
         assert math.isnan(float(loss.detach()))
+
+
+def test_check_finite_is_the_former_name_of_validate():
+    """The old keyword still works (luab_fast/train, benchmarks), with a DeprecationWarning; not both at once."""
+    a = make(3, 8)
+    bad = a["logits"].detach().clone()
+    bad[1, 2] = float("nan")
+    with pytest.warns(DeprecationWarning, match="check_finite= is deprecated, pass validate="):
+        loss, _ = luab_loss(**{**a, "logits": bad}, backend="reference", check_finite=False)
+    assert math.isnan(float(loss.detach()))
+    with pytest.warns(DeprecationWarning, match="check_finite= is deprecated"):
+        with pytest.raises(ValueError, match="logits must be finite"):
+            luab_loss(**{**a, "logits": bad}, backend="reference", check_finite=True)
+    with pytest.warns(DeprecationWarning, match="LUABLoss\\(\\): check_finite= is deprecated"):
+        module = LUABLoss(check_finite=False)
+    assert module.validate is False and math.isnan(float(module(**{**a, "logits": bad})[0].detach()))
+    with pytest.raises(TypeError, match="both validate= and its former name check_finite="):
+        luab_loss(**a, validate=False, check_finite=False)
 
 
 def test_bad_input_names_the_argument():
@@ -284,10 +298,11 @@ def test_bad_input_names_the_argument():
 
 
 def test_dispatch():
-    cuda = torch.device("cuda")
-    assert _pick_backend(torch.device("cpu"), None, 49) == "reference"
-    assert _pick_backend(cuda, None, 49) == ("triton" if HAS_TRITON else "reference")
-    assert _pick_backend(cuda, None, 64 * 65) == "reference"  # too big for the kernel's one-vector map
+    """luab_loss's rule: the shared picker without a "cpu" backend, the heat map's size as ``fits``."""
+    cpu, cuda, names = torch.device("cpu"), torch.device("cuda"), ("reference", "triton")
+    assert pick_backend(cpu, None, backends=names) == "reference"  # even with _C built
+    assert pick_backend(cuda, None, backends=names) == ("triton" if HAS_TRITON else "reference")
+    assert pick_backend(cuda, None, backends=names, fits=False) == "reference"  # too big for the one-vector map
     if HAS_TRITON:
         import importlib
 
@@ -296,8 +311,8 @@ def test_dispatch():
 
         assert op.MAX_HEAT_CELLS == kernel.MAX_HEAT_CELLS
     if triton_runs_on("cpu"):
-        with pytest.raises(ValueError, match="heat_pred"):
-            _pick_backend(torch.device("cpu"), "triton", 64 * 65)
+        with pytest.raises(ValueError, match="heat_pred must have h·w <= 4096 cells for backend='triton', got 4160"):
+            luab_loss(**make(2, 3, 64, 65), backend="triton")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -346,61 +361,3 @@ def test_torch_compile_fullgraph_training_step(backend):
         torch.testing.assert_close(parts[k], want_parts[k], rtol=1e-6, atol=1e-6)
     for g, w in zip(got, [p.grad for p in heads.parameters()]):
         torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-7)
-
-
-# --------------------------------------------------------------------------------------- sm_90 compile
-SCRIPT = r'''
-import re
-import subprocess
-import tempfile
-import triton
-import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.backends.nvidia.compiler import get_ptxas
-from triton.compiler import ASTSource
-from luab_fast.kernels.luab_loss import _luab_loss_kernel, launch_config
-
-PTRS = ("x_ptr", "t_ptr", "cls_ptr", "gx_ptr", "pp_ptr", "pt_ptr", "pl_ptr", "gp_ptr", "hp_ptr", "ht_ptr",
-        "hl_ptr", "hm_ptr", "gh_ptr")
-FLAGS = ("HARD", "HAS_POINT", "HAS_HEAT", "COMPUTE_GRAD", "DTYPE", "BLOCK_C", "BLOCK_HW")
-# (predictions, losses, hard targets, point, heat, grad, DTYPE, C, h·w): the training variants, the largest
-# heat map (fp32 and fp64) and a bare one
-for pred, wide, hard, point, heat, grad, dtype, C, HW in [
-        ("*bf16", "*fp32", True, True, True, True, tl.float32, 21843, 196),
-        ("*fp32", "*fp32", False, True, True, True, tl.float32, 1000, 49),
-        ("*fp32", "*fp32", True, True, True, True, tl.float32, 1000, 4096),
-        ("*fp64", "*fp64", True, True, True, True, tl.float64, 37, 4096),
-        ("*fp32", "*fp32", True, False, False, False, tl.float32, 1000, 1)]:
-    sig = {p: wide for p in PTRS}
-    sig.update(x_ptr=pred, gx_ptr=pred, pp_ptr=pred, gp_ptr=pred, hp_ptr=pred, gh_ptr=pred, pt_ptr="*fp32",
-               ht_ptr="*fp32", t_ptr="*i64" if hard else "*fp32", C="i32", HW="i32", eps="fp32",
-               **{f: "constexpr" for f in FLAGS})
-    cfg = launch_config(C, HW)
-    consts = dict(HARD=hard, HAS_POINT=point, HAS_HEAT=heat, COMPUTE_GRAD=grad, DTYPE=dtype,
-                  BLOCK_C=cfg["BLOCK_C"], BLOCK_HW=cfg["BLOCK_HW"])
-    k = triton.compile(ASTSource(_luab_loss_kernel, sig, consts), target=GPUTarget("cuda", 90, 32),
-                       options={"num_warps": cfg["num_warps"]})
-    assert len(k.asm["cubin"]) > 0
-    # a whole heat map and a 4096-class block live in registers: spilling would cost the bandwidth
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
-        f.write(k.asm["ptx"])
-        f.flush()
-        info = subprocess.run([get_ptxas(90).path, "-v", "--gpu-name=sm_90a", f.name, "-o", "/dev/null"],
-                              capture_output=True, text=True, check=True).stderr
-    spills = [int(n) for n in re.findall(r"(\d+) bytes spill stores", info)]
-    assert spills and max(spills) == 0, (pred, C, HW, info)
-print("compiled")
-'''
-
-
-@pytest.mark.slow
-def test_kernel_compiles_for_sm90():
-    """The interpreter skips the compiler (loop-carried types, constexpr branches, layouts): compile the
-    kernel's variants for an H100 in a subprocess, where TRITON_INTERPRET (set by conftest) is unset."""
-    pytest.importorskip("triton")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=Path(__file__).resolve().parents[1], env=env,
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0 and "ptxas" in proc.stderr and "not found" in proc.stderr.lower():
-        pytest.skip("triton's ptxas is not available here")
-    assert proc.returncode == 0 and "compiled" in proc.stdout, proc.stderr[-4000:]

@@ -7,21 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from test_label_pool import make_maps, rrc_boxes
+from conftest import backend_device
+from fixtures.label_maps import make_maps, rrc_boxes
 
-from luab_fast._ext import HAS_EXT
-from luab_fast.kernels import triton_runs_on
 from luab_fast.ops import label_pool_targets, relabel_cross_entropy
 from luab_fast.ops.relabel_cross_entropy import _relabel_ce_op
-
-HAS_TRITON_HERE = triton_runs_on("cpu") or torch.cuda.is_available()
-BACKENDS = ["reference",
-            pytest.param("cpu", marks=pytest.mark.skipif(not HAS_EXT, reason="needs luab_fast._C")),
-            pytest.param("triton", marks=pytest.mark.skipif(not HAS_TRITON_HERE, reason="needs triton"))]
-
-
-def device_of(backend: str) -> str:
-    return "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
 
 
 def inputs(B: int, C: int, seed: int, dtype=torch.float32, device="cpu"):
@@ -32,11 +22,10 @@ def inputs(B: int, C: int, seed: int, dtype=torch.float32, device="cpu"):
     return logits.to(device), scores.to(device), indices.to(device), boxes.to(device)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("box_order", ["xyxy", "legacy"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_equals_soft_target_cross_entropy(backend, box_order, reduction):
-    dev = device_of(backend)
+    dev = backend_device(backend)
     logits, scores, indices, boxes = inputs(7, 120, 1, device=dev)
     x = logits.clone().requires_grad_(True)
     loss = relabel_cross_entropy(x, scores, indices, boxes, box_order, reduction, backend=backend)
@@ -51,9 +40,8 @@ def test_equals_soft_target_cross_entropy(backend, box_order, reduction):
     torch.testing.assert_close(x.grad.cpu(), x_ref.grad, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_gradcheck_float64(backend):
-    dev = device_of(backend)
+    dev = backend_device(backend)
     logits, scores, indices, boxes = inputs(3, 13, 2, torch.float64, dev)
     x = logits.clone().requires_grad_(True)
     # the interpreted kernel costs ~0.1 s a call: one random direction (fast mode) instead of all 39 inputs
@@ -64,9 +52,8 @@ def test_gradcheck_float64(backend):
             fast_mode=fast)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_low_precision_logits_and_store_rows(backend):
-    dev = device_of(backend)
+    dev = backend_device(backend)
     logits, scores, indices, boxes = inputs(6, 90, 3, device=dev)
     rows = torch.tensor([3, 1, 1, 0, 5, 2], device=dev)
     store_s, store_i = scores.half(), indices.short()
@@ -82,9 +69,8 @@ def test_low_precision_logits_and_store_rows(backend):
         torch.testing.assert_close(loss, want, rtol=3e-2, atol=3e-2)  # rounding the logits to 8/11 bits
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_no_grad_and_empty_batch(backend):
-    dev = device_of(backend)
+    dev = backend_device(backend)
     logits, scores, indices, boxes = inputs(3, 20, 4, device=dev)
     with torch.no_grad():
         a = relabel_cross_entropy(logits.requires_grad_(True), scores, indices, boxes, backend=backend)
@@ -111,9 +97,8 @@ def test_bad_input_names_the_argument():
             relabel_cross_entropy(**{**good, **change})
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_opcheck(backend):
-    dev = device_of(backend)
+    dev = backend_device(backend)
     logits, scores, indices, boxes = inputs(3, 25, 6, device=dev)
     x = logits.clone().requires_grad_(True)
     torch.library.opcheck(_relabel_ce_op, (x, scores, indices, boxes, None, False, backend, True, True))

@@ -17,6 +17,8 @@ Arithmetic is float32, or float64 for float64 logits (gradcheck).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import triton
 import triton.language as tl
@@ -68,7 +70,7 @@ def _luab_loss_kernel(x_ptr,    # [B, C] f16/bf16/f32/f64 logits, contiguous
     lse = mx + tl.log(z)
     if HARD:
         y = tl.load(t_ptr + b)
-        valid = (y >= 0) & (y < C)  # unchecked input (check_finite=False): never read outside the row
+        valid = (y >= 0) & (y < C)  # unchecked input (validate=False): never read outside the row
         x_y = tl.load(x_row + tl.where(valid, y, 0)).to(DTYPE)
         t_sum = tl.full([], 1.0, DTYPE)
         loss = lse - ((1.0 - eps) * x_y + eps * sx / C)
@@ -130,29 +132,20 @@ def launch_config(C: int, HW: int) -> dict:
 
 def luab_loss_triton(logits: torch.Tensor, target: torch.Tensor, point_pred: torch.Tensor | None,
                      point_target: torch.Tensor | None, heat_pred: torch.Tensor | None,
-                     heat_target: torch.Tensor | None, label_smoothing: float, compute_grad: bool
-                     ) -> tuple[torch.Tensor, ...]:
-    """(cls [B], grad logits, point [B], grad point_pred, heat [B], heat mask [B], grad heat_pred): per-sample
-    values in float32 (float64 for float64 logits), gradients in their input's dtype. An absent term, or a
+                     heat_target: torch.Tensor | None, label_smoothing: float, compute_grad: bool,
+                     out: Sequence[torch.Tensor]) -> None:
+    """Fills ``out``, the op's seven outputs allocated by ``LossRows.allocate`` (luab_fast/ops/luab_loss.py):
+    (cls [B], grad logits, point [B], grad point_pred, heat [B], heat mask [B], grad heat_pred), per-sample
+    values in float32 (float64 for float64 logits), gradients in their input's dtype; an absent term, or a
     gradient not computed, is an empty [0] tensor. Inputs contiguous, validated, h·w ≤ MAX_HEAT_CELLS."""
     B, C = logits.shape
-    wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-    def rows(present: bool) -> torch.Tensor:  # fresh empties: a custom op's outputs must not alias
-        return logits.new_empty((B if present else 0,), dtype=wide)
-
-    def grad(pred: torch.Tensor | None) -> torch.Tensor:
-        return torch.empty_like(pred) if pred is not None and compute_grad else logits.new_empty((0,), dtype=wide)
-
-    has_point, has_heat = point_pred is not None, heat_pred is not None
-    out = (rows(True), grad(logits), rows(has_point), grad(point_pred), rows(has_heat), rows(has_heat),
-           grad(heat_pred))
     if B == 0:
-        return out
+        return
     cls, gx, pl, gp, hl, hm, gh = out
+    has_point, has_heat = point_pred is not None, heat_pred is not None
     HW = heat_pred.shape[1] * heat_pred.shape[2] if has_heat else 1
     dummy = cls  # absent tensors: never read nor written (their constexpr flag is off)
-    # a·b+c contraction stays on (no _fp_options): nothing here must match a CPU rounding bit for bit
+    # a·b+c contraction stays on (no fp_options): nothing here must match a CPU rounding bit for bit
     _luab_loss_kernel[(B,)](
         logits, target, cls, gx if compute_grad else dummy,
         point_pred if has_point else dummy, point_target if has_point else dummy, pl if has_point else dummy,
@@ -161,5 +154,4 @@ def luab_loss_triton(logits: torch.Tensor, target: torch.Tensor, point_pred: tor
         hm if has_heat else dummy, gh if has_heat and compute_grad else dummy,
         C, HW, float(label_smoothing),
         HARD=not target.is_floating_point(), HAS_POINT=has_point, HAS_HEAT=has_heat, COMPUTE_GRAD=compute_grad,
-        DTYPE=tl.float64 if wide == torch.float64 else tl.float32, **launch_config(C, HW))
-    return out
+        DTYPE=tl.float64 if cls.dtype == torch.float64 else tl.float32, **launch_config(C, HW))

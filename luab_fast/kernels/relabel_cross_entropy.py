@@ -2,7 +2,7 @@
 gradient, one launch per batch, the target never written to memory.
 
 Per sample b (../shared/docs/label-pooling.md §6): p = the pooled scores (the label_pool kernel's fixed-point
-accumulation), t = softmax_c(p) over all C (absent classes at 0), and
+accumulation, kernels/_label_pool_core.py), t = softmax_c(p) over all C (absent classes at 0), and
 
     loss_b = logsumexp(x_b) − Σ_c t_bc x_bc,        ∂loss_b/∂x_bc = softmax(x_b)_c − t_bc.
 
@@ -18,7 +18,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .label_pool import _accumulate, _fp_options, _pooled, launch_config
+from ._label_pool_core import accumulate, fp_options, launch_config, pooled
 
 
 @triton.jit
@@ -35,8 +35,8 @@ def _relabel_ce_kernel(logits_ptr,   # [B, C] f16/bf16/f32/f64, contiguous
                        DTYPE: tl.constexpr, CELLS: tl.constexpr, BLOCK_C: tl.constexpr):
     b = tl.program_id(0)
     acc_row = acc_ptr + b.to(tl.int64) * C
-    _accumulate(acc_row, scores_ptr, indices_ptr, rows_ptr, boxes_ptr, b, 0, 0, N, C, K, S, 1, 1,
-                HAS_ROWS, LEGACY, CELLS, BLOCK_C)
+    accumulate(acc_row, scores_ptr, indices_ptr, rows_ptr, boxes_ptr, b, 0, 0, N, C, K, S, 1, 1,
+               HAS_ROWS, LEGACY, CELLS, BLOCK_C)
 
     x_row = logits_ptr + b.to(tl.int64) * C
     neg_inf = tl.full([], float("-inf"), DTYPE)
@@ -47,7 +47,7 @@ def _relabel_ce_kernel(logits_ptr,   # [B, C] f16/bf16/f32/f64, contiguous
         mask = cols < C
         x = tl.load(x_row + cols, mask=mask, other=0.0).to(DTYPE)
         x_or_ninf = tl.where(mask, x, float("-inf"))  # the masked tail takes no softmax mass
-        p = tl.where(mask, _pooled(acc_row, cols, C).to(DTYPE), float("-inf"))
+        p = tl.where(mask, pooled(acc_row, cols, C).to(DTYPE), float("-inf"))
         mx_new = tl.maximum(mx, tl.max(x_or_ninf, axis=0))
         zx = zx * tl.exp(mx - mx_new) + tl.sum(tl.exp(x_or_ninf - mx_new), axis=0)
         mx = mx_new
@@ -66,7 +66,7 @@ def _relabel_ce_kernel(logits_ptr,   # [B, C] f16/bf16/f32/f64, contiguous
             cols = c0 + tl.arange(0, BLOCK_C)
             mask = cols < C
             x = tl.load(x_row + cols, mask=mask, other=0.0).to(DTYPE)
-            p = _pooled(acc_row, cols, C).to(DTYPE)
+            p = pooled(acc_row, cols, C).to(DTYPE)
             g = tl.exp(x - lse) - tl.exp(p - mp) / zp
             tl.store(g_row + cols, g.to(grad_ptr.dtype.element_ty), mask=mask)
 
@@ -88,5 +88,5 @@ def relabel_ce_triton(logits: torch.Tensor, scores: torch.Tensor, indices: torch
         logits, scores, indices, rows if rows is not None else boxes, boxes, loss, grad if compute_grad else loss,
         acc, N, C, K, S,
         HAS_ROWS=rows is not None, LEGACY=legacy, COMPUTE_GRAD=compute_grad,
-        DTYPE=tl.float64 if wide else tl.float32, **launch_config(S, C), **_fp_options(logits.device))
+        DTYPE=tl.float64 if wide else tl.float32, **launch_config(S, C), **fp_options(logits.device))
     return loss, grad

@@ -14,13 +14,15 @@ from ``parts``.
 
 Backends (``backend=`` forces one): ``"triton"`` (CUDA; CPU tensors only under ``TRITON_INTERPRET=1``): one
 launch, one program per sample doing its logits row, point and heat map (luab_fast/kernels/luab_loss.py),
-heat maps of h·w <= 4096 cells (larger ones dispatch to the reference); ``"reference"``: PyTorch. Value checks
-(finite values, classes in range, soft targets on the simplex, weights and heat targets >= 0) run inside
-the op, one device sync, so torch.compile sees no data-dependent branch; ``check_finite=False`` skips them
-(the fast path).
+heat maps of h·w <= 4096 cells (larger ones dispatch to the reference; ``pick_backend(fits=...)``);
+``"reference"``: PyTorch (``_rows_reference``: the per-sample rows and their closed-form gradients; the
+differentiable formulas themselves are ``luab_loss_reference``, the tests' oracle). Value checks (finite values,
+classes in range, soft targets on the simplex, weights and heat targets >= 0) run inside the op, one device
+sync, so torch.compile sees no data-dependent branch; ``validate=False`` skips them (the fast path;
+``check_finite=`` is its former name).
 Both backends return, from one op, the per-sample terms [B] and their unscaled gradients (Liger-Kernel's
-habit); the batch normalisations run in PyTorch on the [B] vectors, so autograd hands the op grad·1/B,
-grad·λp·w_b/Σw and grad·λh·m_b/Σm per sample and the op's backward is a multiply.
+habit), named by ``LossRows``; the batch normalisations run in PyTorch on the [B] vectors, so autograd hands
+the op grad·1/B, grad·λp·w_b/Σw and grad·λh·m_b/Σm per sample and the op's backward is a multiply.
 
 Losses are float32 (float64 for float64 logits) whatever the predictions' dtype; gradients come back in
 each prediction's dtype. Gradients flow to ``logits``, ``point_pred`` and ``heat_pred`` only: the targets
@@ -32,15 +34,16 @@ a mean over the batch, NaN for an empty one (``F.cross_entropy``'s answer), whic
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
-from ..kernels import HAS_TRITON, triton_runs_on
 from ..kernels.limits import MAX_HEAT_CELLS  # the kernel's one-vector heat map (kernels/limits.py, no triton)
+from ._checks import Problem, first_bad, raise_first, renamed_keyword
+from ._dispatch import check_backend_name, pick_backend
 
-__all__ = ["LUABLoss", "luab_loss", "luab_loss_reference"]
+__all__ = ["LUABLoss", "LossRows", "luab_loss", "luab_loss_reference"]
 
 _BACKENDS = ("reference", "triton")
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -48,6 +51,43 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # accepts (luab_fast/data/labels_table.py: CSVs round); bfloat16 one ulp of 1 (a distribution rounded to
 # the dtype is off by at most half an ulp, Σ of values >= 0 each off by half an ulp of itself).
 SIMPLEX_TOL = {torch.float16: 1e-3, torch.bfloat16: 2.0 ** -7, torch.float32: 1e-3, torch.float64: 1e-3}
+
+
+def _wide(logits: torch.Tensor) -> torch.dtype:
+    """The losses' dtype: float64 for float64 logits, else float32."""
+    return torch.float64 if logits.dtype == torch.float64 else torch.float32
+
+
+class LossRows(NamedTuple):
+    """The op's seven outputs: the per-sample terms [B] (in ``_wide(logits)``) and their unscaled gradients
+    (each in its prediction's dtype and shape). An absent term, or a gradient not computed, is an empty [0]
+    tensor of the terms' dtype, a fresh one per slot (a custom op's outputs must not alias one another)."""
+
+    cls_rows: torch.Tensor     # [B] −Σ_c t'_c log_softmax(x)_c
+    grad_logits: torch.Tensor  # [B, C] softmax(x)·Σ_c t'_c − t'
+    point_rows: torch.Tensor   # [B] mean smooth-L1
+    grad_point: torch.Tensor   # [B, 2] clamp(pred − target, −1, 1) / 2
+    heat_rows: torch.Tensor    # [B] KL(q ‖ softmax(heat_pred))
+    heat_mask: torch.Tensor    # [B] 1 where the target map has mass
+    grad_heat: torch.Tensor    # [B, h, w] softmax·m − q
+
+    @classmethod
+    def allocate(cls, logits: torch.Tensor, point_pred: Optional[torch.Tensor], heat_pred: Optional[torch.Tensor],
+                 compute_grad: bool) -> LossRows:
+        """Uninitialised outputs of the right shapes and dtypes: the fake implementation's, and the buffers the
+        Triton kernel fills."""
+        B, wide = logits.shape[0], _wide(logits)
+
+        def rows(present: bool) -> torch.Tensor:
+            return logits.new_empty((B if present else 0,), dtype=wide)
+
+        def grad(pred: Optional[torch.Tensor]) -> torch.Tensor:
+            if pred is not None and compute_grad:
+                return torch.empty_like(pred, memory_format=torch.contiguous_format)
+            return logits.new_empty((0,), dtype=wide)
+
+        return cls(rows(True), grad(logits), rows(point_pred is not None), grad(point_pred),
+                   rows(heat_pred is not None), rows(heat_pred is not None), grad(heat_pred))
 
 
 # ---------------------------------------------------------------------------------------------- reference
@@ -94,7 +134,7 @@ def luab_loss_reference(logits, target, point_pred=None, point_target=None, poin
 
     Expects inputs that :func:`luab_loss` would accept (it checks nothing); targets are detached.
     """
-    wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    wide = _wide(logits)
     x = logits.to(wide)
     cls_rows = _cls_rows(x, _smoothed(target.detach(), x.shape[1], label_smoothing, wide))
     point_rows = heat_rows = heat_mask = None
@@ -105,74 +145,65 @@ def luab_loss_reference(logits, target, point_pred=None, point_target=None, poin
     return _combine(cls_rows, point_rows, point_weight, heat_rows, heat_mask, lambda_point, lambda_heat)
 
 
-def _reference_rows(logits, target, point_pred, point_target, heat_pred, heat_target, eps, compute_grad):
-    """The op's "reference" body: per-sample terms and their gradients laid out as the kernel's. The gradients
+def _rows_reference(logits, target, point_pred, point_target, heat_pred, heat_target, eps,
+                    compute_grad) -> LossRows:
+    """The op's "reference" backend: the per-sample terms and their gradients, as the kernel's. The gradients
     are closed forms (tests compare them with autograd of luab_loss_reference): a custom op's body runs below
     the Autograd dispatch key, where autograd records nothing."""
-    wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-    def empty():  # a fresh one per slot: a custom op's outputs must not alias one another
-        return logits.new_empty((0,), dtype=wide)
-
+    wide = _wide(logits)
+    out = {name: logits.new_empty((0,), dtype=wide) for name in LossRows._fields}  # absent: empty [0], fresh each
     x = logits.to(wide)
     t = _smoothed(target, x.shape[1], eps, wide)
-    out = [_cls_rows(x, t), (x.softmax(1) * t.sum(1, keepdim=True) - t).to(logits.dtype) if compute_grad else empty()]
+    out["cls_rows"] = _cls_rows(x, t)
+    if compute_grad:
+        out["grad_logits"] = (x.softmax(1) * t.sum(1, keepdim=True) - t).to(logits.dtype)
     if point_pred is not None:
         pp, pt = point_pred.to(wide), point_target.to(wide)
-        out += [_point_rows(pp, pt), ((pp - pt).clamp(-1, 1) / 2).to(point_pred.dtype) if compute_grad else empty()]
-    else:
-        out += [empty(), empty()]
+        out["point_rows"] = _point_rows(pp, pt)
+        if compute_grad:
+            out["grad_point"] = ((pp - pt).clamp(-1, 1) / 2).to(point_pred.dtype)
     if heat_pred is not None:
         z = heat_pred.to(wide)
-        kl, mask, q = _heat_rows(z, heat_target.to(wide))
-        g = (z.flatten(1).softmax(1) * mask[:, None] - q).view_as(z).to(heat_pred.dtype)
-        out += [kl, mask, g if compute_grad else empty()]
-    else:
-        out += [empty(), empty(), empty()]
-    return tuple(out)
+        out["heat_rows"], out["heat_mask"], q = _heat_rows(z, heat_target.to(wide))
+        if compute_grad:
+            out["grad_heat"] = (z.flatten(1).softmax(1) * out["heat_mask"][:, None] - q).view_as(z).to(heat_pred.dtype)
+    return LossRows(**out)
 
 
 # ---------------------------------------------------------------------------------------------- checks
-def _check_values(logits, target, point_pred, point_target, point_weight, heat_pred, heat_target) -> None:
-    """Data-dependent checks, evaluated on the device and read back in one sync."""
-    problems: list[tuple[str, torch.Tensor]] = []
+def _value_problems(logits, target, point_pred, point_target, point_weight, heat_pred, heat_target) -> list[Problem]:
+    """The data-dependent checks, for ``raise_first`` (one device sync)."""
+    problems: list[Problem] = []
     C = logits.shape[1]
     named = [("logits", logits), ("target", target if target.is_floating_point() else None),
              ("point_pred", point_pred), ("point_target", point_target), ("point_weight", point_weight),
              ("heat_pred", heat_pred), ("heat_target", heat_target)]
     for name, t in named:
         if t is not None and t.numel():
-            problems.append((f"{name} must be finite, got NaN or inf", ~torch.isfinite(t).all()))
+            problems.append(Problem(f"{name} must be finite, got NaN or inf", ~torch.isfinite(t).all()))
     if not target.is_floating_point() and target.numel():
-        problems.append((f"target must hold classes in [0, C={C})", ((target < 0) | (target >= C)).any()))
+        out = (target < 0) | (target >= C)
+        problems.append(Problem(f"target must hold classes in [0, C={C})", out.any(),
+                                lambda: first_bad("target", target, out)))
     if target.is_floating_point() and target.numel():
         tol = SIMPLEX_TOL[target.dtype]
         row_sum = target.sum(1, dtype=torch.float64 if target.dtype == torch.float64 else torch.float32)
-        problems.append((f"target (soft) must hold probability rows: each value >= 0 and each row summing to 1 "
-                         f"(within {tol:.3g} for {target.dtype}); normalise it, e.g. with softmax",
-                         (target < 0).any() | ((row_sum - 1).abs() > tol).any()))
+        problems.append(Problem(f"target (soft) must hold probability rows: each value >= 0 and each row summing "
+                                f"to 1 (within {tol:.3g} for {target.dtype}); normalise it, e.g. with softmax",
+                                (target < 0).any() | ((row_sum - 1).abs() > tol).any(),
+                                lambda: _off_simplex(target, tol)))
     if point_weight is not None and point_weight.numel():
-        problems.append(("point_weight must be >= 0, got a negative weight", (point_weight < 0).any()))
+        problems.append(Problem("point_weight must be >= 0, got a negative weight", (point_weight < 0).any()))
     if heat_target is not None and heat_target.numel():
-        problems.append(("heat_target must be >= 0, got a negative value", (heat_target < 0).any()))
-    if not problems:
-        return
-    failed = torch.stack([bad for _, bad in problems]).tolist()  # the one device sync
-    for (message, _), bad in zip(problems, failed):
-        if bad:
-            raise ValueError(message + _details(message, logits, target))
+        problems.append(Problem("heat_target must be >= 0, got a negative value", (heat_target < 0).any()))
+    return problems
 
 
-def _details(message: str, logits: torch.Tensor, target: torch.Tensor) -> str:
-    """What came, for the message (more syncs, on the error path only)."""
-    if message.startswith("target must hold classes"):
-        bad = ((target < 0) | (target >= logits.shape[1])).nonzero()[0, 0]
-        return f", got target[{int(bad)}] = {int(target[bad])}"
-    if message.startswith("target (soft)"):
-        row_sum = target.double().sum(1)
-        bad = int(((target < 0).any(1) | ((row_sum - 1).abs() > SIMPLEX_TOL[target.dtype])).nonzero()[0, 0])
-        return f", got row {bad} with minimum {float(target[bad].min()):g} and sum {float(row_sum[bad]):.6g}"
-    return ""
+def _off_simplex(target: torch.Tensor, tol: float) -> str:
+    """The first soft-target row off the simplex, for the message (summed in float64)."""
+    row_sum = target.double().sum(1)
+    bad = int(((target < 0).any(1) | ((row_sum - 1).abs() > tol)).nonzero()[0, 0])
+    return f", got row {bad} with minimum {float(target[bad].min()):g} and sum {float(row_sum[bad]):.6g}"
 
 
 def _check_tensor(name: str, t, shape: tuple, what: str, dtypes=_FLOATS, device=None) -> None:
@@ -223,68 +254,44 @@ def _check_static(logits, target, point, heat) -> None:
         _check_tensor("heat_target", heat[1], hp.shape, "B, h, w like heat_pred", device=dev)
 
 
-def _pick_backend(device: torch.device, backend: Optional[str], heat_cells: int) -> str:
-    """CUDA + triton → "triton" (heat maps up to MAX_HEAT_CELLS cells), otherwise "reference"."""
-    if backend is None:
-        fits = heat_cells <= MAX_HEAT_CELLS
-        return "triton" if device.type == "cuda" and HAS_TRITON and fits else "reference"  # speed, not answer
-    if backend not in _BACKENDS:
-        raise ValueError(f"backend must be one of {_BACKENDS} or None, got {backend!r}")
-    if backend == "triton" and not triton_runs_on(device.type):
-        raise ValueError(f"backend='triton' needs CUDA tensors and triton (CPU tensors only under "
-                         f"TRITON_INTERPRET=1), got device {device}, triton {'present' if HAS_TRITON else 'absent'}")
-    if backend == "triton" and heat_cells > MAX_HEAT_CELLS:
-        raise ValueError(f"heat_pred must have h·w <= {MAX_HEAT_CELLS} cells for backend='triton', got {heat_cells}")
-    return backend
-
-
 # ------------------------------------------------------------------------------------- torch.library op
 @torch.library.custom_op("luab_fast::luab_loss", mutates_args=())
 def _luab_loss_op(logits: torch.Tensor, target: torch.Tensor, point_pred: Optional[torch.Tensor],
                   point_target: Optional[torch.Tensor], point_weight: Optional[torch.Tensor],
                   heat_pred: Optional[torch.Tensor], heat_target: Optional[torch.Tensor], label_smoothing: float,
-                  backend: str, check_finite: bool, compute_grad: bool
+                  backend: str, validate: bool, compute_grad: bool
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                              torch.Tensor]:
-    """(cls [B], grad logits, point [B], grad point_pred, heat [B], heat mask [B], grad heat_pred); an absent
-    term or uncomputed gradient is an empty [0] tensor. ``point_weight`` enters only to be checked."""
-    if check_finite:
-        _check_values(logits, target, point_pred, point_target, point_weight, heat_pred, heat_target)
+    """The seven ``LossRows``; ``point_weight`` enters only to be checked."""
+    if validate:
+        raise_first(_value_problems(logits, target, point_pred, point_target, point_weight, heat_pred, heat_target))
     args = [None if t is None else t.detach().contiguous()
             for t in (logits, target, point_pred, point_target, heat_pred, heat_target)]
     if backend == "triton":
         from ..kernels.luab_loss import luab_loss_triton
 
-        return luab_loss_triton(*args, label_smoothing, compute_grad)
-    return _reference_rows(*args, label_smoothing, compute_grad)
+        out = LossRows.allocate(args[0], args[2], args[4], compute_grad)
+        luab_loss_triton(*args, label_smoothing, compute_grad, out)
+        return out
+    return _rows_reference(*args, label_smoothing, compute_grad)
 
 
 @_luab_loss_op.register_fake
 def _(logits, target, point_pred, point_target, point_weight, heat_pred, heat_target, label_smoothing, backend,
-      check_finite, compute_grad):
-    B = logits.shape[0]
-    wide = torch.float64 if logits.dtype == torch.float64 else torch.float32
-
-    def rows(present):
-        return logits.new_empty((B if present else 0,), dtype=wide)
-
-    def grad(pred):
-        if pred is not None and compute_grad:
-            return torch.empty_like(pred, memory_format=torch.contiguous_format)
-        return logits.new_empty((0,), dtype=wide)
-
-    return (rows(True), grad(logits), rows(point_pred is not None), grad(point_pred), rows(heat_pred is not None),
-            rows(heat_pred is not None), grad(heat_pred))
+      validate, compute_grad):
+    return LossRows.allocate(logits, point_pred, heat_pred, compute_grad)
 
 
 def _setup_context(ctx, inputs, output):
-    ctx.save_for_backward(output[1], output[3], output[6])
+    out = LossRows(*output)
+    ctx.save_for_backward(out.grad_logits, out.grad_point, out.grad_heat)
     ctx.shapes = [None if t is None else t.shape for t in (inputs[0], inputs[2], inputs[5])]
 
 
-def _backward(ctx, g_cls, _g1, g_point, _g3, g_heat, _g5, _g6):
+def _backward(ctx, *grad_outputs):
+    g = LossRows(*grad_outputs)  # only the per-sample terms enter the loss: the gradients' own are unused
     grads = []
-    for g_rows, stored, shape in zip((g_cls, g_point, g_heat), ctx.saved_tensors, ctx.shapes):
+    for g_rows, stored, shape in zip((g.cls_rows, g.point_rows, g.heat_rows), ctx.saved_tensors, ctx.shapes):
         if shape is None:
             grads.append(None)
             continue
@@ -303,7 +310,8 @@ def luab_loss(logits: torch.Tensor, target: torch.Tensor, point_pred: Optional[t
               point_target: Optional[torch.Tensor] = None, point_weight: Optional[torch.Tensor] = None,
               heat_pred: Optional[torch.Tensor] = None, heat_target: Optional[torch.Tensor] = None,
               lambda_point: float = 1.0, lambda_heat: float = 1.0, label_smoothing: float = 0.0,
-              backend: Optional[str] = None, check_finite: bool = True) -> tuple[torch.Tensor, dict]:
+              backend: Optional[str] = None, validate: bool = True, *,
+              check_finite: Optional[bool] = None) -> tuple[torch.Tensor, dict]:
     """The LUAB loss (module docstring), fused on the GPU.
 
     Args:
@@ -316,48 +324,53 @@ def luab_loss(logits: torch.Tensor, target: torch.Tensor, point_pred: Optional[t
             scale (normalised per map); an all-zero map is skipped (None for both drops the term).
         lambda_point, lambda_heat: finite weights >= 0. label_smoothing: ε in [0, 1], PyTorch's.
         backend: None (dispatch: "triton" on CUDA for h·w <= 4096, else "reference"), "reference", "triton".
-        check_finite: check the values (finite predictions and targets, classes in range, soft targets on
+        validate: check the values (finite predictions and targets, classes in range, soft targets on
             the simplex, weights and heat targets >= 0) at the cost of one device sync. False is the fast
             path for inputs known good: the result is then NaN (triton) or an indexing error (reference) for
             an out-of-range class, and whatever the arithmetic gives for other bad values.
+        check_finite: the former name of ``validate`` (deprecated: DeprecationWarning).
 
     Returns:
         (loss, parts): the float32 (float64 for float64 logits) scalar loss, and a dict of the present
         terms "cls", "point", "heat" as detached scalars.
     """
+    _, validate = renamed_keyword("luab_loss", "validate", validate, True, "check_finite", check_finite)
     point, heat = (point_pred, point_target, point_weight), (heat_pred, heat_target)
     _check_static(logits, target, point, heat)
     _check_options(lambda_point, lambda_heat, label_smoothing)
     cells = heat_pred.shape[1] * heat_pred.shape[2] if heat_pred is not None else 0
+    backend = pick_backend(logits.device, backend, backends=_BACKENDS, fits=cells <= MAX_HEAT_CELLS,
+                           misfit=f"heat_pred must have h·w <= {MAX_HEAT_CELLS} cells for backend='triton', "
+                                  f"got {cells}")
     preds = [t for t in (logits, point_pred, heat_pred) if t is not None]
     compute_grad = torch.is_grad_enabled() and any(t.requires_grad for t in preds)
-    cls_rows, _, point_rows, _, heat_rows, heat_mask, _ = _luab_loss_op(
+    rows = LossRows(*_luab_loss_op(
         logits, target.detach(), point_pred, None if point_target is None else point_target.detach(),
         None if point_weight is None else point_weight.detach(), heat_pred,
-        None if heat_target is None else heat_target.detach(), float(label_smoothing),
-        _pick_backend(logits.device, backend, cells), bool(check_finite), compute_grad)
-    return _combine(cls_rows, point_rows if point_pred is not None else None, point_weight,
-                    heat_rows if heat_pred is not None else None, heat_mask, lambda_point, lambda_heat)
+        None if heat_target is None else heat_target.detach(), float(label_smoothing), backend, bool(validate),
+        compute_grad))
+    return _combine(rows.cls_rows, rows.point_rows if point_pred is not None else None, point_weight,
+                    rows.heat_rows if heat_pred is not None else None, rows.heat_mask, lambda_point, lambda_heat)
 
 
 class LUABLoss(torch.nn.Module):
     """:func:`luab_loss` with its options fixed: ``LUABLoss(...)(logits, target, ...)`` → (loss, parts)."""
 
     def __init__(self, lambda_point: float = 1.0, lambda_heat: float = 1.0, label_smoothing: float = 0.0,
-                 backend: Optional[str] = None, *, check_finite: bool = True) -> None:
+                 backend: Optional[str] = None, *, validate: bool = True, check_finite: Optional[bool] = None) -> None:
         super().__init__()
+        _, validate = renamed_keyword("LUABLoss", "validate", validate, True, "check_finite", check_finite)
         _check_options(lambda_point, lambda_heat, label_smoothing)  # fail at construction, not mid-training
-        if backend is not None and backend not in _BACKENDS:
-            raise ValueError(f"backend must be one of {_BACKENDS} or None, got {backend!r}")
+        check_backend_name(backend, _BACKENDS)
         self.lambda_point, self.lambda_heat, self.label_smoothing = lambda_point, lambda_heat, label_smoothing
-        self.backend, self.check_finite = backend, check_finite
+        self.backend, self.validate = backend, validate
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, point_pred: Optional[torch.Tensor] = None,
                 point_target: Optional[torch.Tensor] = None, point_weight: Optional[torch.Tensor] = None,
                 heat_pred: Optional[torch.Tensor] = None, heat_target: Optional[torch.Tensor] = None
                 ) -> tuple[torch.Tensor, dict]:
         return luab_loss(logits, target, point_pred, point_target, point_weight, heat_pred, heat_target,
-                         self.lambda_point, self.lambda_heat, self.label_smoothing, self.backend, self.check_finite)
+                         self.lambda_point, self.lambda_heat, self.label_smoothing, self.backend, self.validate)
 
     def extra_repr(self) -> str:
         return (f"lambda_point={self.lambda_point}, lambda_heat={self.lambda_heat}, "

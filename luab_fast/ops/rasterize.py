@@ -1,7 +1,7 @@
 """Trace rasterisation: mouse traces and clicks → one attention heatmap per crop (LUAB byproducts, Han et al.,
 "Neglected Free Lunch", ICCV 2023; the paper regresses one click, its traces are approximate attention).
 
-``rasterize_traces(points[P,2], times[P], offsets[N+1], rows[B], boxes[B,4], flips[B], out_size=(h, w))``
+``rasterize_traces(points[P,2], times[P], offsets[N+1], rows[B], boxes[B,4], flips[B], output_size=(h, w))``
 → ``heatmaps[B, h, w]`` float32. The ragged inputs are a whole store's (``ByproductTensors.raster_inputs()``):
 sample n owns ``points[offsets[n]:offsets[n+1]]``; ``rows`` picks the batch's samples.
 
@@ -40,21 +40,21 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
 from .._ext import require_ext
+from ._checks import Problem, box_problem, first_bad, output_hw, raise_first, renamed_keyword, rows_problem
 from ._dispatch import pick_backend
-from ._limits import check_size, size_pair
-from .label_pool import box_ok, first_bad
 
 __all__ = ["rasterize_traces", "rasterize_traces_reference"]
 
 _WEIGHTINGS = ("uniform", "dwell")
 _NORMALIZE = {"none": 0, "sum": 1, "max": 2}
 DWELL_CAP_MS = 1000.0
+OUTPUT_SIZE = (56, 56)
 TRUNCATE = 4.0  # the footprint's half-side, in sigmas
 STACK_VALUES = 2 ** 24  # the reference splats at most this many [point, y, x] values at once (128 MiB of float64)
 MAX_ARG = TRUNCATE ** 2 / 2  # its edge on the exponent r²/2σ² per axis
@@ -131,20 +131,14 @@ def rasterize_traces_reference(points, times, offsets, rows, boxes, flips, h, w,
 
 
 # ----------------------------------------------------------------------------------------------- checks
-def _check_values(points, offsets, rows, boxes, click_points, click_offsets) -> None:
-    """Data-dependent checks, read back in one device sync; what came is read on the error path only."""
+def _value_problems(points, offsets, rows, boxes, click_points, click_offsets) -> list[Problem]:
+    """The data-dependent checks, for ``raise_first`` (one device sync)."""
     n, P = offsets.shape[0] - 1, points.shape[0]
-    problems: list[tuple[str, torch.Tensor, Optional[Callable[[], str]]]] = [
-        (f"offsets must start at 0 and end at P={P}", (offsets[0] != 0) | (offsets[-1] != P),
-         lambda: f", got {int(offsets[0])} ... {int(offsets[-1])}")]
+    problems = [Problem(f"offsets must start at 0 and end at P={P}", (offsets[0] != 0) | (offsets[-1] != P),
+                        lambda: f", got {int(offsets[0])} ... {int(offsets[-1])}")]
     if rows.numel():
-        out = (rows < 0) | (rows >= n)
-        problems.append((f"rows must lie in [0, {n}) (the samples of offsets)", out.any(),
-                         lambda: first_bad("rows", rows, out)))
-        ok = torch.isfinite(boxes).all() & (boxes >= 0).all() & (boxes <= 1).all()
-        ok = ok & (boxes[:, 0] < boxes[:, 2]).all() & (boxes[:, 1] < boxes[:, 3]).all()
-        problems.append(("boxes must be finite (x0, y0, x1, y1) with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1", ~ok,
-                         lambda: first_bad("boxes", boxes, ~box_ok(boxes))))
+        problems.append(rows_problem(rows, n, "the samples of offsets"))
+        problems.append(box_problem(boxes))
         if n > 0:  # (with no samples every row is out of range, reported above)
             safe = rows.clamp(0, n - 1)
             ragged = [("offsets", offsets, "P", points, "points")]
@@ -154,24 +148,21 @@ def _check_values(points, offsets, rows, boxes, click_points, click_offsets) -> 
                 end = values.shape[0]
                 lo, hi = off[safe], off[safe + 1]
                 bad = (lo > hi) | (lo < 0) | (hi > end)  # a slice beyond the points would drop them silently
-                problems.append((f"{name} must be non-decreasing within [0, {size}={end}] (offsets[row] <= "
-                                 f"offsets[row + 1] for every row used)", bad.any(),
-                                 lambda lo=lo, hi=hi, bad=bad: first_bad("rows", rows, bad)
-                                 + f" with {name} {int(lo[bad][0])} ... {int(hi[bad][0])}"))
+                problems.append(Problem(f"{name} must be non-decreasing within [0, {size}={end}] (offsets[row] <= "
+                                        f"offsets[row + 1] for every row used)", bad.any(),
+                                        lambda lo=lo, hi=hi, bad=bad: first_bad("rows", rows, bad)
+                                        + f" with {name} {int(lo[bad][0])} ... {int(hi[bad][0])}"))
                 # only the rows used, as the C++ kernel: a bad point elsewhere in the store is not this batch's
                 nonfinite = _count_in_rows(~torch.isfinite(values).all(1), lo.clamp(0, end), hi.clamp(0, end)) > 0
-                problems.append((f"{what} must be finite (as float32)", nonfinite.any(),
-                                 lambda nonfinite=nonfinite, what=what: first_bad(
-                                     "rows", rows, nonfinite, f", got NaN or inf among the {what} of ")))
+                problems.append(Problem(f"{what} must be finite (as float32)", nonfinite.any(),
+                                        lambda nonfinite=nonfinite, what=what: first_bad(
+                                            "rows", rows, nonfinite, f", got NaN or inf among the {what} of ")))
     if click_points is not None:
         Q = click_points.shape[0]
-        problems.append((f"click offsets must start at 0 and end at Q={Q}",
-                         (click_offsets[0] != 0) | (click_offsets[-1] != Q),
-                         lambda: f", got {int(click_offsets[0])} ... {int(click_offsets[-1])}"))
-    failed = torch.stack([bad for _, bad, _ in problems]).tolist()  # the one device sync
-    for (message, _, detail), bad in zip(problems, failed):
-        if bad:
-            raise ValueError(message + (detail() if detail else ""))
+        problems.append(Problem(f"click offsets must start at 0 and end at Q={Q}",
+                                (click_offsets[0] != 0) | (click_offsets[-1] != Q),
+                                lambda: f", got {int(click_offsets[0])} ... {int(click_offsets[-1])}"))
+    return problems
 
 
 def _count_in_rows(flag: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -246,12 +237,6 @@ def _check_number(name: str, value, positive: bool) -> None:
                          f"type: at most 3.4e38{', at least 1.4e-45' if positive else ''}), got {value!r}")
 
 
-def _out_hw(out_size, batch: int) -> tuple[int, int]:
-    h, w = size_pair("out_size", out_size)
-    check_size("out_size", (max(batch, 1), h, w), "[B, h, w] float32 result", "choose a smaller out_size (or batch)")
-    return h, w
-
-
 # ------------------------------------------------------------------------------------- torch.library op
 @torch.library.custom_op("luab_fast::rasterize_traces", mutates_args=())
 def _rasterize_op(points: torch.Tensor, times: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor,
@@ -274,7 +259,7 @@ def _rasterize_op(points: torch.Tensor, times: torch.Tensor, offsets: torch.Tens
             flips.detach().to(torch.uint8).contiguous().numpy(), h, w, sigma, dwell, dwell_cap_ms, cp, co,
             click_mass, normalize))
     if validate or backend == "reference":
-        _check_values(points, offsets, rows, boxes, click_points, click_offsets)
+        raise_first(_value_problems(points, offsets, rows, boxes, click_points, click_offsets))
     if backend == "triton":
         from ..kernels.rasterize import rasterize_triton
 
@@ -293,11 +278,12 @@ def _(points, times, offsets, rows, boxes, flips, click_points, click_offsets, h
 
 # ------------------------------------------------------------------------------------------- public API
 def rasterize_traces(points: torch.Tensor, times: torch.Tensor, offsets: torch.Tensor, rows: torch.Tensor,
-                     boxes: torch.Tensor, flips: torch.Tensor, out_size: int | Sequence[int] = (56, 56),
+                     boxes: torch.Tensor, flips: torch.Tensor, output_size: int | Sequence[int] = OUTPUT_SIZE,
                      sigma: float = 1.0, weighting: str = "uniform",
                      clicks: Optional[tuple[torch.Tensor, torch.Tensor]] = None, click_mass: float = 1.0,
                      normalize: str = "sum", backend: Optional[str] = None, *, dwell_cap_ms: float = DWELL_CAP_MS,
-                     return_empty: bool = False, validate: bool = True):
+                     return_empty: bool = False, validate: bool = True,
+                     out_size: Optional[int | Sequence[int]] = None):
     """Per-crop attention heatmaps from mouse traces (and clicks); see the module docstring.
 
     Args:
@@ -305,19 +291,21 @@ def rasterize_traces(points: torch.Tensor, times: torch.Tensor, offsets: torch.T
         times: Tensor[P] int64 ms (read by ``weighting="dwell"``).
         offsets: Tensor[N + 1] int64: sample n owns points[offsets[n]:offsets[n + 1]].
         rows: Tensor[B] int64 samples of the batch. boxes: Tensor[B, 4] float crops. flips: Tensor[B] bool.
-        out_size: h or (h, w) of the maps. sigma: Gaussian std in output pixels.
+        output_size: h or (h, w) of the maps. sigma: Gaussian std in output pixels.
         weighting: "uniform" or "dwell". clicks: None or (click_points [Q, 2], click_offsets [N + 1]).
         click_mass: each click's mass. normalize: "sum", "max" or "none".
         backend: None (dispatch), "reference", "cpu" or "triton".
         dwell_cap_ms: the dwell cap. return_empty: also return empty [B] bool.
         validate: run the value checks (the C++ kernel always checks what it reads).
+        out_size: the former name of ``output_size`` (deprecated: DeprecationWarning; errors name it as passed).
 
     Returns:
         float32 Tensor[B, h, w] (and empty [B] bool when ``return_empty``); B = 0 gives [0, h, w].
     """
     _check_static(points, times, offsets, rows, boxes, flips, clicks, sigma, weighting, click_mass, normalize,
                   dwell_cap_ms)
-    h, w = _out_hw(out_size, rows.shape[0])
+    size_name, size = renamed_keyword("rasterize_traces", "output_size", output_size, OUTPUT_SIZE, "out_size", out_size)
+    h, w = output_hw(size_name, size, rows.shape[0], "[B, h, w] float32 result")
     cp, co = clicks if clicks is not None else (None, None)
     heat = _rasterize_op(points, times, offsets, rows, boxes, flips, cp, co, h, w, float(sigma),
                          weighting == "dwell", float(dwell_cap_ms), float(click_mass), _NORMALIZE[normalize],

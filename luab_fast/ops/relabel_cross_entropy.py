@@ -18,8 +18,9 @@ from typing import Optional
 
 import torch
 
+from ._checks import Problem, raise_first
 from ._dispatch import pick_backend
-from .label_pool import MAX_ABS_SCORE, check_static, check_values, pool_gathered
+from ._label_pool_core import check_static, pool_label_maps, value_problems
 
 __all__ = ["relabel_cross_entropy", "relabel_cross_entropy_reference"]
 
@@ -43,17 +44,17 @@ def _relabel_ce_op(logits: torch.Tensor, scores: torch.Tensor, indices: torch.Te
     logits = logits.detach().contiguous()
     C = logits.shape[1]
     # read back with the label maps' checks, in their one sync: F.cross_entropy would return NaN
-    extra = [("logits must be finite, got NaN or inf", ~torch.isfinite(logits).all())] if logits.numel() else []
+    extra = [Problem("logits must be finite, got NaN or inf", ~torch.isfinite(logits).all())] if logits.numel() else []
     if backend == "triton":
         from ..kernels.relabel_cross_entropy import relabel_ce_triton
 
         if validate:
-            check_values(scores, indices, boxes, C, rows, score_limit=MAX_ABS_SCORE, extra=extra)
+            raise_first([*extra, *value_problems(scores, indices, boxes, C, rows)])
         return relabel_ce_triton(logits, scores.detach().contiguous(), indices.detach().contiguous(),
                                  boxes.detach().float().contiguous(),
                                  None if rows is None else rows.detach().long().contiguous(), legacy, compute_grad)
-    targets = pool_gathered(scores, indices, boxes, rows, C, 1, 1, legacy, True, backend, validate,
-                            extra).flatten(1)
+    targets = pool_label_maps(scores, indices, boxes, rows, C, 1, 1, legacy, True, backend, validate,
+                              extra).flatten(1)
     loss, grad = relabel_cross_entropy_reference(logits, targets)
     return loss, grad if compute_grad else grad.new_empty((0,))
 

@@ -21,7 +21,7 @@ import numpy as np
 from .._cli import DataError, UsageError
 from .._store.index import build_index, file_stem
 from ..byproducts.records import ReadProblem
-from ..ops.label_pool import MAX_ABS_SCORE
+from ..kernels.limits import MAX_ABS_SCORE
 
 PARALLEL_MIN = 4096  # below this many files a process pool costs more than it saves
 SHAPE_VOTE = 1024  # the first this many valid maps vote on the store's (K, S, S)
