@@ -14,10 +14,8 @@ GPU-resident store (float16 scores, int16 indices) by row — target ≥ 50×; a
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,12 +23,9 @@ import pytest
 import torch
 
 from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size, timing_stats
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_label_pool import make_maps, rrc_boxes  # noqa: E402
-
-from luab_fast._ext import HAS_EXT  # noqa: E402
-from luab_fast.ops import label_pool, label_pool_targets  # noqa: E402
+from luab_fast._ext import HAS_EXT
+from luab_fast.ops import label_pool, label_pool_targets
+from tests.fixtures.label_maps import make_maps, rrc_boxes
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ PLANS = {  # timed rounds of (reference, ours)
     "full": Plan(Crops(256), {BASELINE: 3, OURS: 50}, "≥ 50× the PyTorch reference"),
 }
 GPU_PLAN = Plan(Crops(256), {BASELINE: 1, OURS: 1}, "≥ 100× the reference on the GPU, < 50 µs")
-KW = dict(out_size=(56, 56), sigma=1.0, weighting="dwell", click_mass=1.0, normalize="sum")
+KW = dict(output_size=(56, 56), sigma=1.0, weighting="dwell", click_mass=1.0, normalize="sum")
 
 
 def store_and_batch(size: Crops, device: str = "cpu") -> dict[str, Any]:

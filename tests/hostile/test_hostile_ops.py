@@ -140,11 +140,11 @@ def test_empty_batch_and_no_points_are_empty_answers(backend):
     assert label_pool_targets(S_[:0], I_[:0], B_[:0], 5, 2, backend=backend).shape == (0, 5, 2, 2)
     t = traces()
     heat = rasterize_traces(**{**t, "rows": t["rows"][:0], "boxes": t["boxes"][:0], "flips": t["flips"][:0]},
-                            out_size=3, backend=backend)
+                            output_size=3, backend=backend)
     assert heat.shape == (0, 3, 3)
     heat, empty = rasterize_traces(**{**t, "points": t["points"][:0], "times": t["times"][:0],
                                       "offsets": torch.zeros(3, dtype=torch.int64), "clicks": None},
-                                   out_size=3, backend=backend, return_empty=True)
+                                   output_size=3, backend=backend, return_empty=True)
     assert empty.tolist() == [True, True] and not heat.any()
 
 
@@ -242,9 +242,9 @@ RASTER_ARGS = [
     (dict(sigma=1e30), ["sigma", "1e19", "1e+30"]),
     (dict(sigma=True), ["sigma must be a finite number > 0", "True"]),
     (dict(sigma=math.nan), ["sigma must be a finite number > 0", "nan"]),
-    (dict(out_size=10 ** 6), ["out_size", "at most 2147483647", "2e+12"]),
-    (dict(out_size=(0, 4)), ["out_size must be an integer in [1,", "(0, 4)"]),
-    (dict(out_size=2.5), ["out_size must be an integer", "2.5"]),
+    (dict(output_size=10 ** 6), ["output_size", "at most 2147483647", "2e+12"]),
+    (dict(output_size=(0, 4)), ["output_size must be an integer in [1,", "(0, 4)"]),
+    (dict(output_size=2.5), ["output_size must be an integer", "2.5"]),
     (dict(dwell_cap_ms=1e300), ["dwell_cap_ms must be a finite number > 0 as a float32", "1e+300"]),
     (dict(click_mass=-1.0), ["click_mass must be a finite number >= 0", "-1.0"]),
     (dict(points=T_["points"].clone().requires_grad_()), ["points must not require grad"]),
@@ -256,7 +256,7 @@ RASTER_ARGS = [
 
 @pytest.mark.parametrize("change, fragments", RASTER_ARGS, ids=lambda v: str(v)[:40] if isinstance(v, dict) else "")
 def test_rasterize_bad_arguments(change, fragments):
-    raises(lambda: rasterize_traces(**{**T_, "out_size": 4, **change}), *fragments)
+    raises(lambda: rasterize_traces(**{**T_, "output_size": 4, **change}), *fragments)
 
 
 RASTER_VALUES = [
@@ -274,7 +274,7 @@ def test_rasterize_bad_values_every_backend(backend, case, change, fragments):
     """validate=False is the fast path of "triton" (no device sync); "reference" and "cpu" check regardless."""
     for validate in (True, False):
         if validate or backend != "triton":
-            raises(lambda: rasterize_traces(**{**T_, "out_size": 4, "backend": backend, "validate": validate,
+            raises(lambda: rasterize_traces(**{**T_, "output_size": 4, "backend": backend, "validate": validate,
                                                **change}), *fragments)
 
 
@@ -283,9 +283,9 @@ def test_rasterize_odd_layouts_equal_the_contiguous_answer(backend):
     """Zero-stride points, transposed boxes, int32 rows and offsets: the contiguous int64 call's maps."""
     odd = dict(points=T_["points"][:1].expand(6, 2), boxes=T_["boxes"].T.contiguous().T,
                rows=T_["rows"].int(), offsets=T_["offsets"].int())
-    got = rasterize_traces(**{**T_, **odd}, out_size=(3, 4), backend=backend)
+    got = rasterize_traces(**{**T_, **odd}, output_size=(3, 4), backend=backend)
     want = rasterize_traces(**{**T_, **{k: v.contiguous().long() if not v.is_floating_point() else v.contiguous()
-                                        for k, v in odd.items()}}, out_size=(3, 4), backend=backend)
+                                        for k, v in odd.items()}}, output_size=(3, 4), backend=backend)
     assert torch.equal(got, want) and got.any()
 
 
@@ -293,7 +293,7 @@ def test_rasterize_odd_layouts_equal_the_contiguous_answer(backend):
 def test_rasterize_huge_sigma_is_the_uniform_map(backend):
     """σ = 1e10 pixels: every pixel the same, normalised to sum 1 (the C++ kernel once sized a buffer by σ
     and aborted the interpreter)."""
-    heat = rasterize_traces(**T_, out_size=(3, 4), sigma=1e10, backend=backend)
+    heat = rasterize_traces(**T_, output_size=(3, 4), sigma=1e10, backend=backend)
     torch.testing.assert_close(heat, torch.full((2, 3, 4), 1 / 12), rtol=1e-6, atol=0)
 
 
@@ -416,7 +416,7 @@ def test_fuzz_rasterize_backends_agree(data, N, B, h, w):
     raise ValueError, or both give the same finite maps."""
     draw = data.draw
     B = B if N else 0  # (rows of an empty store are all out of range: the "row" spoil covers that)
-    spoil = draw(spoiler("offsets", "point", "row", "sigma", "box", "out_size"))
+    spoil = draw(spoiler("offsets", "point", "row", "sigma", "box", "output_size"))
     counts = draw(st.lists(st.integers(0, 4), min_size=N, max_size=N))
     offsets = torch.tensor([0] + list(np.cumsum(counts)), dtype=torch.int64)
     if N and spoil == "offsets":
@@ -431,10 +431,10 @@ def test_fuzz_rasterize_backends_agree(data, N, B, h, w):
         rows[draw(st.integers(0, B - 1))] = draw(st.sampled_from([-1, N]))
     sigma = draw(st.sampled_from([1e-3, 1e4, 1e10, 1e-30, 0.0, 1e30, math.inf]) if spoil == "sigma"
                  else st.floats(0.2, 4))
-    out_size = draw(st.sampled_from([(0, w), 10 ** 6, 1.5]) if spoil == "out_size" else st.just((h, w)))
+    output_size = draw(st.sampled_from([(0, w), 10 ** 6, 1.5]) if spoil == "output_size" else st.just((h, w)))
     kw = dict(points=points, times=times, offsets=offsets, rows=rows, boxes=_boxes(draw, B, spoil == "box"),
               flips=torch.tensor(draw(st.lists(st.booleans(), min_size=B, max_size=B)), dtype=torch.bool),
-              out_size=out_size, sigma=sigma, weighting=draw(st.sampled_from(["uniform", "dwell"])),
+              output_size=output_size, sigma=sigma, weighting=draw(st.sampled_from(["uniform", "dwell"])),
               normalize=draw(st.sampled_from(["sum", "max", "none"])))
     results = [_outcome(lambda b=b: rasterize_traces(**kw, backend=b))
                for b in (["reference", "cpu"] if HAS_EXT else ["reference"])]
