@@ -137,7 +137,7 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         loader = build_loader(train, SIZE.batch, device=device, image_size=SIZE.image_size, threads=threads,
                               byproducts=paths.store if byproducts else None, heat_size=heat, channels_last=GPU)
         name = "luab" if byproducts else "labels"
-        trainer = Trainer(name, model, loader, cfg, device, byproducts, tmp_path / name, print)  # says if compile fails
+        trainer = Trainer(name, model, loader, cfg, device, tmp_path / name, print)  # says if compile fails
         trainer.save = lambda: None  # timing the step, not the disk
         used["decode"] = f"{loader.backend} decode, {threads} threads"
 

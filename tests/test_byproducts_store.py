@@ -12,8 +12,6 @@ from fixtures.stores import byproduct_samples
 
 from luab_fast.byproducts import ByproductStore, ImageNetSample, StoreError, write_imagenet_store
 
-_samples = byproduct_samples  # TEMPORARY: until tests/test_data_loader.py and tests/test_rasterize.py import it
-
 
 @pytest.fixture
 def store(tmp_path):

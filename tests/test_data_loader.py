@@ -140,7 +140,7 @@ def test_random_resized_windows_fit_and_follow_the_law():
 
 
 def test_targets_from_the_stores(folder, tmp_path):
-    from test_byproducts_store import _samples
+    from fixtures.stores import byproduct_samples as _samples
 
     from luab_fast.byproducts import write_imagenet_store
 
@@ -152,13 +152,29 @@ def test_targets_from_the_stores(folder, tmp_path):
                           byproducts=store, labels=labels, heat_size=(7, 7))
     (batch,) = list(loader)
     stem_of = [loader.images.stems[int(r)] for r in batch["rows"]]
-    assert batch["labels"].tolist() == [stems.index(s) % 2 for s in stem_of]
+    assert batch["target"].tolist() == [stems.index(s) % 2 for s in stem_of]  # labels= is the class target
+    assert torch.equal(batch["labels"], torch.from_numpy(loader.images.labels)[batch["rows"]])  # the folders'
     assert batch["heat"].shape == (5, 7, 7) and batch["point"].shape == (5, 2)
     has_trace = {"n01440764_10026", "n01440764_18"}
     for s, heat, wt in zip(stem_of, batch["heat"], batch["point_weight"]):
         assert (abs(float(heat.sum()) - 1) < 1e-4) == (s in has_trace)
         if s in ("n01443537_9", "n01443537_7", "n01443537_2"):  # absent from the store, or no click
             assert float(wt) == 0.0
+    # the heat maps are rasterised at the size the loader is built with (the model's map, known before the
+    # loader): a byproduct store without one is refused
+    with pytest.raises(ValueError, match=r"heat_size is required with byproducts: the \(h, w\) of the model's"):
+        build_loader(folder, 5, device="cpu", image_size=16, backend="torchvision", byproducts=store)
+    wide = build_loader(folder, 5, device="cpu", image_size=16, backend="torchvision", byproducts=store,
+                        heat_size=(3, 5))
+    assert wide.has_byproducts and next(iter(wide))["heat"].shape == (5, 3, 5)
+
+
+def test_without_stores_the_class_target_is_the_folder_label(folder):
+    """No byproduct store: no heat size is needed, and the batches carry no byproduct keys."""
+    loader = build_loader(folder, 5, device="cpu", image_size=16, backend="torchvision")
+    batch = next(iter(loader))
+    assert not loader.has_byproducts and not {"point", "point_weight", "heat"} & batch.keys()
+    assert torch.equal(batch["target"], batch["labels"])
 
 
 def test_crop_scale_bounds_the_training_windows(folder):

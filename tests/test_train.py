@@ -104,7 +104,7 @@ def test_compiled_step_equals_eager(demo_root):
     torch.manual_seed(0)
     model = LUABModel("resnet10t", 10, 16)
     step = make_step(model, cfg, byproducts=True)
-    args = (batch["images"], batch["labels"], batch["point"], batch["point_weight"], batch["heat"])
+    args = (batch["images"], batch["target"], batch["point"], batch["point_weight"], batch["heat"])
     eager_loss, eager_parts = step(*args)
     eager_loss.backward()
     eager_grads = [p.grad.clone() for p in model.parameters()]
@@ -120,8 +120,31 @@ def test_compiled_step_equals_eager(demo_root):
     loader.set_epoch(1)
     with torch._dynamo.config.patch(error_on_recompile=True):
         for later in itertools.islice(loader, 2):
-            loss, _ = compiled(later["images"], later["labels"], later["point"], later["point_weight"], later["heat"])
+            loss, _ = compiled(later["images"], later["target"], later["point"], later["point_weight"], later["heat"])
             loss.backward()
+
+
+def test_labels_only_loader_gives_a_labels_only_step(demo_root, tmp_path):
+    """A loader without a byproduct store yields no byproduct keys; the trainer's step then takes the images and
+    the class target alone, and its loss has the class term only (no lambdas zeroed, no tensors nulled)."""
+    from luab_fast.data import build_loader
+    from luab_fast.train.config import TrainConfig
+    from luab_fast.train.loop import Trainer
+    from luab_fast.train.model import LUABModel
+
+    loader = build_loader(demo_root / "train", 8, device="cpu", image_size=32, backend="torchvision")
+    batch = next(iter(loader))
+    assert not loader.has_byproducts and not {"point", "point_weight", "heat"} & batch.keys()
+    assert torch.equal(batch["target"], batch["labels"])  # no other class source: the folder labels
+    cfg = TrainConfig(image_size=32, max_steps=1, compile="off")
+    trainer = Trainer("baseline", LUABModel("resnet10t", 10, 16), loader, cfg, torch.device("cpu"), tmp_path, print)
+    assert trainer.inputs == ("images", "target")
+    loss, parts = trainer.step_fn(*[batch[k] for k in trainer.inputs])
+    assert parts.keys() == {"cls"} and torch.equal(loss, parts["cls"])
+    compiled = torch.compile(trainer.step_fn, fullgraph=True, backend="aot_eager")  # no graph break either
+    torch.testing.assert_close(compiled(batch["images"], batch["target"])[0], loss, rtol=1e-5, atol=1e-6)
+    trainer.fit(lambda record: None, lambda epoch: None)
+    assert [r["step"] for r in trainer.state.history] == [1] and "point" not in trainer.state.history[0]
 
 
 @pytest.mark.slow

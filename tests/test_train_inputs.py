@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -164,7 +165,7 @@ def test_batch_larger_than_the_data_is_an_error(demo, tmp_path, capsys):
 def test_localisation_scored_against_the_stores_boxes(demo, tmp_path, capsys):
     """User data: the ILSVRC boxes an ImageNet-AB store carries score the predicted peak and point on any
     split holding those images (here the training images themselves, evaluated as a split)."""
-    from luab_fast.train.run import store_boxes
+    from luab_fast.train.inputs import store_boxes
 
     boxes = store_boxes(demo.store)
     manifest = json.loads(demo.manifest.read_text())
@@ -241,7 +242,7 @@ def test_label_maps_fall_back_to_the_labels_target_not_the_folder(label_maps, so
     store_path, images = label_maps
     given = (torch.from_numpy(images.labels) + 2) % 10  # aggregated labels that differ from the folders
     table = torch.nn.functional.one_hot(given, 10).float() * 0.9 + 0.01 if soft else given
-    t = Targets.build(images, torch.device("cpu"), None, store_path, table.numpy(), (4, 4), 1.0, "xyxy")
+    t = Targets(images, torch.device("cpu"), label_maps=store_path, labels=table.numpy())
     rows = torch.tensor([0, 5, 19, 20, 21, 150])
     boxes = torch.tensor([[0.1, 0.2, 0.9, 0.7]]).repeat(6, 1)
     out = t({"rows": rows, "boxes": boxes, "flips": torch.zeros(6, dtype=torch.bool),
@@ -249,10 +250,68 @@ def test_label_maps_fall_back_to_the_labels_target_not_the_folder(label_maps, so
     store = LabelMapStore.open(store_path).to("cpu")
     srows = torch.from_numpy(store.rows([images.stems[r] for r in rows[3:].tolist()]))
     pooled = label_pool_targets(*store.tensors(), boxes[3:], 10, rows=srows)
-    torch.testing.assert_close(out["soft_labels"][3:], pooled)
+    torch.testing.assert_close(out["target"][3:], pooled)
     assert (pooled.argmax(1) == (torch.from_numpy(images.labels)[rows[3:]] + 1) % 10).all()
     expect = table[rows[:3]] if soft else torch.nn.functional.one_hot(given[rows[:3]], 10).float()
-    assert torch.equal(out["soft_labels"][:3], expect)
+    assert torch.equal(out["target"][:3], expect)
+
+
+@pytest.mark.parametrize("sources", [(), ("hard",), ("soft",), ("maps",), ("maps", "hard"), ("maps", "soft")])
+def test_class_target_takes_the_first_source_that_has_one(label_maps, sources):
+    """label map > posterior > hard label > folder label, image by image: the batch carries one class target,
+    whatever the sources, and the images the label-map store lacks (rows 0-19) take the next source's."""
+    from luab_fast.data.targets import Targets
+
+    store_path, images = label_maps
+    folder = torch.from_numpy(images.labels)
+    hard = (folder + 2) % 10
+    soft = torch.nn.functional.one_hot((folder + 4) % 10, 10).float() * 0.9 + 0.01
+    given = hard.numpy() if "hard" in sources else soft.numpy() if "soft" in sources else None
+    t = Targets(images, torch.device("cpu"), label_maps=store_path if "maps" in sources else None, labels=given)
+    rows = torch.tensor([0, 19, 20, 150])
+    out = t({"rows": rows, "boxes": torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(4, 1),
+             "flips": torch.zeros(4, dtype=torch.bool), "labels": folder[rows]})
+    assert list(out) == ["target"]  # no byproduct store: nothing else
+    next_source = soft if "soft" in sources else hard if "hard" in sources else folder
+    want = next_source[rows]
+    if "maps" in sources:  # the store's maps score the class after the folder's; its two first rows lack one
+        want = torch.nn.functional.one_hot(want, 10).float() if want.dim() == 1 else want
+        assert torch.equal(out["target"][:2], want[:2])
+        assert (out["target"][2:].argmax(1) == (folder[rows[2:]] + 1) % 10).all()
+    else:
+        assert torch.equal(out["target"], want)
+
+
+def test_coverage_names_what_each_store_lacks(demo, label_maps):
+    from luab_fast.data.targets import Targets
+
+    store_path, images = label_maps
+    alone = Targets(images, torch.device("cpu"), label_maps=store_path).coverage()
+    assert [(c.option, len(c.lacking), c.images, c.fallback) for c in alone] == [
+        ("--label-maps", 20, 200, "no label map (their folder label is used)")]
+    assert alone[0].lacking == tuple(images.stems[:20])
+    both = Targets(images, torch.device("cpu"), byproducts=demo.store, label_maps=store_path,
+                   labels=images.labels, heat_size=(2, 2)).coverage()
+    assert [(c.option, len(c.lacking), c.fallback) for c in both] == [
+        ("--byproducts", 0, "no byproducts (weight 0)"),
+        ("--label-maps", 20, "no label map (their --labels target is used)")]
+    assert Targets(images, torch.device("cpu")).coverage() == []
+
+
+def test_targets_check_their_classes(demo, label_maps):
+    """The class sources are checked against the data's classes where they are read, for any caller."""
+    from luab_fast.data.targets import Targets
+
+    store_path, images = label_maps
+    with pytest.raises(ValueError, match=r"--labels: label ids must lie in \[0, 10\) \(the training data's "
+                                         r"classes\), got \[0, 12\]"):
+        Targets(images, torch.device("cpu"), labels=np.where(np.arange(len(images)) == 5, 12, images.labels))
+    with pytest.raises(ValueError, match="labels: posteriors have 9 columns, the label-map store 10 classes"):
+        Targets(images, torch.device("cpu"), label_maps=store_path, labels=np.full((len(images), 9), 1 / 9))
+    with pytest.raises(ValueError, match="heat_size is required with byproducts"):
+        Targets(images, torch.device("cpu"), byproducts=demo.store)
+    with pytest.raises(ValueError, match=r"heat_size must be \(h, w\) with h, w >= 1, got \(0, 4\)"):
+        Targets(images, torch.device("cpu"), byproducts=demo.store, heat_size=(0, 4))
 
 
 def test_training_with_label_maps(demo, label_maps, tmp_path, capsys):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from luab_fast.train.run import eval_source, main
+from luab_fast.train.inputs import eval_source
+from luab_fast.train.run import main
 
 
 @pytest.fixture(scope="module")

@@ -1,12 +1,13 @@
 """``build_loader``: batches of images with the crop window each was cut from, and the per-crop targets.
 
 Each batch is a dict of torch tensors on the training device (docs/architecture.md conventions):
-``images`` float [B, 3, S, S] (ImageNet mean/std), ``labels`` int64 [B], ``rows`` int64 [B] (the sample's row
-in the source's fixed order), ``boxes`` float32 [B, 4] (x0, y0, x1, y1) normalised, ``flips`` bool [B],
-``sizes`` int64 [B, 2] (original H, W); with stores: ``point`` [B, 2] + ``point_weight`` [B] and ``heat``
-[B, h, w] (``byproducts=``), ``soft_labels`` [B, C] (``label_maps=``: ReLabel's pooled targets), and
-``labels``/``soft_labels`` from ``labels=`` (aggregated labels [N] or posteriors [N, C] by row). Targets are
-built on the device by the ops, for the whole batch at once.
+``images`` float [B, 3, S, S] (ImageNet mean/std), ``labels`` int64 [B] (the source's labels), ``rows`` int64
+[B] (the sample's row in the source's fixed order), ``boxes`` float32 [B, 4] (x0, y0, x1, y1) normalised,
+``flips`` bool [B], ``sizes`` int64 [B, 2] (original H, W), and ``target``, the class target to train on: int64
+[B] or float32 [B, C], from ``label_maps=`` (ReLabel's pooled targets), ``labels=`` (aggregated labels [N] or
+posteriors [N, C] by row) or the source's labels, in that order (targets.py). With ``byproducts=`` also
+``point`` [B, 2] + ``point_weight`` [B] and ``heat`` [B, h, w] at ``heat_size``. Targets are built on the device
+by the ops, for the whole batch at once.
 
 Order: one permutation of the rows per (seed, epoch), cut into ``world_size`` disjoint shards; crop windows
 and flips are drawn on the host per (seed, epoch, rank, batch), so a seed fixes everything and a resumed run
@@ -70,8 +71,7 @@ class Loader:
 
     def __init__(self, images: ImageList, batch_size: int, train: bool, device: torch.device, image_size: int,
                  rank: int, world_size: int, seed: int, backend: str, drop_last: bool, channels_last: bool,
-                 threads: int, targets: Optional["Targets"] = None,
-                 crop_scale: tuple[float, float] = SCALE) -> None:
+                 threads: int, targets: "Targets", crop_scale: tuple[float, float] = SCALE) -> None:
         self.images, self.batch_size, self.train = images, batch_size, train
         self.crop_scale = crop_scale
         self.device, self.image_size, self.seed = device, image_size, seed
@@ -95,10 +95,10 @@ class Loader:
         self.last_epoch_seconds: Optional[float] = None
         self.last_epoch_images = 0
 
-    def set_heat_size(self, heat_size: tuple[int, int]) -> None:
-        """The (h, w) the trace heat maps are rasterised at: the model's feature map, known once it exists."""
-        if self.targets is not None:
-            self.targets.heat_size = (int(heat_size[0]), int(heat_size[1]))
+    @property
+    def has_byproducts(self) -> bool:
+        """Whether the batches carry the byproduct targets (``point``, ``point_weight``, ``heat``)."""
+        return self.targets.byproducts is not None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -134,8 +134,7 @@ class Loader:
         out = {"images": images, "labels": self.labels[rows_t], "rows": rows_t,
                "boxes": self._to_device(windows_to_boxes(windows, sizes)), "flips": self._to_device(flips),
                "sizes": self._to_device(sizes)}
-        if self.targets is not None:
-            out.update(self.targets(out))
+        out.update(self.targets(out))
         return out
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
@@ -168,13 +167,15 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
                  image_size: int = 224, rank: int = 0, world_size: int = 1, seed: int = 0,
                  backend: Optional[str] = None, drop_last: Optional[bool] = None, channels_last: bool = False,
                  threads: Optional[int] = None, byproducts: Any = None, label_maps: Any = None, labels: Any = None,
-                 heat_size: tuple[int, int] = (7, 7), heat_sigma: float = 1.0,
+                 heat_size: Optional[tuple[int, int]] = None, heat_sigma: float = 1.0,
                  label_box_order: str = "xyxy", crop_scale: tuple[float, float] = SCALE) -> Loader:
     """A loader over ``source`` (an ImageFolder directory, a 'path label' list file or (files, labels)).
 
     ``backend``: "dali" (default when importable) or "torchvision"; the choice is logged once.
     ``device``: where batches live ("cuda" decodes on the GPU with DALI; "cpu" runs DALI's CPU-only mode).
     ``drop_last`` defaults to ``train``. Stores (paths or opened stores) add targets; see the module doc.
+    ``heat_size``: (h, w) of the model's heat map (``LUABModel.heat_size``), required with ``byproducts``: the
+    trace heat maps are rasterised at it.
     ``crop_scale``: the (min, max) area fraction of the training crops (RandomResizedCrop's ``scale``).
     ``threads``: decode threads (default: :func:`default_threads`).
     """
@@ -212,6 +213,6 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
                          f"keeps full batches only; lower batch_size or pass drop_last=False")
     from .targets import Targets
 
-    targets = Targets.build(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
+    targets = Targets(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
     return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend, drop,
                   channels_last, threads, targets, (lo, hi))

@@ -1,33 +1,25 @@
-"""Training and evaluation of one model: the compiled step, the schedule, checkpoints, resume, NaN guard."""
+"""Training of one model: the compiled step, the schedule, checkpoints, resume; ``Trainer.fit`` runs the epochs."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
-from .. import _atomic
 from .._cli import DataError
+from ..data.targets import BYPRODUCT_KEYS
 from ..ops import luab_loss
 from . import checkpoint as ckpt
 from .config import TrainConfig
+from .progress import Progress, StepValues
 
 _KILL_AT_STEP = int(os.environ.get("LUAB_FAST_KILL_AT_STEP", "-1"))  # tests only: SIGKILL after this step
-
-
-class NaNLoss(RuntimeError):
-    """The loss went NaN or inf; the message names the term (exit status 2: lower --lr, as the message says)."""
-
-    exit_status = 2
 
 
 @dataclass
@@ -47,17 +39,21 @@ def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
 
 
 def make_step(model: nn.Module, cfg: TrainConfig, byproducts: bool) -> Callable:
-    """loss, parts = step(batch): the model and the fused loss, the part torch.compile sees."""
-    lp, lh = (cfg.lambda_point, cfg.lambda_heat) if byproducts else (0.0, 0.0)
+    """loss, parts = step(images, target[, point, point_weight, heat]): the model and the fused loss, the part
+    torch.compile sees. With ``byproducts`` (a loader that yields their targets) the point and heat terms join
+    the class term; without, the class term alone."""
 
-    def step(images, target, point, weight, heat):
+    def labels_step(images, target):
+        logits, _, _ = model(images)
+        return luab_loss(logits, target, label_smoothing=cfg.label_smoothing, validate=False)
+
+    def byproducts_step(images, target, point, point_weight, heat):
         logits, point_pred, heat_pred = model(images)
-        if not byproducts:
-            point_pred = point = weight = heat_pred = heat = None
-        return luab_loss(logits, target, point_pred, point, weight, heat_pred, heat, lambda_point=lp,
-                         lambda_heat=lh, label_smoothing=cfg.label_smoothing, check_finite=False)
+        return luab_loss(logits, target, point_pred, point, point_weight, heat_pred, heat,
+                         lambda_point=cfg.lambda_point, lambda_heat=cfg.lambda_heat,
+                         label_smoothing=cfg.label_smoothing, validate=False)
 
-    return step
+    return byproducts_step if byproducts else labels_step
 
 
 def maybe_compile(step: Callable, cfg: TrainConfig, device: torch.device, say: Callable[[str], None]) -> Callable:
@@ -71,79 +67,45 @@ def maybe_compile(step: Callable, cfg: TrainConfig, device: torch.device, say: C
     except Exception as exc:  # no compiler toolchain, unsupported platform: eager still trains
         say(f"torch.compile unavailable ({type(exc).__name__}: {exc}); training eagerly")
         return step
-    state = {"fn": compiled, "checked": False}
+    return EagerFallback(compiled, step, say)
 
-    def run(*args):
-        if state["checked"]:
-            return state["fn"](*args)
+
+class EagerFallback:
+    """The compiled step, or the eager one from the first call on if that call fails to compile."""
+
+    def __init__(self, compiled: Callable, eager: Callable, say: Callable[[str], None]) -> None:
+        self.step, self.eager, self.say, self.checked = compiled, eager, say, False
+
+    def __call__(self, *args):
+        if self.checked:
+            return self.step(*args)
         try:
-            out = state["fn"](*args)
+            out = self.step(*args)
         except Exception as exc:  # e.g. inductor without a C++ compiler
-            say(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
-            state["fn"] = step
-            out = step(*args)
-        state["checked"] = True
+            self.say(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:200]}); training eagerly")
+            self.step = self.eager
+            out = self.eager(*args)
+        self.checked = True
         return out
-
-    return run
-
-
-def _target(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return batch["soft_labels"] if "soft_labels" in batch else batch["labels"]
-
-
-class StepValues:
-    """One step's loss and loss parts (averaged over ranks under DDP) on their way to the host. On a GPU the
-    copy is queued behind the step (pinned memory, an event) and read a step later, so the loop never waits for
-    the GPU: the CPU decodes the next batch while the GPU trains on this one. A NaN is therefore seen one step
-    late; nothing is saved before the values of every step up to the save were read, so the checkpoint on disk
-    is always a good one."""
-
-    def __init__(self, step: int, epoch: int, lr: float, loss: torch.Tensor, parts: dict[str, torch.Tensor]) -> None:
-        self.step, self.epoch, self.lr, self.names = step, epoch, lr, ["loss", *parts]
-        values = torch.stack([loss.detach().float(), *(v.detach().float() for v in parts.values())])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # the mean over ranks (queued like the step on NCCL): what rank 0 logs is the global loss, and a
-            # NaN on any rank stops every rank at the same step instead of leaving the others in a collective
-            torch.distributed.all_reduce(values)
-            values /= torch.distributed.get_world_size()
-        self.event = None
-        if values.is_cuda:
-            self.host = torch.empty(values.shape, dtype=torch.float32, pin_memory=True)
-            self.host.copy_(values, non_blocking=True)
-            self.event = torch.cuda.Event()
-            self.event.record()
-        else:
-            self.host = values
-
-    def read(self, where: str) -> dict[str, float]:
-        """The values (waiting for the step on a GPU); raises NaNLoss naming the non-finite term(s)."""
-        if self.event is not None:
-            self.event.synchronize()
-        values = dict(zip(self.names, self.host.tolist()))
-        if not math.isfinite(values["loss"]):
-            bad = [k for k, v in values.items() if k != "loss" and not math.isfinite(v)] or ["loss"]
-            raise NaNLoss(f"{where} step {self.step}: the {', '.join(bad)} term went {values['loss']}; stopped, the "
-                          f"last good checkpoint is kept (lower --lr, or check the inputs of that term)")
-        return values
 
 
 class Trainer:
     """Trains ``model`` on ``loader`` per ``cfg``; rank 0 writes ``<out>/<name>/`` (checkpoint, log)."""
 
     def __init__(self, name: str, model: nn.Module, loader, cfg: TrainConfig, device: torch.device,
-                 byproducts: bool, run_dir: Path, say: Callable[[str], None], rank: int = 0,
+                 run_dir: Path, say: Callable[[str], None], rank: int = 0,
                  ddp_model: Optional[nn.Module] = None) -> None:
         self.name, self.model, self.loader, self.cfg, self.device = name, model, loader, cfg, device
-        self.byproducts, self.dir, self.say, self.rank = byproducts, run_dir / name, say, rank
+        self.dir, self.say, self.rank = run_dir / name, say, rank
         self.dir.mkdir(parents=True, exist_ok=True)
-        train_model = ddp_model or model
         self.total = cfg.max_steps or cfg.epochs * len(loader)
         # on CUDA the fused kernel: one launch updates every parameter (foreach needs several per group)
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                      fused=device.type == "cuda")
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.warmup_steps))
-        self.step_fn = maybe_compile(make_step(train_model, cfg, byproducts), cfg, device, say)
+        # the step takes what the loader yields: the byproduct targets where its store gives them
+        self.inputs = ("images", "target", *(BYPRODUCT_KEYS if loader.has_byproducts else ()))
+        self.step_fn = maybe_compile(make_step(ddp_model or model, cfg, loader.has_byproducts), cfg, device, say)
         self.state = RunState()
         self.ckpt_path = self.dir / "last.pt"
         if device.type == "cuda" and not cfg.deterministic:
@@ -205,133 +167,49 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------------------
     def fit(self, log: Callable[[dict[str, Any]], None], on_epoch_end: Callable[[int], None]) -> None:
-        from tqdm import tqdm
-
-        cfg = self.cfg
-        n_epochs = math.ceil(self.total / len(self.loader))
-        bar = tqdm(total=self.total, initial=self.state.step, desc=self.name, unit="step",
-                   disable=self.rank != 0, dynamic_ncols=True, leave=True)
-        pending: Optional[StepValues] = None
-        t0, seen = time.perf_counter(), 0  # this epoch's clock (restarted each epoch: no pending step crosses one)
-
-        def settle() -> None:
-            """Reads the previous step's values: NaN check, history, log, progress bar."""
-            nonlocal pending
-            if pending is None:
-                return
-            done, pending = pending, None
-            values = done.read(self.name)
-            img_s = seen / (time.perf_counter() - t0)
-            record = {"model": self.name, "epoch": done.epoch, "step": done.step, **values, "lr": done.lr,
-                      "img_s": img_s}
-            self.state.history.append(record)
-            log(record)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items() if k != "loss"} | {"img/s": f"{img_s:.0f}"})
-            bar.update(1)
-
-        def save() -> None:
-            settle()  # never save a step whose loss has not been read
-            self.save()
-
-        while not self.done() and self.state.epoch < n_epochs:
-            self.loader.set_epoch(self.state.epoch)
-            self.model.train()
-            t0, seen = time.perf_counter(), 0
-            for batch in self.loader.iter_from(self.state.batch):
-                with self.autocast:  # bf16 on the GPU
-                    loss, parts = self.step_fn(batch["images"], _target(batch), batch.get("point"),
-                                               batch.get("point_weight"), batch.get("heat"))
-                # numbered like state.step after it (1-based); the learning rate this step used
-                current = StepValues(self.state.step + 1, self.state.epoch, self.sched.get_last_lr()[0], loss, parts)
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-                self.sched.step()
-                self.state.step += 1
-                self.state.batch += 1
-                seen += batch["images"].shape[0]
-                settle()  # the step before this one: long done on the GPU by now
-                pending = current
-                if self.state.step % cfg.checkpoint_every == 0:
-                    save()
-                if self.state.step == _KILL_AT_STEP:  # fault injection for the kill-and-resume test
-                    os.kill(os.getpid(), signal.SIGKILL)
-                if self.done():
-                    break
-            else:  # the epoch ran to its end
-                self.state.epoch += 1
-                self.state.batch = 0
-                save()
+        """Trains to ``total`` steps from the run state: a checkpoint every ``checkpoint_every`` steps and at
+        each epoch's end, after which ``on_epoch_end(epoch)`` runs (the evaluation)."""
+        epochs = math.ceil(self.total / len(self.loader))
+        progress = Progress(self.name, self.total, self.state.step, self.state.history, log, show=self.rank == 0)
+        while not self.done() and self.state.epoch < epochs:
+            epoch_ended = self.train_epoch(progress)
+            self.checkpoint(progress)
+            if epoch_ended:
                 on_epoch_end(self.state.epoch)
-                continue
-            save()
-        settle()
-        bar.close()
+        progress.close()
 
+    def train_epoch(self, progress: Progress) -> bool:
+        """This epoch's batches from ``state.batch`` on; True when the epoch ran to its end, False when the run
+        reached ``total`` steps within it."""
+        self.loader.set_epoch(self.state.epoch)
+        self.model.train()
+        progress.start_epoch()
+        for batch in self.loader.iter_from(self.state.batch):
+            progress.add(self.train_step(batch), images=batch["images"].shape[0])
+            if self.state.step % self.cfg.checkpoint_every == 0:
+                self.checkpoint(progress)
+            if self.state.step == _KILL_AT_STEP:  # fault injection for the kill-and-resume test
+                os.kill(os.getpid(), signal.SIGKILL)
+            if self.done():
+                return False
+        self.state.epoch += 1
+        self.state.batch = 0
+        return True
 
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[str, np.ndarray]] = None
-             ) -> dict[str, Any]:
-    """top-1, top-5, per-class accuracy; with ``boxes`` (stem → [n, 4] or [4] (x0, y0, x1, y1) normalised to
-    the original image) also the pointing accuracy (1 − localisation error) of the predicted heat-map peak and
-    point: the share of the boxed images whose peak / point falls inside one of their boxes."""
-    model.eval()
-    correct1 = correct5 = total = 0
-    per_class = np.zeros((num_classes, 2), np.int64)
-    hits_heat = hits_point = n_boxed = 0
-    stems = loader.images.stems
-    for batch in loader:
-        logits, point, heat = model(batch["images"])
-        labels = batch["labels"]
-        top5 = logits.topk(min(5, num_classes), 1).indices
-        correct1 += int((top5[:, 0] == labels).sum())
-        correct5 += int((top5 == labels[:, None]).any(1).sum())
-        total += len(labels)
-        np.add.at(per_class, (labels.cpu().numpy(), 0), (top5[:, 0] == labels).cpu().numpy().astype(np.int64))
-        np.add.at(per_class, (labels.cpu().numpy(), 1), 1)
-        if boxes:
-            h, w = heat.shape[-2:]
-            peak = heat.flatten(1).argmax(1)
-            heat_xy = torch.stack([(peak % w + 0.5) / w, (peak // w + 0.5) / h], 1)
-            for name, xy in (("heat", heat_xy), ("point", point)):
-                img_xy = _crop_to_image(xy, batch["boxes"], batch["flips"]).cpu().numpy()
-                for r, (x, y) in zip(batch["rows"].tolist(), img_xy):
-                    b = boxes.get(stems[r])
-                    if b is None:
-                        continue
-                    b = np.atleast_2d(b)  # an image may have several boxes: inside any counts
-                    inside = bool(((b[:, 0] <= x) & (x <= b[:, 2]) & (b[:, 1] <= y) & (y <= b[:, 3])).any())
-                    if name == "heat":
-                        hits_heat += inside
-                        n_boxed += 1
-                    else:
-                        hits_point += inside
-    out = {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "images": total,
-           "per_class": (per_class[:, 0] / np.maximum(per_class[:, 1], 1)).round(4).tolist()}
-    if n_boxed:
-        out["pointing_heat"] = hits_heat / n_boxed
-        out["pointing_point"] = hits_point / n_boxed
-        out["boxed_images"] = n_boxed
-    return out
+    def train_step(self, batch: dict[str, torch.Tensor]) -> StepValues:
+        """One optimiser step on ``batch``; its values stay on the device until read (``Progress``)."""
+        with self.autocast:  # bf16 on the GPU
+            loss, parts = self.step_fn(*[batch[k] for k in self.inputs])
+        # numbered like state.step after it (1-based); the learning rate this step used
+        values = StepValues(self.state.step + 1, self.state.epoch, self.sched.get_last_lr()[0], loss, parts)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.state.step += 1
+        self.state.batch += 1
+        return values
 
-
-def _crop_to_image(xy: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    x = torch.where(flips, 1 - xy[:, 0], xy[:, 0])
-    return torch.stack([boxes[:, 0] + x * (boxes[:, 2] - boxes[:, 0]),
-                        boxes[:, 1] + xy[:, 1] * (boxes[:, 3] - boxes[:, 1])], 1)
-
-
-def append_jsonl(path: Path, fresh: bool = False) -> Callable[[dict[str, Any]], None]:
-    """A logger appending one JSON line per record. ``fresh``: the first record replaces what the file held
-    (an earlier run's log), so a run that fails its checks before logging anything leaves that log alone."""
-    mode = ["w" if fresh else "a"]
-
-    def log(record: dict[str, Any]) -> None:
-        line = json.dumps(record) + "\n"
-        if mode[0] == "w":  # the earlier log is replaced whole, by a complete file, never truncated first
-            _atomic.write_text(path, line)
-        else:
-            with open(path, "a") as f:
-                f.write(line)
-        mode[0] = "a"
-    return log
+    def checkpoint(self, progress: Progress) -> None:
+        progress.settle()  # never save a step whose loss has not been read
+        self.save()

@@ -76,7 +76,7 @@ def _trace_heat(traces, stems: list[str], boxes: torch.Tensor, flips: torch.Tens
     rows = torch.as_tensor(np.asarray(store.rows(stems), np.int64))
     known = rows >= 0
     heat = rasterize_traces(**store.raster_inputs("cpu"), rows=rows.clamp(min=0), boxes=boxes.float().cpu(),
-                            flips=flips.cpu(), out_size=(side, side), sigma=2.0,
+                            flips=flips.cpu(), output_size=(side, side), sigma=2.0,
                             weighting="dwell", normalize="sum")
     return heat * known[:, None, None]
 

@@ -1,26 +1,30 @@
-"""``python -m luab_fast.train``: data set-up (the demo by default), a labels-only baseline and a LUAB model,
-evaluation on every split, the report. Works single-process or under ``torchrun`` (DDP, gloo on CPU)."""
+"""``python -m luab_fast.train``: the data set up (inputs.py; the demo by default), then a labels-only baseline
+and a LUAB model, each built, trained and evaluated on every split (``train_model``), then the report. Works
+single-process or under ``torchrun`` (DDP, gloo on CPU)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import numpy as np
-import pandas as pd
 import torch
 
 from .. import _atomic, _cli
 from .._cli import DataError, UsageError
-from ..data.loader import build_loader
-from ..data.source import list_images
+from ..data.loader import Loader, build_loader
+from ..data.source import ImageList, list_images
+from ..data.targets import Targets
 from . import checkpoint as ckpt
 from .config import TrainConfig, load_config
-from .loop import Trainer, append_jsonl, evaluate
+from .evaluate import evaluate
+from .inputs import TrainData, eval_source, setup_data
+from .loop import Trainer
 from .model import LUABModel
+from .progress import JsonlLog
 from .report import plot_attention, plot_curves, table
 
 
@@ -66,234 +70,128 @@ def _device(cfg: TrainConfig, rank: int) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device())
 
 
-def aggregate_crowd(csv: Path, out: Path, say) -> Path:
-    """Dawid-Skene on a raw crowd CSV (task, worker, label) → ``task,label`` for the loader."""
-    from ..aggregate import DawidSkene
-
-    try:
-        df = pd.read_csv(csv, dtype={"task": str, "worker": str})
-        model = DawidSkene().fit(df)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:  # EmptyDataError is a ValueError
-        raise DataError(f"--labels {csv} (crowd labels: task, worker, label): {exc}") from None
-    labels = model.labels_
-    with _atomic.atomic_path(out) as tmp:  # a killed run must not leave a half-written file to be reused
-        pd.DataFrame({"task": labels.index.astype(str), "label": labels.to_numpy()}).to_csv(tmp, index=False)
-    say(f"aggregated {len(df):,} crowd labels of {len(labels):,} images with Dawid-Skene → {out}")
-    return out
-
-
-def _val_splits(cfg: TrainConfig, val: dict[str, Path]) -> dict[str, Path]:
-    """``--val-data`` NAME=DIR items (a bare DIR is named after its folder) added to ``val``."""
-    val = dict(val)
-    for item in cfg.val_data or []:
-        name, _, path = item.partition("=")
-        if not path:
-            name, path = Path(item).name, item
-        if not name:
-            raise ValueError(f"--val-data {item!r}: empty split name; give NAME=DIR")
-        if name in val:
-            raise ValueError(f"--val-data: split name {name!r} given twice ({val[name]} and {path}); "
-                             f"name each split NAME=DIR")
-        if not Path(path).exists():
-            raise ValueError(f"--val-data {name}={path}: {path} does not exist")
-        val[name] = Path(path)
-    return val
-
-
-def eval_source(path: Path, split: str, classes: tuple[str, ...]):
-    """The split's images labelled by the *training* classes, matched by name (an ImageFolder's folder names,
-    a list file's label ids): a split holding a subset of the classes, or in another folder order, still scores
-    right. A class training never saw is an error: no logit could be right for it."""
-    images = list_images(path, min_classes=1)  # an evaluation split may hold one class
-    if images.classes == classes:
-        return path
-    index = {c: k for k, c in enumerate(classes)}
-    unknown = sorted(set(images.classes[k] for k in np.unique(images.labels)) - set(index))
-    if unknown:
-        raise DataError(f"--val-data {split}={path}: {len(unknown)} class(es) are not among the "
-                        f"{len(classes)} training classes, e.g. {unknown[:5]}")
-    return list(images.files), np.asarray([index[images.classes[k]] for k in images.labels], np.int64)
-
-
-def _barrier() -> None:
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
-
-
-def _given_labels(cfg: TrainConfig, run_dir: Path, say, rank: int) -> Optional[Path]:
-    """``--labels`` as given, or first aggregated with Dawid-Skene when it is a raw crowd CSV (a ``worker``
-    column); rank 0 writes, the other ranks wait for it."""
-    if not cfg.labels:
-        return None
-    labels = Path(cfg.labels)
-    if not labels.is_file():
-        raise ValueError(f"--labels {labels} " + ("is a directory, expected a CSV file" if labels.exists()
-                                                  else "does not exist"))
-    try:
-        columns = pd.read_csv(labels, nrows=1).columns
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise DataError(f"--labels {labels}: not a readable CSV ({exc})") from None
-    if "worker" not in columns:
-        return labels
-    out = run_dir / "aggregated_labels.csv"
-    if rank == 0:
-        aggregate_crowd(labels, out, say)
-    _barrier()
-    return out
-
-
-def _setup_data(cfg: TrainConfig, run_dir: Path, say, rank: int) -> dict[str, Any]:
-    if cfg.data is None:
-        from ..data.demo import ensure_demo
-
-        t0 = time.perf_counter()
-        paths = ensure_demo(cfg.demo_root, seed=0, size=cfg.demo_size)
-        say(f"demo dataset ({cfg.demo_size}) at {paths.root} ({time.perf_counter() - t0:.1f} s)")
-        manifest = json.loads(paths.manifest.read_text())
-        canvas = float(manifest["canvas"])
-        boxes = {it["stem"]: np.asarray(it["box"], np.float64) / canvas for it in manifest["images"]}
-        labels = _given_labels(cfg, run_dir, say, rank)  # e.g. python -m luab_fast.annotate's on the demo
-        if labels is None:  # the demo's crowd, aggregated afresh: the run directory may hold another demo's
-            labels = run_dir / "aggregated_labels.csv"
-            if rank == 0:
-                aggregate_crowd(paths.labels, labels, say)
-                truth = pd.read_csv(paths.truth, dtype={"task": str}).set_index("task")["label"]
-                agg = pd.read_csv(labels, dtype={"task": str}).set_index("task")["label"]
-                say(f"aggregated labels agree with the truth on {100 * (agg == truth.loc[agg.index]).mean():.2f}% "
-                    "of the training images")
-            _barrier()
-        val = _val_splits(cfg, {"iid": paths.iid, "ood": paths.ood})
-        return dict(train=paths.train, val=val, byproducts=cfg.byproducts or paths.store, labels=labels,
-                    boxes=boxes, ood_traces=paths.ood_store)
-    if not Path(cfg.data).exists():
-        raise ValueError(f"--data {cfg.data} does not exist (expected an ImageFolder directory or a text file of "
-                         f"'path label' lines)")
-    val = _val_splits(cfg, {})
-    labels = _given_labels(cfg, run_dir, say, rank)
-    boxes = store_boxes(cfg.byproducts) if cfg.byproducts else None
-    if boxes:
-        say(f"{len(boxes):,} images of the byproduct store have ILSVRC boxes: localisation is scored on those")
-    return dict(train=Path(cfg.data), val=val, byproducts=cfg.byproducts, labels=labels, boxes=boxes or None)
-
-
-def store_boxes(path) -> dict[str, np.ndarray]:
-    """stem → [n, 4] boxes normalised to the image, for the store's images that carry ILSVRC boxes and their
-    size (ImageNet-AB's LOC subset): the evaluation scores the predicted point and heat-map peak against them
-    on whatever split holds those images."""
-    from ..byproducts import ByproductStore
-
-    store = ByproductStore.open(path)
-    off, sizes = np.asarray(store.arrays["box_offsets"]), np.asarray(store.arrays["size"], np.float64)
-    ids = store.ids
-    out = {}
-    for i in np.flatnonzero((np.diff(off) > 0) & (sizes > 0).all(1)):
-        w, h = sizes[i]
-        out[str(ids[i])] = store.boxes(int(i)) / np.array([w, h, w, h])
-    return out
-
-
-def check_store_coverage(loader, name: str, cfg: TrainConfig, say) -> None:
-    """Counts the training images a store lacks (their rows get weight 0, or as the class target their --labels
-    target, else their folder label); ``--strict`` makes any an error, and a store that holds none of the images is
-    always one."""
-    t = loader.targets
-    if t is None:
-        return
-    stems = loader.images.stems
-    for option, store, rows, fallback in (
-            ("--byproducts", t.byproducts, getattr(t, "bp_rows", None), "no byproducts (weight 0)"),
-            ("--label-maps", t.label_maps, getattr(t, "lm_rows", None), "no label map (their "
-             f"{'--labels target' if t.labels is not None else 'folder label'} is used)")):
-        if store is None:
-            continue
-        absent = (rows < 0).cpu().numpy()
-        missing = int(absent.sum())
-        if not missing:
-            continue
-        if missing == len(stems):
-            raise DataError(f"{option}: the store holds none of the {len(stems):,} training images (stores are "
-                            f"keyed by file stem, e.g. {stems[0]!r}); is it the store of another dataset?")
-        msg = (f"{name}: {missing:,} of {len(stems):,} training images have {fallback}, e.g. "
-               f"{[s for s, a in zip(stems, absent) if a][:3]}")
-        if cfg.strict:
-            raise DataError(f"{option}: {msg}, and --strict is set")
-        say(msg)
-
-
-def train_model(name: str, cfg: TrainConfig, data: dict[str, Any], device, run_dir: Path, say, rank: int,
-                world: int, log: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def train_model(name: str, cfg: TrainConfig, data: TrainData, device, run_dir: Path, say, rank: int, world: int,
+                log: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Builds, trains, evaluates one model: the ``baseline`` on the class targets alone, ``luab`` with the
+    byproducts too. Returns its metrics.json entry, with its history."""
     luab = name == "luab"
     # read first: a file that is not a checkpoint is refused before the data and the model are set up
     saved = ckpt.load(run_dir / name / "last.pt") if cfg.resume else None
     torch.manual_seed(cfg.seed)  # both models start from the same weights
-    images = list_images(data["train"])  # listed once, here: the batch size is checked before anything heavy
+    images = training_images(data.train, cfg, world)
+    model = build_model(cfg, len(images.classes), cfg.pool if luab else cfg.baseline_pool, device)
+    heat_size = heat_map_size(model, cfg) if luab else None  # the size the loader rasterises the traces at
+    loader = train_loader(images, cfg, device, rank, world, data.labels, data.byproducts if luab else None,
+                          heat_size)
+    check_store_coverage(loader.targets, name, cfg, say)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
+    trainer = Trainer(name, model, loader, cfg, device, run_dir, say, rank, ddp)
+    if cfg.resume:
+        trainer.resume(saved)
+        del saved  # the model and optimiser hold their copies now
+    evals = eval_loaders(data.val, images.classes, cfg, device)
+    seconds = train(trainer, log, functools.partial(log_top1, trainer, evals, log))
+    scores = evaluate_splits(model, evals, len(images.classes), data.boxes if luab else None) if rank == 0 else {}
+    if rank == 0 and luab and "ood" in evals:
+        plot_attention(model, evals["ood"], run_dir / "attention_ood.png", human=data.boxes, traces=data.ood_traces)
+    return {"steps": trainer.state.step, "train_seconds": round(seconds, 2), "img_per_s": loader.throughput(),
+            "eval": scores, "history": trainer.state.history}
+
+
+def training_images(source: Path, cfg: TrainConfig, world: int) -> ImageList:
+    """The training images, listed once, here: the batch size is checked before anything heavy."""
+    images = list_images(source)
     if len(images) // world < cfg.batch_size:  # drop_last: no full batch (and DALI cannot build a 2**40 pipeline)
         per = f" over {world} processes" if world > 1 else ""
         raise UsageError(f"--batch-size {cfg.batch_size} is larger than the {len(images):,} training images"
                          f"{per} (full batches only, for fixed shapes); lower --batch-size")
-    loader = build_loader(images, cfg.batch_size, train=True, device=device, image_size=cfg.image_size,
-                          rank=rank, world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
-                          byproducts=data["byproducts"] if luab else None,
-                          label_maps=cfg.label_maps, labels=data["labels"],
-                          heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0),
-                          channels_last=device.type == "cuda")
-    num_classes = len(loader.images.classes)
-    t = loader.targets
-    hard = t.labels if t is not None and t.labels is not None and t.labels.dim() == 1 else None
-    if hard is not None and len(hard) and (int(hard.min()) < 0 or int(hard.max()) >= num_classes):
-        # posterior columns are checked against the classes where the file is read (data/labels_table.py)
-        raise DataError(f"--labels: label ids must lie in [0, {num_classes}) (the training data's classes), "
-                         f"got [{int(hard.min())}, {int(hard.max())}]")
-    if t is not None and t.label_maps is not None and t.num_classes != num_classes:
-        raise DataError(f"--label-maps: the store's maps score {t.num_classes} classes, the training data has "
-                        f"{num_classes} (its class k is the k-th folder in sorted order)")
-    check_store_coverage(loader, name, cfg, say)
-    pool = cfg.pool if luab else cfg.baseline_pool
+    return images
+
+
+def build_model(cfg: TrainConfig, num_classes: int, pool: str, device: torch.device) -> LUABModel:
     model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool,
                       cfg.image_size).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def heat_map_size(model: LUABModel, cfg: TrainConfig) -> tuple[int, int]:
+    """(h, w) of the model's heat map at --image-size: the heat targets must be rasterised at the backbone's own
+    map size (image_size / stride is wrong for ViTs and valid-padded nets); refused where nothing can be learnt."""
     heat = model.heat_size(cfg.image_size)
-    if luab and heat[0] * heat[1] < 4:  # one cell: the heat target is constant and attention pooling is avg
+    if heat[0] * heat[1] < 4:  # one cell: the heat target is constant and attention pooling is avg
         raise ValueError(f"--image-size {cfg.image_size} gives {cfg.model} a {heat[0]}×{heat[1]} feature map: too "
                          f"coarse for heat-map targets; raise --image-size or lower --output-stride")
-    if luab and cfg.heat_sigma > max(heat):  # wider than the map: every heat target is flat, nothing to learn
+    if cfg.heat_sigma > max(heat):  # wider than the map: every heat target is flat, nothing to learn
         raise UsageError(f"--heat-sigma: expected a splat width in (0, {max(heat)}] cells ({cfg.model}'s heat map "
                          f"is {heat[0]}×{heat[1]} at --image-size {cfg.image_size}; a wider splat makes every heat "
                          f"target flat), got {cfg.heat_sigma:g}")
-    loader.set_heat_size(heat)  # the heat targets at the backbone's own map size
-    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else None
-    trainer = Trainer(name, model, loader, cfg, device, luab, run_dir, say, rank, ddp)
-    if cfg.resume:
-        trainer.resume(saved)
-        del saved  # the model and optimiser hold their copies now
-    classes = loader.images.classes
-    evals = {k: build_loader(eval_source(v, k, classes), cfg.batch_size, train=False, device=device,
-                             image_size=cfg.image_size, backend=cfg.backend, threads=cfg.workers, drop_last=False,
-                             channels_last=device.type == "cuda")
-             for k, v in data["val"].items()}
+    return heat
 
-    def on_epoch_end(epoch: int) -> None:
-        if rank == 0:
-            for split, ev in evals.items():
-                top1 = evaluate(model, ev, num_classes)["top1"]
-                log({"model": name, "epoch": epoch, "step": trainer.state.step, f"{split}_top1": top1})
-            model.train()
 
+def train_loader(images: ImageList, cfg: TrainConfig, device: torch.device, rank: int, world: int,
+                 labels: Optional[Path], byproducts: Any, heat_size: Optional[tuple[int, int]]) -> Loader:
+    """The training batches: their class targets and, with ``byproducts``, the byproduct targets at
+    ``heat_size``."""
+    return build_loader(images, cfg.batch_size, train=True, device=device, image_size=cfg.image_size, rank=rank,
+                        world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
+                        byproducts=byproducts, label_maps=cfg.label_maps, labels=labels, heat_size=heat_size,
+                        heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0),
+                        channels_last=device.type == "cuda")
+
+
+def check_store_coverage(targets: Targets, name: str, cfg: TrainConfig, say) -> None:
+    """Counts the training images a store lacks (their rows get weight 0, or as the class target their --labels
+    target, else their folder label); ``--strict`` makes any an error, and a store that holds none of the images is
+    always one."""
+    for store in targets.coverage():
+        missing = len(store.lacking)
+        if not missing:
+            continue
+        if missing == store.images:
+            raise DataError(f"{store.option}: the store holds none of the {store.images:,} training images (stores "
+                            f"are keyed by file stem, e.g. {store.lacking[0]!r}); is it the store of another "
+                            f"dataset?")
+        msg = (f"{name}: {missing:,} of {store.images:,} training images have {store.fallback}, e.g. "
+               f"{list(store.lacking[:3])}")
+        if cfg.strict:
+            raise DataError(f"{store.option}: {msg}, and --strict is set")
+        say(msg)
+
+
+def eval_loaders(splits: dict[str, Path], classes: tuple[str, ...], cfg: TrainConfig,
+                 device: torch.device) -> dict[str, Loader]:
+    """Every evaluation split, in its fixed order, labelled by the training classes."""
+    return {k: build_loader(eval_source(v, k, classes), cfg.batch_size, train=False, device=device,
+                            image_size=cfg.image_size, backend=cfg.backend, threads=cfg.workers, drop_last=False,
+                            channels_last=device.type == "cuda")
+            for k, v in splits.items()}
+
+
+def train(trainer: Trainer, log: Callable[[dict[str, Any]], None], on_epoch_end: Callable[[int], None]) -> float:
+    """Trains to the end (nothing left when a resumed run had finished); returns the seconds it took."""
     t0 = time.perf_counter()
     if not trainer.done():
         trainer.fit(log, on_epoch_end)
-    seconds = time.perf_counter() - t0
-    result: dict[str, Any] = {"steps": trainer.state.step, "train_seconds": round(seconds, 2),
-                              "img_per_s": loader.throughput(), "eval": {}}
-    if rank == 0:
-        for split, ev in evals.items():
-            result["eval"][split] = evaluate(model, ev, num_classes, data["boxes"] if luab else None)
-        if luab and "ood" in evals:
-            plot_attention(model, evals["ood"], run_dir / "attention_ood.png", human=data["boxes"],
-                           traces=data.get("ood_traces"))
-    result["history"] = trainer.state.history
-    return result
+    return time.perf_counter() - t0
+
+
+def log_top1(trainer: Trainer, evals: dict[str, Loader], log: Callable[[dict[str, Any]], None], epoch: int) -> None:
+    """After an epoch (rank 0): each evaluation split's top-1 in the log."""
+    if trainer.rank != 0:
+        return
+    num_classes = len(trainer.loader.images.classes)
+    for split, ev in evals.items():
+        top1 = evaluate(trainer.model, ev, num_classes)["top1"]
+        log({"model": trainer.name, "epoch": epoch, "step": trainer.state.step, f"{split}_top1": top1})
+    trainer.model.train()
+
+
+def evaluate_splits(model: LUABModel, evals: dict[str, Loader], num_classes: int,
+                    boxes: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """Each split's metrics (``evaluate``); localisation where ``boxes`` holds its images' boxes."""
+    return {split: evaluate(model, ev, num_classes, boxes) for split, ev in evals.items()}
 
 
 def _run_dir(cfg: TrainConfig) -> Path:
@@ -322,26 +220,41 @@ def _main(argv: Optional[list[str]] = None) -> int:
     say = _say(rank)
     run_dir = _run_dir(cfg)
     device = _device(cfg, rank)
-    data = _setup_data(cfg, run_dir, say, rank)
-    if not data["val"]:
+    data = setup_data(cfg, run_dir, say, rank)
+    if not data.val:
         say("no --val-data: the models are trained, not evaluated (give NAME=DIR splits to score them)")
-    models = ["baseline", "luab"] if cfg.compare and data["byproducts"] else ["luab"]
-    if not data["byproducts"]:
-        models = ["baseline"]
-        say("no --byproducts: training on labels only")
+    models = models_to_train(cfg, data, say)
     # one log for both models; without --resume its first record replaces an earlier run's log
-    log = append_jsonl(run_dir / "log.jsonl", fresh=not cfg.resume) if rank == 0 else (lambda r: None)
+    log = JsonlLog(run_dir / "log.jsonl", fresh=not cfg.resume) if rank == 0 else _no_log
     results = {m: train_model(m, cfg, data, device, run_dir, say, rank, world, log) for m in models}
     if rank == 0:
-        histories = {m: r.pop("history") for m, r in results.items()}
-        metrics = {"config": vars(cfg), "device": str(device), "world_size": world, "models": results}
-        _atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
-        plot_curves(histories, run_dir / "curves.png")
-        if not ("luab" in results and "ood" in data["val"]):  # an earlier run's figure must not pass for this one's
-            (run_dir / "attention_ood.png").unlink(missing_ok=True)
-        print("\n" + table(metrics) + "\n")
-        print(f"run directory: {run_dir} (metrics.json, log.jsonl, curves.png"
-              + (", attention_ood.png)" if (run_dir / "attention_ood.png").exists() else ")"))
+        write_results(results, cfg, data, device, world, run_dir)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
+
+
+def models_to_train(cfg: TrainConfig, data: TrainData, say) -> list[str]:
+    """The LUAB model where there are byproducts, beside the labels-only baseline with --compare."""
+    if not data.byproducts:
+        say("no --byproducts: training on labels only")
+        return ["baseline"]
+    return ["baseline", "luab"] if cfg.compare else ["luab"]
+
+
+def _no_log(record: dict[str, Any]) -> None:
+    """The log of ranks other than 0: rank 0 writes it."""
+
+
+def write_results(results: dict[str, dict[str, Any]], cfg: TrainConfig, data: TrainData, device: torch.device,
+                  world: int, run_dir: Path) -> None:
+    """metrics.json, the curves, the table printed (rank 0)."""
+    histories = {m: r.pop("history") for m, r in results.items()}
+    metrics = {"config": vars(cfg), "device": str(device), "world_size": world, "models": results}
+    _atomic.write_text(run_dir / "metrics.json", json.dumps(metrics, indent=2))
+    plot_curves(histories, run_dir / "curves.png")
+    if not ("luab" in results and "ood" in data.val):  # an earlier run's figure must not pass for this one's
+        (run_dir / "attention_ood.png").unlink(missing_ok=True)
+    print("\n" + table(metrics) + "\n")
+    print(f"run directory: {run_dir} (metrics.json, log.jsonl, curves.png"
+          + (", attention_ood.png)" if (run_dir / "attention_ood.png").exists() else ")"))
