@@ -8,7 +8,7 @@ import argparse
 import collections
 from pathlib import Path
 
-from .._atomic import check_destination
+from .._atomic import check_destination, save_figure
 from .._cli import UsageError
 from .format import REPLACE_FLAG
 
@@ -72,3 +72,14 @@ def show_destination(args: argparse.Namespace) -> Path:
 
 def id_not_in_store(args: argparse.Namespace) -> UsageError:
     return UsageError(f"IMAGE_ID {args.image_id!r} is not in {args.store}; `info {args.store}` describes the store")
+
+
+def save_store_figure(fig, out) -> Path:
+    """Saves a store's drawing ``fig`` to ``out`` through a unique temporary (umask's mode, never a torn PNG) and
+    closes it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return save_figure(fig, check_destination(out, "out"), dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(fig)

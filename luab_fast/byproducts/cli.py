@@ -17,16 +17,7 @@ import time
 from pathlib import Path
 
 from .._cli import UsageError
-from .._store.cli import (
-    add_info,
-    add_replace_flag,
-    add_show,
-    id_not_in_store,
-    new_parser,
-    open_for_info,
-    show_destination,
-    summarise_problems,
-)
+from .._store import cli as store_cli
 from .._store.errors import StoreError
 from .._store.format import MANIFEST
 from .store import ByproductStore, write_imagenet_store
@@ -71,21 +62,21 @@ def cmd_pack(args: argparse.Namespace) -> int:
         path = write(reader, dst, meta={"source": str(src)}, replace_with_problems=args.replace_with_problems)
     except ValueError:  # strict, nothing valid, or problems over an existing store: nothing was written
         if reader.problems:  # the error line says what happened; this says which files
-            print(summarise_problems(reader.problems))
+            print(store_cli.summarise_problems(reader.problems))
         raise
     dt = time.perf_counter() - t0
     store = open_any(path)
     unit = "records" if store.kind == "coco" else "files"
     print(f"packed {len(store):,} {unit} from {src} into {path} in {dt:.1f} s ({len(store) / dt:,.0f} {unit}/s)")
     if reader.problems:
-        print(summarise_problems(reader.problems))
+        print(store_cli.summarise_problems(reader.problems))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from .inspect import coco_stats, format_stats, store_stats
 
-    store = open_for_info(open_any, args)
+    store = store_cli.open_for_info(open_any, args)
     print(f"{args.store}: {store.kind} byproduct store, format version {store.meta.get('version', 1)}")
     print(format_stats(store_stats(store) if store.kind == "imagenet" else coco_stats(store)))
     return 0
@@ -94,7 +85,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .inspect import draw
 
-    out = show_destination(args)
+    out = store_cli.show_destination(args)
     store = open_any(args.store)
     if store.kind == "coco":
         try:
@@ -106,22 +97,23 @@ def cmd_show(args: argparse.Namespace) -> int:
     try:
         out = draw(store, image_id, out, image=args.image)
     except KeyError:
-        raise id_not_in_store(args) from None
+        raise store_cli.id_not_in_store(args) from None
     print(f"saved {out}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p, sub, pk = new_parser("python -m luab_fast.byproducts", __doc__, "parse a release into a memory-mapped store",
-                            "ImageNet-AB .tar.gz (read as a stream) or extracted directory, or COCO-AB .json")
+    p, sub, pk = store_cli.new_parser("python -m luab_fast.byproducts", __doc__,
+                                      "parse a release into a memory-mapped store",
+                                      "ImageNet-AB .tar.gz (read as a stream) or extracted directory, or COCO-AB .json")
     pk.add_argument("--strict", action="store_true", help="stop at the first problem instead of skipping it")
     pk.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_replace_flag(pk)
+    store_cli.add_replace_flag(pk)
     pk.add_argument("--duplicates", choices=["keep", "last"], default="keep",
                     help="COCO-AB: keep every record of an image id (default) or only the last")
     pk.set_defaults(fn=cmd_pack)
-    add_info(sub, "statistics of a store", cmd_info)
-    add_show(sub, "draw one image's traces, clicks and boxes",
+    store_cli.add_info(sub, "statistics of a store", cmd_info)
+    store_cli.add_show(sub, "draw one image's traces, clicks and boxes",
              "file stem (ImageNet-AB, e.g. n01440764_18) or COCO image id",
              "the image file to draw over (default: a blank canvas of its size)", cmd_show)
     args = p.parse_args(argv)

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .._atomic import check_destination, save_figure
+from .._atomic import check_destination
+from .._store.cli import save_store_figure
 from .._store.errors import damaged
 from .store import ByproductStore
 
@@ -133,7 +134,7 @@ def draw(store: ByproductStore, image_id: str, out: str | os.PathLike, image: st
     ax.set_title(f"{image_id}: {rec_hi - rec_lo} annotation records")
     if rec_hi > rec_lo and len(store.clicks(i)[0]):
         ax.legend(loc="lower right", fontsize=7)
-    return _save(fig, out)
+    return save_store_figure(fig, out)
 
 
 def _draw_coco(store, image_id: int, out, image) -> Path:
@@ -157,7 +158,7 @@ def _draw_coco(store, image_id: int, out, image) -> Path:
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_title(f"COCO image {image_id}: trace and placed icons (last record)")
-    return _save(fig, out)
+    return save_store_figure(fig, out)
 
 
 def _canvas(image, w: int, h: int):
@@ -175,13 +176,3 @@ def _canvas(image, w: int, h: int):
         w, h = (w or 1), (h or 1)
         ax.add_patch(plt.Rectangle((0, 0), w, h, color="0.92"))
     return fig, ax, w, h
-
-
-def _save(fig, out) -> Path:
-    """Saves ``fig`` to ``out`` through a unique temporary (umask's mode, never a torn PNG) and closes it."""
-    import matplotlib.pyplot as plt
-
-    try:
-        return save_figure(fig, check_destination(out, "out"), dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)

@@ -17,17 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .._cli import UsageError
-from .._store.cli import (
-    add_info,
-    add_replace_flag,
-    add_show,
-    id_not_in_store,
-    new_parser,
-    open_for_info,
-    show_destination,
-    summarise_problems,
-)
-from ..byproducts.inspect import _save as save_figure  # the one atomic PNG writer
+from .._store import cli as store_cli
 from .store import LabelMapStore, pack_label_maps
 
 
@@ -41,12 +31,12 @@ def cmd_pack(args: argparse.Namespace) -> int:
     print(f"packed {res.rows:,} label maps from {src} into {res.path} in {res.seconds:.1f} s "
           f"({res.rows / max(res.seconds, 1e-9):,.0f} files/s)")
     if res.problems:
-        print(summarise_problems(res.problems))
+        print(store_cli.summarise_problems(res.problems))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    store = open_for_info(LabelMapStore.open, args)
+    store = store_cli.open_for_info(LabelMapStore.open, args)
     size = sum(p.stat().st_size for p in Path(args.store).iterdir())
     m = store.meta
     print(f"{args.store}: ReLabel label-map store, format version 1")
@@ -92,16 +82,16 @@ def draw_map(store: LabelMapStore, image_id: str, out: str | os.PathLike, image:
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
     ax.set_title(f"{store.ids[i]} ({store.wnids[i]}): top-1 class / score per cell")
-    return save_figure(fig, out)
+    return store_cli.save_store_figure(fig, out)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    out = show_destination(args)
+    out = store_cli.show_destination(args)
     store = LabelMapStore.open(args.store)
     try:
         out = draw_map(store, args.image_id, out, image=args.image)
     except KeyError:
-        raise id_not_in_store(args) from None
+        raise store_cli.id_not_in_store(args) from None
     print(f"saved {out}")
     return 0
 
@@ -116,17 +106,17 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p, sub, pk = new_parser("python -m luab_fast.relabel", __doc__,
-                            "pack <wnid>/<stem>.pt label maps into a memory-mapped store",
-                            "directory of <wnid>/<stem>.pt files ([2, K, S, S] float32)")
+    p, sub, pk = store_cli.new_parser("python -m luab_fast.relabel", __doc__,
+                                      "pack <wnid>/<stem>.pt label maps into a memory-mapped store",
+                                      "directory of <wnid>/<stem>.pt files ([2, K, S, S] float32)")
     pk.add_argument("--float16", action="store_true", help="store scores as float16 (half the size)")
     pk.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     pk.add_argument("--num-classes", type=int, default=1000, help="class indices must be below this (1000)")
-    add_replace_flag(pk)
+    store_cli.add_replace_flag(pk)
     pk.add_argument("--quiet", action="store_true", help="no progress bar")
     pk.set_defaults(fn=cmd_pack)
-    add_info(sub, "shape and provenance of a store", cmd_info)
-    add_show(sub, "draw one image's top-1 class and score per cell",
+    store_cli.add_info(sub, "shape and provenance of a store", cmd_info)
+    store_cli.add_show(sub, "draw one image's top-1 class and score per cell",
              "file stem (e.g. n01440764_10026) or a path ending in one",
              "the image file to draw under the grid (default: a blank canvas)", cmd_show)
     g = sub.add_parser("generate", help="write label maps for an image folder with a timm classifier")
