@@ -12,6 +12,10 @@
 namespace py = pybind11;
 
 void init_aggregate(py::module_& a);            // aggregate/bindings_aggregate.cpp
+void init_aggregate_kos_mmsr(py::module_& a);  // aggregate/bindings_kos_mmsr.cpp
+void init_aggregate_zero_based_skill(py::module_& a);  // aggregate/bindings_zero_based_skill.cpp
+void init_aggregate_glad(py::module_& a);       // aggregate/bindings_glad.cpp
+void init_aggregate_mace(py::module_& a);       // aggregate/bindings_mace.cpp
 void init_byproducts_imagenet(py::module_& m);  // byproducts/bindings_imagenet.cpp
 void init_ops_label_pool(py::module_& ops);     // ops/bindings_label_pool.cpp
 void init_ops_rasterize(py::module_& ops);      // ops/bindings_rasterize.cpp
@@ -27,4 +31,8 @@ PYBIND11_MODULE(_C, m) {
 
   auto a = m.def_submodule("aggregate", "EM label-aggregation engine");
   init_aggregate(a);
+  init_aggregate_kos_mmsr(a);
+  init_aggregate_zero_based_skill(a);
+  init_aggregate_glad(a);
+  init_aggregate_mace(a);
 }

@@ -34,6 +34,33 @@ def test_real_csv_with_truth_plot_and_out(shared_data, tmp_path, capsys):
     assert not list(tmp_path.glob("*.tmp")), "no half-written files left behind"
 
 
+def test_every_model_on_a_real_crowd_one_column_each(shared_data, tmp_path, capsys):
+    """--method takes every model (luab_fast.aggregate's and crowd-kit's); several write one label column each,
+    equal to what luab_fast.crowdkit's class gives on the same frame."""
+    from luab_fast import crowdkit
+    from luab_fast.aggregate.cli import ALL_METHODS, read_labels
+
+    root = shared_data / "crowd" / "bluebird"
+    csv = tmp_path / "all.csv"
+    methods = [arg for m in ALL_METHODS for arg in ("--method", m)]
+    assert main([str(root / "label.csv"), "--truth", str(root / "truth.csv"), *methods, "--out", str(csv)]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(csv).set_index("task")
+    assert list(table.columns) == list(ALL_METHODS) and len(table) == 108
+    for m in ALL_METHODS:
+        acc = float(out.split(f"[{m}]")[1].split("accuracy ")[1].split()[0])
+        assert acc > 0.55, f"{m}: accuracy {acc} on bluebird\n{out}"
+    glad = crowdkit.GLAD().fit_predict(read_labels(root / "label.csv"))
+    assert (table["glad"] == glad.reindex(table.index)).all()
+
+
+def test_gold_majority_vote_needs_truth(shared_data):
+    from luab_fast._cli import UsageError
+
+    with pytest.raises(UsageError, match="--method gold-mv is fitted on gold labels: give them with --truth"):
+        main([str(shared_data / "crowd" / "bluebird" / "label.csv"), "--method", "gold-mv"])
+
+
 def test_missing_columns_is_a_clear_error(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")

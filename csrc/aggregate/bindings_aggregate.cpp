@@ -14,6 +14,7 @@
 #include "aggregate/bayes.hpp"
 #include "aggregate/crowd.hpp"
 #include "aggregate/dawid_skene.hpp"
+#include "aggregate/ds_m_step.hpp"
 #include "aggregate/em_kernels.hpp"
 #include "aggregate/encode.hpp"
 #include "aggregate/majority_vote.hpp"
@@ -32,7 +33,8 @@ using luab::shape_of;
 
 template <typename T>
 const T* checked(const py::array& a, const char* name, std::vector<int64_t> shape, const char* dtype_name) {
-  LUAB_CHECK(a.dtype().is(py::dtype::of<T>()), name, " must be a ", dtype_name, " array, got dtype ",
+  // equivalent dtypes, not the same dtype object: an unpickled array's int64 is a dtype of its own
+  LUAB_CHECK(py::array_t<T>::check_(a), name, " must be a ", dtype_name, " array, got dtype ",
              dtype_of(a));
   LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
@@ -84,13 +86,16 @@ py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
 }
 
 // Builds the CSR views from the three label columns (ids already dense, checked in C++ too).
+// task_view_only: the task view alone (build_task_view), for work that reads labels task by task only.
 agg::Crowd make_crowd(const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks,
-                      int64_t n_workers, int64_t n_classes, bool confusion_tables = false) {
+                      int64_t n_workers, int64_t n_classes, bool confusion_tables = false,
+                      bool task_view_only = false) {
   const int64_t n = task.ndim() == 1 ? task.shape(0) : -1;
   const int64_t* t = checked<int64_t>(task, "task", {-1}, "int64");
   const int64_t* w = checked<int64_t>(worker, "worker", {n}, "int64");
   const int64_t* l = checked<int64_t>(label, "label", {n}, "int64");
   py::gil_scoped_release nogil;
+  if (task_view_only) return agg::build_task_view(t, w, l, n, n_tasks, n_workers, n_classes);
   return agg::build_crowd(t, w, l, n, n_tasks, n_workers, n_classes, confusion_tables);
 }
 
@@ -102,6 +107,32 @@ bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
                                : checked<double>(a, name, {K, K}, "float64");
   check_finite_nonnegative(p, static_cast<int64_t>(a.size()), name, "pseudo-counts");
   return per_worker;
+}
+
+// An optional int64 [n_tasks] of reference classes (>= n_classes: no class) or -1 (none), held in `holder` for the
+// call (a cast may have made a new array).
+const int64_t* optional_reference(const py::object& o, int64_t n_tasks, py::array& holder) {
+  if (o.is_none()) return nullptr;
+  holder = o.cast<py::array>();
+  const int64_t* ref = checked<int64_t>(holder, "reference", {n_tasks}, "int64");
+  for (int64_t t = 0; t < n_tasks; ++t)
+    LUAB_CHECK(ref[t] >= -1, "reference must hold class indices (or >= n_classes: no class), or -1 for none, got ",
+               ref[t], " at task ", t);
+  return ref;
+}
+
+// An optional permutation of 0..n_classes-1 (crowd-kit's column order, for ties), held in `holder` for the call.
+const int64_t* optional_order(const py::object& o, int64_t n_classes, py::array& holder) {
+  if (o.is_none()) return nullptr;
+  holder = o.cast<py::array>();
+  const int64_t* ord = checked<int64_t>(holder, "order", {n_classes}, "int64");
+  std::vector<uint8_t> seen(static_cast<size_t>(n_classes), 0);
+  for (int64_t k = 0; k < n_classes; ++k) {
+    LUAB_CHECK(ord[k] >= 0 && ord[k] < n_classes && !seen[ord[k]], "order must be a permutation of 0..",
+               n_classes - 1, ", got ", ord[k], " at position ", k);
+    seen[ord[k]] = 1;
+  }
+  return ord;
 }
 
 // Runs f() with the GIL released (the compiled work touches no Python object) and returns its result.
@@ -142,7 +173,7 @@ void init_aggregate(py::module_& a) {
         LUAB_CHECK(k >= 1, "x must have at least one column, got shape ", shape_of(x));
         std::vector<int64_t> out(static_cast<size_t>(rows));
         const int nt = agg::resolve_threads(threads, rows * k);
-        if (x.dtype().is(py::dtype::of<float>())) {
+        if (py::array_t<float>::check_(x)) {
           const float* p = checked<float>(x, "x", {rows, k}, "float32");
           py::gil_scoped_release nogil;
           agg::argmax_rows(p, rows, k, out.data(), nt);
@@ -175,15 +206,124 @@ void init_aggregate(py::module_& a) {
       "Vote shares [T, K]; tasks without votes get the uniform distribution.");
 
   a.def(
+      "crowdkit_vote",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::object& weights, const py::object& order, bool shares, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, false, true);
+        const double* wts = nullptr;
+        py::array weights_arr, order_arr;  // held for the call: a cast may have made a new array
+        if (!weights.is_none()) {  // any number but NaN: crowd-kit sums negative and infinite skills as given
+          weights_arr = weights.cast<py::array>();
+          wts = checked<double>(weights_arr, "weights", {n_workers}, "float64");
+          for (int64_t w = 0; w < n_workers; ++w)
+            LUAB_CHECK(!std::isnan(wts[w]), "weights must not be NaN, got NaN at worker ", w);
+        }
+        const int64_t* ord = optional_order(order, n_classes, order_arr);
+        luab::checked_size("n_tasks * n_classes", {n_tasks, n_classes});
+        luab::Buffer<double> post(shares ? n_tasks * n_classes : 0, luab::Uninitialized{});
+        std::vector<int64_t> labels(static_cast<size_t>(n_tasks));
+        const int64_t undefined = without_gil([&] {
+          // labels alone read a few classes per task (see crowdkit_vote); the shares write all T × K
+          const int nt = agg::resolve_threads(threads, shares ? c.n_labels + n_tasks * n_classes : c.n_labels);
+          return agg::crowdkit_vote(c, wts, ord, nt, shares ? post.data() : nullptr, labels.data());
+        });
+        py::object shares_out = py::none();
+        if (shares) shares_out = to_numpy(std::move(post), {n_tasks, n_classes});
+        return py::make_tuple(shares_out, to_numpy(std::move(labels), {n_tasks}), undefined);
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("weights") = py::none(), py::arg("order") = py::none(), py::arg("shares") = true,
+      py::arg("n_threads") = 0,
+      "crowd-kit 1.4.2's (weighted) majority vote to the bit: (shares [T, K] or None, labels [T] (-1 where every "
+      "share is NaN), the number of such tasks). order: the classes in crowd-kit's column order, for ties.");
+
+  a.def(
+      "worker_accuracy",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::object& reference, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        py::array reference_arr;
+        LUAB_CHECK(!reference.is_none(), "reference must be an int64 array of n_tasks classes, got None");
+        const int64_t* ref = optional_reference(reference, n_tasks, reference_arr);
+        std::vector<double> hits(static_cast<size_t>(n_workers)), counted(static_cast<size_t>(n_workers));
+        without_gil([&] {
+          const int nt = agg::resolve_threads(threads, c.n_labels);
+          const std::vector<uint8_t> first = agg::first_answers(c, nt);
+          agg::worker_accuracy(c, ref, first.data(), hits.data(), counted.data(), nt);
+          return 0;
+        });
+        return py::make_tuple(to_numpy(std::move(hits), {n_workers}), to_numpy(std::move(counted), {n_workers}));
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("reference"), py::arg("n_threads") = 0,
+      "crowd-kit 1.4.2's get_accuracy per worker: (hits [W], counted [W]) over each worker's distinct (task, label) "
+      "answers on tasks with reference >= 0.");
+
+  a.def(
+      "skill_weighted_vote",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::object& reference, const py::object& order, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        py::array reference_arr, order_arr;  // held for the call
+        const int64_t* ref = optional_reference(reference, n_tasks, reference_arr);
+        const int64_t* ord = optional_order(order, n_classes, order_arr);
+        agg::SkillVote r = without_gil([&] {
+          return agg::skill_weighted_vote(c, ref, ord, agg::resolve_threads(threads, c.n_labels));
+        });
+        const bool voted = !r.labels.empty() || n_tasks == 0;
+        py::object labels_out = py::none();
+        if (voted) labels_out = to_numpy(std::move(r.labels), {n_tasks});
+        return py::make_tuple(to_numpy(std::move(r.hits), {n_workers}), to_numpy(std::move(r.counted), {n_workers}),
+                              labels_out, r.undefined);
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("reference") = py::none(), py::arg("order") = py::none(),
+      py::arg("n_threads") = 0,
+      "crowd-kit 1.4.2's Wawa (reference None: the plain vote, ties in `order`) or GoldMajorityVote (reference: the "
+      "gold class per task, -1 for none) fit_predict: (hits [W], counted [W], the skill-weighted vote's labels [T] "
+      "or None when a worker has no skill, the number of tasks it labels -1).");
+
+  a.def(
+      "confusion_counts",
+      [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
+         int64_t n_classes, const py::array& post, int64_t n_threads) {
+        const int threads = luab::check_threads(n_threads);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, true);
+        const double* p = checked<double>(post, "post", {n_tasks, n_classes}, "float64");
+        check_finite_nonnegative(p, n_tasks * n_classes, "post", "probabilities");
+        luab::Buffer<double> counts(n_workers * n_classes * n_classes, luab::Uninitialized{});
+        without_gil([&] {
+          agg::soft_confusion_counts(c, p, counts.data(), agg::resolve_threads(threads, c.n_labels * n_classes));
+          return 0;
+        });
+        return to_numpy(std::move(counts), {n_workers, n_classes, n_classes});
+      },
+      py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
+      py::arg("n_classes"), py::arg("post"), py::arg("n_threads") = 0,
+      "Expected counts [W, z, y] = sum over worker w's labels z of post[task, y].");
+
+  a.def(
       "dawid_skene",
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
          int64_t n_classes, const py::object& init_post, const py::object& alpha, const py::object& task_prior,
-         int64_t n_iter, double tol, bool one_coin, bool single_precision, int64_t n_threads) {
+         int64_t n_iter, double tol, bool one_coin, bool single_precision, int64_t n_threads,
+         const py::object& init_theta, const py::object& gold) {
         const int threads = luab::check_threads(n_threads);
         const int iters = checked_iterations(n_iter, "n_iter");
-        LUAB_CHECK(tol >= 0.0, "tol must be >= 0, got ", tol);
+        // any threshold but NaN: EM stops once the objective gains less than tol (a negative tol waits for a drop)
+        LUAB_CHECK(!std::isnan(tol), "tol must be a number, got NaN");
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, !one_coin);
-        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
+        agg::DSStart start;
+        start.post = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
+        start.theta = optional_f64(init_theta, "init_theta", {n_workers, n_classes, n_classes}, "probabilities");
+        py::array gold_arr;  // held for the call
+        if (!gold.is_none()) {
+          gold_arr = gold.cast<py::array>();
+          start.gold = checked<int64_t>(gold_arr, "gold", {n_tasks}, "int64");
+        }
         const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes}, "probabilities");
         const double* al = nullptr;
         bool per_worker = false;
@@ -198,7 +338,7 @@ void init_aggregate(py::module_& a) {
           }
         }
         const agg::DSOptions opt{iters, tol, one_coin, single_precision, threads};  // in the struct's order
-        agg::DSResult r = without_gil([&] { return agg::dawid_skene(c, init, al, per_worker, tp, opt); });
+        agg::DSResult r = without_gil([&] { return agg::dawid_skene(c, start, al, per_worker, tp, opt); });
         py::dict out;
         if (single_precision) {
           out["post"] = to_numpy(std::move(r.post_f32), {n_tasks, n_classes});
@@ -222,8 +362,10 @@ void init_aggregate(py::module_& a) {
       py::arg("n_classes"), py::arg("init_post") = py::none(), py::arg("alpha") = py::none(),
       py::arg("task_prior") = py::none(),
       py::arg("n_iter") = 100, py::arg("tol") = 1e-5, py::arg("one_coin") = false,
-      py::arg("single_precision") = false, py::arg("n_threads") = 0,
-      "Soft-EM Dawid–Skene in crowd-kit's order. theta is [W, z, y] = p(z | y, w).");
+      py::arg("single_precision") = false, py::arg("n_threads") = 0, py::arg("init_theta") = py::none(),
+      py::arg("gold") = py::none(),
+      "Soft-EM Dawid–Skene in crowd-kit's order. theta is [W, z, y] = p(z | y, w). init_theta [W, z, y]: used "
+      "instead of the first M-step; gold [T]: class index (or -1) whose one-hot row a task keeps (full model only).");
 
   a.def(
       "bayes",

@@ -1,13 +1,17 @@
 #include "crowd.hpp"
 
 #include <limits>
+#include <vector>
 
 #include "../common/check.hpp"
 
 namespace luab::aggregate {
 
-Crowd build_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
-                  int64_t n_tasks, int64_t n_workers, int64_t n_classes, bool confusion_tables) {
+namespace {
+
+// The sizes and every id checked, before anything is allocated.
+void check_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels, int64_t n_tasks,
+                 int64_t n_workers, int64_t n_classes, bool confusion_tables) {
   LUAB_CHECK(n_labels >= 0, "n_labels must be >= 0, got ", n_labels);
   LUAB_CHECK(n_tasks >= 0, "n_tasks must be >= 0, got ", n_tasks);
   LUAB_CHECK(n_workers >= 0, "n_workers must be >= 0, got ", n_workers);
@@ -26,7 +30,38 @@ Crowd build_crowd(const int64_t* task, const int64_t* worker, const int64_t* lab
     LUAB_CHECK(label[j] >= 0 && label[j] < n_classes, "labels must be in [0, n_classes=", n_classes, "), got ",
                label[j], " at position ", j);
   }
+}
 
+}  // namespace
+
+Crowd build_task_view(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
+                      int64_t n_tasks, int64_t n_workers, int64_t n_classes) {
+  check_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, false);
+  Crowd c;
+  c.n_tasks = n_tasks;
+  c.n_workers = n_workers;
+  c.n_classes = n_classes;
+  c.n_labels = n_labels;
+  c.task_ptr.assign(n_tasks + 1, 0);
+  for (int64_t j = 0; j < n_labels; ++j) ++c.task_ptr[task[j] + 1];
+  for (int64_t i = 0; i < n_tasks; ++i) {
+    c.n_labelled_tasks += c.task_ptr[i + 1] > 0;
+    c.task_ptr[i + 1] += c.task_ptr[i];
+  }
+  c.task_worker.resize(n_labels);
+  c.task_label.resize(n_labels);
+  std::vector<int64_t> tpos(c.task_ptr.begin(), c.task_ptr.end() - 1);
+  for (int64_t j = 0; j < n_labels; ++j) {
+    const int64_t t = tpos[task[j]]++;
+    c.task_worker[t] = static_cast<int32_t>(worker[j]);
+    c.task_label[t] = static_cast<int32_t>(label[j]);
+  }
+  return c;
+}
+
+Crowd build_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
+                  int64_t n_tasks, int64_t n_workers, int64_t n_classes, bool confusion_tables) {
+  check_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, confusion_tables);
   Crowd c;
   c.n_tasks = n_tasks;
   c.n_workers = n_workers;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <type_traits>
+#include <vector>
 
 #include "../common/check.hpp"
 #include "../common/vmath.hpp"
@@ -29,8 +30,34 @@ double objective(const Crowd& c, const double* entropy, const double* class_prio
   return total;
 }
 
+// Gold rows one-hot (crowd-kit's _correct_probas_with_golden), also in the compact rows the first M-step reads.
+template <typename TP>
+void fix_gold_rows(const Crowd& c, const int64_t* gold, TP* post, CompactPosteriors<TP>& compact, bool use_compact) {
+  const int64_t K = c.n_classes;
+  std::vector<double> row(K);
+  for (int64_t i = 0; i < c.n_tasks; ++i) {
+    if (gold[i] < 0) continue;
+    for (int64_t y = 0; y < K; ++y) row[y] = y == gold[i] ? 1.0 : 0.0;
+    for (int64_t y = 0; y < K; ++y) post[i * K + y] = static_cast<TP>(row[y]);
+    if (use_compact) compact.set_row(i, row.data(), K);
+  }
+}
+
+// The given p(z | y, w) as the loop's log table (crowd-kit's errors after initial_error): log 0 = -inf in cells of
+// rows no label reads.
+template <typename TL>
+void log_start_theta(const Crowd& c, const double* theta, TL* log_theta, int nt) {
+  const int64_t KK = c.n_classes * c.n_classes;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 16)
+  for (int64_t w = 0; w < c.n_workers; ++w)
+    for (int64_t k = 0; k < KK; ++k) {
+      const double t = theta[w * KK + k];
+      log_theta[w * KK + k] = static_cast<TL>(t > 0.0 ? std::log(t) : -HUGE_VAL);
+    }
+}
+
 template <typename TP, typename TL>
-DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
+DSResult run(const Crowd& c, const DSStart& start, const double* alpha, bool alpha_per_worker,
              const double* task_prior, const DSOptions& opt) {
   const int nt = resolve_threads(opt.n_threads, c.n_labels * c.n_classes);
   const int64_t K = c.n_classes;
@@ -40,13 +67,14 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
   // every row starts kDense: a warm start's posteriors are read in full, majority vote records its few shares,
   // and each E-step then refreshes the rows
   CompactPosteriors<TP> compact(opt.one_coin ? 0 : c.n_tasks, CompactPosteriors<TP>::tau_for(c, kClip));
-  if (init_post != nullptr) {
-    const double* src = init_post;
+  if (start.post != nullptr) {
+    const double* src = start.post;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 65536)
     for (int64_t i = 0; i < c.n_tasks * K; ++i) post[i] = static_cast<TP>(src[i]);
   } else {
     majority_vote_into(c, nullptr, nt, post.data(), opt.one_coin ? nullptr : &compact);  // crowd-kit's init
   }
+  if (start.gold != nullptr) fix_gold_rows(c, start.gold, post.data(), compact, !opt.one_coin);
   r.class_prior.assign(K, 0.0);
   r.skills.assign(opt.one_coin ? W : 0, 0.0);
   // the one global confusion table; turned into theta = exp(log_theta) in place at the end
@@ -67,7 +95,8 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
 
   // crowd-kit order: prior and confusions from the initial posteriors, then (E, prior, M, loss)*
   mean_labelled_posterior(c, post.data(), r.class_prior.data(), nt);
-  m_step();
+  if (start.theta != nullptr) log_start_theta(c, start.theta, log_theta.data(), nt);
+  else m_step();
   double loss = -std::numeric_limits<double>::infinity();
   const double n_labels = static_cast<double>(std::max<int64_t>(c.n_labels, 1));
   for (int it = 0; it < opt.n_iter; ++it) {
@@ -75,7 +104,8 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
     // the E-step also takes the class prior's sums
     const SoftEStepOut out{entropy.data(), kClip, r.class_prior.data(), label_totals.data()};
     if (opt.one_coin) e_step_one_coin(c, log_prior.data(), coin.data(), task_prior, 1e-8, post.data(), out, nt);
-    else e_step_confusion(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, post.data(), compact, out, nt);
+    else e_step_confusion(c, log_prior.data(), log_theta.data(), task_prior, 1e-8, start.gold, post.data(), compact,
+                          out, nt);
     m_step();
     const double new_loss =
         objective(c, entropy.data(), r.class_prior.data(), label_totals.data(), worker_obj.data(), nt) / n_labels;
@@ -107,7 +137,7 @@ DSResult run(const Crowd& c, const double* init_post, const double* alpha, bool 
 
 }  // namespace
 
-DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
+DSResult dawid_skene(const Crowd& c, const DSStart& start, const double* alpha, bool alpha_per_worker,
                      const double* task_prior, const DSOptions& opt) {
   // the tables' sizes, checked before anything is allocated (or indexed) with them
   checked_size("n_tasks * n_classes", {c.n_tasks, c.n_classes});
@@ -118,8 +148,13 @@ DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alph
   LUAB_CHECK(opt.one_coin || c.n_classes <= kMaxConfusionClasses, "n_classes must be <= ", kMaxConfusionClasses,
              " for the full Dawid-Skene model (its n_classes^2 confusion cells are indexed in int32), got ",
              c.n_classes, "; use the one-coin model");
-  if (opt.single_precision) return run<float, float>(c, init_post, alpha, alpha_per_worker, task_prior, opt);
-  return run<double, double>(c, init_post, alpha, alpha_per_worker, task_prior, opt);
+  LUAB_CHECK(!opt.one_coin || (start.theta == nullptr && start.gold == nullptr),
+             "a starting theta and gold rows apply to the full Dawid-Skene model only, not to one-coin");
+  for (int64_t i = 0; start.gold != nullptr && i < c.n_tasks; ++i)
+    LUAB_CHECK(start.gold[i] >= -1 && start.gold[i] < c.n_classes, "gold must hold class indices in [0, ",
+               c.n_classes, ") or -1, got ", start.gold[i], " at task ", i);
+  if (opt.single_precision) return run<float, float>(c, start, alpha, alpha_per_worker, task_prior, opt);
+  return run<double, double>(c, start, alpha, alpha_per_worker, task_prior, opt);
 }
 
 }  // namespace luab::aggregate

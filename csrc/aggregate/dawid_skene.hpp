@@ -31,12 +31,22 @@ struct DSResult {
   int n_iter_run = 0;
 };
 
-// init_post [T, K] or nullptr (majority vote): the starting posteriors (e.g. a previous fit's, to warm-start).
+// Where a fit starts, and what it holds fixed; every member optional (nullptr).
+struct DSStart {
+  // [T, K] the starting posteriors (e.g. a previous fit's, to warm-start); nullptr: majority vote
+  const double* post = nullptr;
+  // [W, K(z), K(y)] p(z | y, w) to use instead of the first M-step (crowd-kit's initial_error); full model only
+  const double* theta = nullptr;
+  // [T] class index, or -1: a task's posterior is the one-hot row of its gold class, at the start and after
+  // every E-step (crowd-kit's true_labels); full model only
+  const int64_t* gold = nullptr;
+};
+
 // alpha: Dirichlet pseudo-counts indexed [y][z] (true class row), shape [K, K] (alpha_per_worker
 // false) or [W, K, K]; nullptr means none (crowd-kit). One-coin reads alpha[0] and alpha[1] as the
 // pseudo-counts of a correct and of a wrong answer.
 // task_prior [T, K] or nullptr: a per-task prior (e.g. a learner's probabilities), multiplied in.
-DSResult dawid_skene(const Crowd& c, const double* init_post, const double* alpha, bool alpha_per_worker,
+DSResult dawid_skene(const Crowd& c, const DSStart& start, const double* alpha, bool alpha_per_worker,
                      const double* task_prior, const DSOptions& opt);
 
 }  // namespace luab::aggregate

@@ -277,6 +277,20 @@ void one_coin_m_step(const Crowd& c, const TP* post, const double* alpha, double
   }
 }
 
+void soft_confusion_counts(const Crowd& c, const double* post, double* counts, int nt) {
+  const int64_t K = c.n_classes;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 8)
+  for (int64_t w = 0; w < c.n_workers; ++w) {
+    double* cw = counts + w * K * K;
+    std::fill(cw, cw + K * K, 0.0);
+    for (int64_t j = c.worker_ptr[w]; j < c.worker_ptr[w + 1]; ++j) {
+      const double* p = post + c.worker_task[j] * K;
+      double* dst = cw + static_cast<int64_t>(c.worker_label[j]) * K;
+      for (int64_t y = 0; y < K; ++y) dst[y] += p[y];
+    }
+  }
+}
+
 template void confusion_m_step<double>(const Crowd&, const double*, const CompactPosteriors<double>&, const double*,
                                        bool, double*, double*, int);
 template void confusion_m_step<float>(const Crowd&, const float*, const CompactPosteriors<float>&, const double*,

@@ -35,4 +35,8 @@ template <typename TP>
 void one_coin_m_step(const Crowd& c, const TP* post, const double* alpha, double* skills, double* coin,
                      double* worker_obj, int nt);
 
+// Expected counts [W, K(z), K(y)]: counts[w][z][y] = Σ over w's labels (t, z) of post_t(y), one worker per thread in
+// label order (crowd-kit's first M-step before its initial_error is applied: luab_fast.crowdkit.DawidSkene).
+void soft_confusion_counts(const Crowd& c, const double* post, double* counts, int nt);
+
 }  // namespace luab::aggregate

@@ -143,13 +143,28 @@ inline void store_soft_row(double* row, const double* sh, int64_t i, int64_t n_i
   out.entropy[i] = -entropy_sum(row, sh, K, std::log(s), out.entropy_clip, clip_term);
 }
 
-// The row of a soft E-step: the priors, the labels' log-likelihoods (add_labels(i, row)), exponentiated; then
-// finish(i, n_i, row, shifted, s, acc) normalises (s: the row's sum), stores and sums it.
+// A gold task's row: one-hot at class g, as if exponentiated (sum 1, shifted logs 0), so that finishing it gives
+// crowd-kit's entropy of a corrected row: 0 for the class, the clip term for each of the others.
+inline void one_hot_row(double* row, double* sh, int64_t g, int64_t K) {
+  for (int64_t y = 0; y < K; ++y) {
+    row[y] = y == g ? 1.0 : 0.0;
+    sh[y] = 0.0;
+  }
+}
+
+// The row of a soft E-step: the priors, the labels' log-likelihoods (add_labels(i, row)), exponentiated (or the
+// one-hot row of a gold task: gold [T] or nullptr); then finish(i, n_i, row, shifted, s, acc) normalises (s: the
+// row's sum), stores and sums it.
 template <typename AddLabels, typename Finish>
 void soft_rows(const Crowd& c, const double* log_class_prior, const double* task_prior, double task_prior_eps,
-               const SoftEStepOut& out, int n_threads, AddLabels&& add_labels, Finish&& finish) {
+               const int64_t* gold, const SoftEStepOut& out, int n_threads, AddLabels&& add_labels, Finish&& finish) {
   const int64_t K = c.n_classes;
   for_each_task(c, n_threads, &out, [&](int64_t i, int64_t n_i, double* row, double* sh, double* acc) {
+    if (gold != nullptr && gold[i] >= 0) {
+      one_hot_row(row, sh, gold[i], K);
+      finish(i, n_i, row, sh, 1.0, acc);
+      return;
+    }
     start_row(row, log_class_prior, task_prior, task_prior_eps, i, K);
     add_labels(i, row);
     const double s = exp_shifted(row, sh, K);
@@ -161,12 +176,12 @@ void soft_rows(const Crowd& c, const double* log_class_prior, const double* task
 
 template <typename TP>
 void e_step_confusion(const Crowd& c, const double* log_class_prior, const TP* log_theta, const double* task_prior,
-                      double task_prior_eps, TP* post, CompactPosteriors<TP>& compact, const SoftEStepOut& out,
-                      int n_threads) {
+                      double task_prior_eps, const int64_t* gold, TP* post, CompactPosteriors<TP>& compact,
+                      const SoftEStepOut& out, int n_threads) {
   const int64_t K = c.n_classes;
   const double clip_term = out.entropy_clip * std::log(out.entropy_clip);
   soft_rows(
-      c, log_class_prior, task_prior, task_prior_eps, out, n_threads,
+      c, log_class_prior, task_prior, task_prior_eps, gold, out, n_threads,
       [&](int64_t i, double* row) { add_confusion_rows(c, i, log_theta, row); },
       [&](int64_t i, int64_t n_i, double* row, const double* sh, double s, double* acc) {
         const double inv = 1.0 / s;
@@ -191,7 +206,7 @@ void e_step_one_coin(const Crowd& c, const double* log_class_prior, const double
                      double task_prior_eps, TP* post, const SoftEStepOut& out, int n_threads) {
   const double clip_term = out.entropy_clip * std::log(out.entropy_clip);
   soft_rows(
-      c, log_class_prior, task_prior, task_prior_eps, out, n_threads,
+      c, log_class_prior, task_prior, task_prior_eps, nullptr, out, n_threads,
       [&](int64_t i, double* row) { add_coin_labels(c, i, coin, row); },
       [&](int64_t i, int64_t n_i, double* row, const double* sh, double s, double* acc) {
         store_soft_row(row, sh, i, n_i, s, post, acc, out, clip_term, c.n_classes);
@@ -237,10 +252,10 @@ void prior_only_rows(const Crowd& c, const double* class_prior, const double* ta
   err.rethrow();
 }
 
-template void e_step_confusion<double>(const Crowd&, const double*, const double*, const double*, double, double*,
-                                       CompactPosteriors<double>&, const SoftEStepOut&, int);
-template void e_step_confusion<float>(const Crowd&, const double*, const float*, const double*, double, float*,
-                                      CompactPosteriors<float>&, const SoftEStepOut&, int);
+template void e_step_confusion<double>(const Crowd&, const double*, const double*, const double*, double,
+                                       const int64_t*, double*, CompactPosteriors<double>&, const SoftEStepOut&, int);
+template void e_step_confusion<float>(const Crowd&, const double*, const float*, const double*, double,
+                                      const int64_t*, float*, CompactPosteriors<float>&, const SoftEStepOut&, int);
 template void e_step_one_coin<double>(const Crowd&, const double*, const double*, const double*, double, double*,
                                       const SoftEStepOut&, int);
 template void e_step_one_coin<float>(const Crowd&, const double*, const double*, const double*, double, float*,

@@ -28,11 +28,12 @@ struct SoftEStepOut {
 // task_prior [T, K] or nullptr is added as log(task_prior + task_prior_eps). Each row's classes with p ≥ tau
 // also go to `compact` for the soft M-step, which reads those, so the rows of post are written with
 // non-temporal stores (they are not read again in this iteration). A task without labels gets the
-// (class prior × task prior), normalised.
+// (class prior × task prior), normalised. gold [T] or nullptr: a task with gold[i] >= 0 gets the one-hot row of that
+// class instead (crowd-kit's true_labels), before its sums and entropy are taken.
 template <typename TP>
 void e_step_confusion(const Crowd& c, const double* log_class_prior, const TP* log_theta, const double* task_prior,
-                      double task_prior_eps, TP* post, CompactPosteriors<TP>& compact, const SoftEStepOut& out,
-                      int n_threads);
+                      double task_prior_eps, const int64_t* gold, TP* post, CompactPosteriors<TP>& compact,
+                      const SoftEStepOut& out, int n_threads);
 
 // Soft EM with one-coin workers: log p(z | y, w) = coin[w][0] if y == z else coin[w][1] (coin [W, 2]), so a
 // label costs O(1) plus one O(K) add instead of a random K-row read. Otherwise as e_step_confusion, without

@@ -3,8 +3,13 @@
     python -m luab_fast.aggregate                       # demo: synthetic crowd, every method side by side
     python -m luab_fast.aggregate label.csv --truth truth.csv --method ds --plot workers.png
 
-With several --method, --out and --plot write one file per method: OUT's name with -METHOD before its
-suffix (res.csv -> res-ds.csv, res-mv.csv).
+Methods: mv, ds, onecoin, bayes are luab_fast.aggregate's estimators (smoothed Dawid-Skene priors by default);
+wawa, zbs, glad, mace, kos (two classes only), mmsr and gold-mv (fitted on --truth's labels) are crowd-kit's
+models to the letter (luab_fast.crowdkit), on the same C++ engines.
+
+With one --method, --out writes that method's labels and posteriors (the table `python -m luab_fast.train
+--labels` reads). With several, --out writes one table with a column of labels per method, and --plot one file
+per method: PLOT's name with -METHOD before its suffix (workers.png -> workers-ds.png).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .. import _atomic, _cli
+from .. import _atomic, _cli, crowdkit
 from .._cli import DataError, UsageError
 from . import METHODS, BayesAggregator, DawidSkene, OneCoinDawidSkene, _checks
 from .dawid_skene import one_coin_theta
@@ -28,6 +33,11 @@ from .synthetic import make_crowd
 TASK_ALIASES = ("task", "item", "image", "example")
 COLUMNS = "task (or item, image, example), worker, label"
 DEMO_METHODS = ["mv", "ds", "onecoin", "bayes"]
+# every model the command runs: luab_fast.aggregate's own, then crowd-kit's (same engines, crowd-kit's defaults)
+ALL_METHODS = {**METHODS, "wawa": crowdkit.Wawa, "zbs": crowdkit.ZeroBasedSkill, "glad": crowdkit.GLAD,
+               "mace": crowdkit.MACE, "kos": crowdkit.KOS, "mmsr": crowdkit.MMSR,
+               "gold-mv": crowdkit.GoldMajorityVote}
+NEEDS_TRUTH = {"gold-mv"}  # fitted on the gold labels themselves: its accuracy there says nothing
 
 
 # -- reading -------------------------------------------------------------------------------------------------
@@ -174,7 +184,16 @@ def worker_accuracy(model, df: pd.DataFrame) -> pd.Series:
         prior = getattr(model, "class_prior_", None)
         weights = prior if prior is not None else np.full(conf.shape[1], 1.0 / conf.shape[1])
         return pd.Series(diag @ weights, index=model.worker_ids_, name="est_accuracy")
-    return model.skills_.rename("est_accuracy")
+    if hasattr(model, "skills_") and not isinstance(model, crowdkit.MMSR):  # MMSR's skills are not accuracies
+        return model.skills_.rename("est_accuracy")
+    return agreement(df, model.labels_)
+
+
+def agreement(df: pd.DataFrame, labels: pd.Series) -> pd.Series:
+    """Each worker's share of labels equal to the aggregate: the accuracy estimate of a model without one."""
+    agg = labels.reindex(df["task"]).to_numpy()
+    hit = pd.Series(agg == df["label"].to_numpy(), index=df["worker"].to_numpy())
+    return hit.groupby(level=0).mean().rename("est_accuracy")
 
 
 def write_file(what: str, target: Path, write: Callable[[], object]) -> None:
@@ -217,11 +236,21 @@ def save_confusions(model, counts: pd.Series, out, n_show: int = 12) -> None:
         plt.close(fig)
 
 
-def write_labels(model, out: Path) -> None:
-    table = model.probas_.copy()
-    table.insert(0, "label", model.labels_)
+def label_table(fitted: dict) -> pd.DataFrame:
+    """One method: its label and posteriors (columns label, then one per class); several: one column of labels
+    per method (a model without posteriors, KOS or MMSR, gives its label alone)."""
+    if len(fitted) == 1:
+        model = next(iter(fitted.values()))
+        probas = getattr(model, "probas_", None)
+        table = probas.copy() if probas is not None else pd.DataFrame(index=model.labels_.index)
+        table.insert(0, "label", model.labels_.reindex(table.index))
+    else:
+        table = pd.concat({name: model.labels_ for name, model in fitted.items()}, axis=1)
     table.index.name = "task"
+    return table
 
+
+def write_labels(table: pd.DataFrame, out: Path) -> None:
     def write() -> None:
         with _atomic.atomic_path(out) as tmp:
             table.to_csv(tmp)
@@ -229,12 +258,16 @@ def write_labels(model, out: Path) -> None:
     write_file("--out", out, write)
 
 
-def run_method(name: str, df: pd.DataFrame, threads: int | None, source=None):
+def run_method(name: str, df: pd.DataFrame, threads: int | None, source=None, truth: pd.Series | None = None):
     """Fits method ``name``; with ``source`` (the labels file) a refusal of the data names that file."""
-    model = METHODS[name](n_threads=threads)
+    model = ALL_METHODS[name](n_threads=threads)
     t0 = time.perf_counter()
     try:
-        model.fit(df)
+        # fit_predict, not fit: crowd-kit's Wawa, ZeroBasedSkill and GoldMajorityVote set labels_ only there
+        if name in NEEDS_TRUTH:
+            model.fit_predict(df, truth)
+        else:
+            model.fit_predict(df)
     except ValueError as exc:
         if source is None:
             raise
@@ -269,9 +302,10 @@ def parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("labels", nargs="?", help=f"CSV with columns {COLUMNS}; omit for the demo")
     p.add_argument("--truth", help="CSV of (task, true label) to report accuracy")
-    p.add_argument("--method", action="append", choices=sorted(METHODS),
-                   help="aggregation method (repeatable; default: ds, or all in the demo)")
-    p.add_argument("--out", help="write the aggregated labels and posteriors to this CSV (one per method)")
+    p.add_argument("--method", action="append", choices=list(ALL_METHODS),
+                   help="aggregation method (repeatable; default: ds, or mv, ds, onecoin, bayes in the demo)")
+    p.add_argument("--out", help="write the aggregated labels and posteriors to this CSV (several methods: one "
+                                 "column of labels each)")
     p.add_argument("--plot", metavar="PNG", help="save the most active workers' confusion matrices")
     p.add_argument("--workers", type=int_arg(0), default=10, help="how many workers to list (default 10)")
     p.add_argument("--threads", type=int_arg(1, _checks.MAX_THREADS), default=None,
@@ -349,13 +383,16 @@ def demo(args: argparse.Namespace, methods: list[str] | None = None) -> int:
 def aggregate(args: argparse.Namespace, methods: list[str]) -> int:
     source = input_file(args.labels, "labels")
     truth_path = input_file(args.truth, "--truth") if args.truth is not None else None
-    outs = per_method(args.out, "--out", methods)
+    if NEEDS_TRUTH.intersection(methods) and truth_path is None:
+        raise UsageError(f"--method {', '.join(sorted(NEEDS_TRUTH.intersection(methods)))} is fitted on gold labels: "
+                         "give them with --truth")
+    out = _atomic.check_destination(args.out, "--out") if args.out is not None else None
     plots = per_method(args.plot, "--plot", methods)
-    plots = {m: p for m, p in plots.items() if issubclass(METHODS[m], (DawidSkene, BayesAggregator))}
+    plots = {m: p for m, p in plots.items() if issubclass(ALL_METHODS[m], (DawidSkene, BayesAggregator))}
     if plots:
         check_plot_format(next(iter(plots.values())))
     inputs = {"the labels file": source, **({"the --truth file": truth_path} if truth_path else {})}
-    check_distinct(inputs, {**{f"--out ({m})": p for m, p in outs.items()},
+    check_distinct(inputs, {**({"--out": out} if out is not None else {}),
                             **{f"--plot ({m})": p for m, p in plots.items()}})
 
     df = read_labels(source)
@@ -364,7 +401,7 @@ def aggregate(args: argparse.Namespace, methods: list[str]) -> int:
     print(f"{args.labels}: {df['task'].nunique():,} tasks, {len(counts):,} workers, {len(df):,} labels, "
           f"{df['label'].nunique()} classes")
     # every method is fitted before anything is written: a refused fit leaves no partial set of outputs
-    fitted = {name: run_method(name, df, args.threads, source) for name in methods}
+    fitted = {name: run_method(name, df, args.threads, source, truth) for name in methods}
     for name, (model, dt) in fitted.items():
         line = f"\n[{name}] {dt:.3f} s"
         if hasattr(model, "n_iter_"):
@@ -372,6 +409,8 @@ def aggregate(args: argparse.Namespace, methods: list[str]) -> int:
         if truth is not None:
             acc, n = accuracy(model.labels_, truth)
             line += f", accuracy {acc:.4f} on {n:,} tasks with gold"
+            if name in NEEDS_TRUTH:
+                line += " (the gold it was fitted on)"
         print(line)
         est = worker_accuracy(model, df).to_frame().join(counts.rename("labels"))
         est = est.sort_values("labels", ascending=False).head(args.workers)
@@ -381,9 +420,10 @@ def aggregate(args: argparse.Namespace, methods: list[str]) -> int:
             print(f"saved worker confusion matrices to {plots[name]}")
         elif args.plot:
             print(f"(no confusion matrices to plot for {name})")
-        if name in outs:
-            write_labels(model, outs[name])
-            print(f"wrote labels and posteriors to {outs[name]}")
+    if out is not None:
+        write_labels(label_table({name: model for name, (model, _) in fitted.items()}), out)
+        what = "labels and posteriors" if len(fitted) == 1 else f"the labels of {', '.join(fitted)} (a column each)"
+        print(f"\nwrote {what} to {out}")
     return 0
 
 

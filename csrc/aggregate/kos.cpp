@@ -1,0 +1,148 @@
+// KOS message passing (kos.hpp). Messages live on the edges (labels): the task messages in task-CSR order, the
+// worker messages (reliabilities) in worker-CSR order, each half-step reading the other view through a position
+// map. One task, or one worker, per sum, in input order: any thread count gives the same bits.
+//
+// Messages are kept multiplied by their label's vote (±1, so exactly): crowd-kit's "multiplied" term of an edge
+// is then the incoming message itself, and the vote is applied once, when the outgoing message is written.
+#include "kos.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+#include "../common/check.hpp"
+#include "../common/parallel.hpp"
+#include "em_kernels.hpp"
+
+namespace luab::aggregate {
+namespace {
+
+// Groups summed side by side in the Kahan mode: each compensated sum is one chain of dependent adds (~16 cycles
+// per value); eight independent chains keep the adders busy.
+constexpr int kLanesKahan = 8;
+
+// The labels as graph edges, in both CSR orders (int32 positions: half the index traffic of int64).
+struct Edges {
+  Buffer<uint8_t> task_negative;    // [N] task order: 1 where the label is class 1 (votes −1)
+  Buffer<uint8_t> worker_negative;  // [N] worker order
+  Buffer<int32_t> worker_pos;       // task-order position → worker-order position of the same label
+  Buffer<int32_t> task_pos;         // worker-order position → task-order position
+};
+
+// build_crowd places label j at the next free slot of its task and of its worker (a stable counting sort);
+// replaying that walk gives each label's two positions. Also writes the signed initial reliabilities
+// (vote · reliability) in worker order.
+Edges make_edges(const Crowd& c, const int64_t* task, const int64_t* worker, const double* init_reliability,
+                 double* signed_reliability) {
+  const int64_t N = c.n_labels;
+  Edges e{Buffer<uint8_t>(N, Uninitialized{}), Buffer<uint8_t>(N, Uninitialized{}),
+          Buffer<int32_t>(N, Uninitialized{}), Buffer<int32_t>(N, Uninitialized{})};
+  std::vector<int64_t> next_t(c.task_ptr.begin(), c.task_ptr.end() - 1);
+  std::vector<int64_t> next_w(c.worker_ptr.begin(), c.worker_ptr.end() - 1);
+  for (int64_t j = 0; j < N; ++j) {
+    const int64_t p = next_t[task[j]]++;
+    const int64_t q = next_w[worker[j]]++;
+    e.worker_pos[p] = static_cast<int32_t>(q);
+    e.task_pos[q] = static_cast<int32_t>(p);
+    signed_reliability[q] = c.worker_label[q] == 0 ? init_reliability[j] : -init_reliability[j];
+  }
+  for (int64_t p = 0; p < N; ++p) e.task_negative[p] = c.task_label[p] != 0;
+  for (int64_t q = 0; q < N; ++q) e.worker_negative[q] = c.worker_label[q] != 0;
+  return e;
+}
+
+// pandas_group_sum's Kahan loop over up to kLanesKahan groups at once (group l: incoming[other[begin[l] + k]],
+// k < n[l]): the same operations per group, so the same bits.
+void kahan_lanes(const double* incoming, const int32_t* other, const int64_t* begin, const int64_t* n, int lanes,
+                 double* out) {
+  double sum[kLanesKahan] = {}, comp[kLanesKahan] = {};
+  int64_t longest = 0;
+  for (int l = 0; l < lanes; ++l) longest = std::max(longest, n[l]);
+  for (int64_t k = 0; k < longest; ++k)
+    for (int l = 0; l < lanes; ++l)
+      if (k < n[l]) kahan_add(incoming[other[begin[l] + k]], sum[l], comp[l]);
+  for (int l = 0; l < lanes; ++l) out[l] = sum[l];
+}
+
+// One half-step over the groups (tasks or workers) of ptr: s_g = Σ incoming[other[p]] over the group's edges
+// (crowd-kit's groupby sum of "multiplied"), and each edge's outgoing message is ±(s_g − its own term) (crowd-kit's
+// "summed − multiplied", signed by the edge's vote). outgoing may be null (the final scores only); score, if given,
+// receives s_g. Returns whether some |s_g| > max_abs (NaN is not). The terms are gathered where they are read
+// (twice: for the sum, then for the messages), so no scratch grows with the largest group.
+bool half_step(const std::vector<int64_t>& ptr, const uint8_t* negative, const int32_t* other,
+               const double* incoming, double* outgoing, double* score, bool in_runs, double max_abs,
+               int n_threads) {
+  const int64_t n_groups = static_cast<int64_t>(ptr.size()) - 1;
+  const int64_t n_blocks = (n_groups + kLanesKahan - 1) / kLanesKahan;
+  bool over = false;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 64) reduction(|| : over)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const int64_t g0 = b * kLanesKahan;
+    const int lanes = static_cast<int>(std::min<int64_t>(kLanesKahan, n_groups - g0));
+    int64_t begin[kLanesKahan], n[kLanesKahan];
+    double s[kLanesKahan];
+    for (int l = 0; l < lanes; ++l) {
+      begin[l] = ptr[g0 + l];
+      n[l] = ptr[g0 + l + 1] - begin[l];
+    }
+    if (in_runs) {
+      for (int l = 0; l < lanes; ++l) {
+        const int64_t first = begin[l];
+        s[l] = pandas_group_sum([&](int64_t k) { return incoming[other[first + k]]; }, n[l], true);
+      }
+    } else {
+      kahan_lanes(incoming, other, begin, n, lanes, s);
+    }
+    for (int l = 0; l < lanes; ++l) {
+      over = over || std::fabs(s[l]) > max_abs;
+      if (score != nullptr) score[g0 + l] = s[l];
+      if (outgoing == nullptr) continue;
+      for (int64_t p = begin[l]; p < begin[l] + n[l]; ++p)  // × ±1, exact; a multiply, not a branch on random votes
+        outgoing[p] = (s[l] - incoming[other[p]]) * (1.0 - 2.0 * negative[p]);
+    }
+  }
+  return over;
+}
+
+}  // namespace
+
+KOSResult kos(const Crowd& c, const int64_t* task, const int64_t* worker, const double* init_reliability,
+              int n_iter, double max_abs, KOSSums sums, int n_threads) {
+  LUAB_CHECK(c.n_classes == 2, "KOS needs a binary crowd (n_classes == 2), got n_classes=", c.n_classes);
+  LUAB_CHECK(c.n_labels <= INT32_MAX, "KOS handles at most ", INT32_MAX, " labels, got ", c.n_labels);
+  LUAB_CHECK(n_iter >= 0, "n_iter must be >= 0, got ", n_iter);
+  LUAB_CHECK(!(max_abs < 0.0), "max_abs must be >= 0, got ", max_abs);
+  const int nt = resolve_threads(n_threads, c.n_labels * c.n_classes);
+  const int64_t N = c.n_labels;
+  // reliability: worker order; inferred: task order; both signed by their label's vote
+  Buffer<double> reliability(N, Uninitialized{}), next_reliability(N, Uninitialized{});
+  Buffer<double> inferred(N, Uninitialized{});
+  const Edges e = make_edges(c, task, worker, init_reliability, reliability.data());
+
+  KOSResult r;
+  for (int it = 0; it < n_iter; ++it) {
+    // tasks → workers: a worker's inferred label for each of its tasks, from the task's other workers
+    if (half_step(c.task_ptr, e.task_negative.data(), e.worker_pos.data(), reliability.data(), inferred.data(),
+                  nullptr, sums.tasks_in_runs, max_abs, nt)) {
+      r.overflowed = true;
+      break;
+    }
+    // workers → tasks: a worker's reliability on each task, from its other tasks; kept only if no sum overflowed
+    if (half_step(c.worker_ptr, e.worker_negative.data(), e.task_pos.data(), inferred.data(),
+                  next_reliability.data(), nullptr, sums.workers_in_runs, max_abs, nt)) {
+      r.overflowed = true;
+      break;
+    }
+    std::swap(reliability, next_reliability);
+    r.n_iter_run = it + 1;
+  }
+  // the answer: each task's sum of vote · reliability (crowd-kit's final groupby("task") sum)
+  r.task_score = Buffer<double>(c.n_tasks, Uninitialized{});
+  half_step(c.task_ptr, e.task_negative.data(), e.worker_pos.data(), reliability.data(), nullptr,
+            r.task_score.data(), sums.tasks_in_runs, max_abs, nt);
+  return r;
+}
+
+}  // namespace luab::aggregate
