@@ -44,17 +44,18 @@ def measure(case: str, provider: str, crowd_npz: str) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    from benchmarks._crowd import make_estimator
+    from benchmarks._crowd import fit_predict, make_estimator
 
     with np.load(crowd_npz) as z:
         df = pd.DataFrame({"task": z["task"], "worker": z["worker"], "label": z["label"]})
+        truth = z["truth"]
     estimator = make_estimator(case, provider)
     gc.collect()
     reset = _reset_peak()
     before_kb = _status_kb("VmRSS")
     if before_kb is None:  # no /proc: the best we have is the process's high-water mark so far
         before_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    estimator.fit_predict(df)
+    fit_predict(estimator, case, df, truth)
     peak_kb = (_status_kb("VmHWM") if reset else None) or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"peak_rss_mb": peak_kb / 1024, "rss_before_mb": before_kb / 1024,
             "peak_increase_mb": max(peak_kb - before_kb, 0) / 1024,

@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks._crowd import CROWDKIT, IMPL, PLANS, PROVIDERS, make_estimator, n_em_iterations
+from benchmarks._crowd import CROWDKIT, IMPL, PLANS, PROVIDERS, fit_predict, make_estimator, n_em_iterations
 from benchmarks._memory import measure_in_subprocess
 from benchmarks._record import OURS, Plan, Recorder, timing_stats
 
 DS_MIN_AGREEMENT = 0.999  # crowd-kit parity target of the issue: ≥ 99.9% identical labels
 MV_PROBA_ATOL = 1e-12  # vote shares are k/n in both libraries
+CLOSED_FORM_ATOL = 1e-6  # issue 19: closed-form models' probabilities within 1e-6
+FITTED_MIN_AGREEMENT = 0.99  # issue 19: models fit by optimisation or from a random start
 
 
 def _plan(bench: Recorder, case: str) -> Plan:
@@ -64,6 +66,33 @@ def _check_majority(bench: Recorder, case: str, plan: Plan, ours: Any, base: Any
     assert passed, f"{case}: max abs Δp {max_diff:.2e}, tie-aware agreement {tie_aware:.4%} (need 100%)"
 
 
+def _check_closed_form(bench: Recorder, case: str, plan: Plan, ours: Any, base: Any) -> None:
+    """crowd-kit's closed-form models (Wawa, ZeroBasedSkill, GoldMajorityVote): the same labels, and probabilities
+    within 1e-6."""
+    same = float((ours.labels_ == base.labels_.reindex(ours.labels_.index)).mean())
+    p_ours, p_base = _aligned_probas(ours, base)
+    max_diff = float(np.abs(p_ours - p_base).max())
+    passed = same == 1.0 and max_diff <= CLOSED_FORM_ATOL
+    bench.check(case, plan, metric="same labels", value=same, threshold=1.0, passed=passed,
+                detail=f"max abs Δp {max_diff:.1e} (≤ {CLOSED_FORM_ATOL:g})")
+    assert passed, f"{case}: {same:.4%} same labels, max abs Δp {max_diff:.2e}"
+
+
+def _check_fitted(bench: Recorder, case: str, plan: Plan, ours: Any, base: Any) -> None:
+    """Models fit by optimisation or from a random start (GLAD, MACE, KOS, MMSR): ≥ 99% same labels; for GLAD also
+    a final objective (crowd-kit's Q per label, loss_history_[-1]) no worse than crowd-kit's, up to its own
+    stopping tolerance ``tol`` (two runs that differ by rounding stop within tol of each other)."""
+    same = float((ours.labels_ == base.labels_.reindex(ours.labels_.index)).mean())
+    passed, detail = same >= FITTED_MIN_AGREEMENT, ""
+    if case == "glad":
+        q_ours, q_base = ours.loss_history_[-1], base.loss_history_[-1]
+        passed = passed and q_ours >= q_base - base.tol
+        detail = f"final Q {q_ours:.9f} vs crowd-kit {q_base:.9f}"
+    bench.check(case, plan, metric="same labels", value=same, threshold=FITTED_MIN_AGREEMENT, passed=passed,
+                detail=detail)
+    assert passed, f"{case}: {same:.4%} same labels {detail}"
+
+
 def _run_side(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: Any, measure_memory: bool,
               check: Any = None, baseline_case: str | None = None, keep_answer: bool = False) -> Any:
     """Times ``fit_predict(df)`` of one provider; for ours, ``check(ours, baseline)`` runs first against
@@ -74,15 +103,15 @@ def _run_side(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: 
     synth, df = crowd(plan.size)
     fitted: dict[str, Any] = {}
 
-    def fit_predict() -> None:
+    def fit_and_predict() -> None:
         est = make_estimator(case, provider)
-        est.fit_predict(df)
+        fit_predict(est, case, df, synth.truth)
         fitted["est"] = est
 
     rounds = plan.rounds[provider]
     warmup = 1 if rounds > 1 else 0  # a single round (crowd-kit's ~50 s DS, the 10M scale run): no warm-up
     if provider == OURS and check is not None:
-        fit_predict()  # correctness first (this also serves as the warm-up round)
+        fit_and_predict()  # correctness first (this also serves as the warm-up round)
         warmup = 0
         key = (baseline_case or case, CROWDKIT)
         # popped unless a later case compares with it too: frees crowd-kit's frames early
@@ -92,7 +121,7 @@ def _run_side(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: 
         check(bench, case, plan, fitted["est"], base)
     benchmark.group = case
     benchmark.extra_info.update(plan.size.as_dict(), provider=provider, impl=IMPL[case, provider])
-    benchmark.pedantic(fit_predict, rounds=rounds, warmup_rounds=warmup, iterations=1)
+    benchmark.pedantic(fit_and_predict, rounds=rounds, warmup_rounds=warmup, iterations=1)
     est = fitted["est"]
     if provider == CROWDKIT:
         bench.answers[case, CROWDKIT] = est
@@ -141,3 +170,20 @@ def test_scale(benchmark: Any, bench: Recorder, crowd: Any, measure_memory: bool
     bench.check("scale", plan, metric="accuracy vs truth", value=ds_acc, threshold=floor, passed=ds_acc >= floor,
                 detail=f"majority vote {mv_acc:.2%}")
     assert ds_acc >= floor, f"scale: DS accuracy {ds_acc:.4f} < majority vote {mv_acc:.4f} − 0.005"
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("case", ["wawa", "zero_based_skill", "gold_majority_vote"])
+def test_crowdkit_closed_form(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: Any,
+                              measure_memory: bool) -> None:
+    """luab_fast.crowdkit's Wawa, ZeroBasedSkill, GoldMajorityVote beside crowd-kit's (its scikit-learn fitted
+    check shimmed: _crowd.crowdkit_fitted_check_shim)."""
+    _run_side(case, provider, benchmark, bench, crowd, measure_memory, check=_check_closed_form)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("case", ["glad", "mace", "kos", "mmsr"])
+def test_crowdkit_fitted(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: Any,
+                         measure_memory: bool) -> None:
+    """luab_fast.crowdkit's GLAD, MACE, KOS, MMSR beside crowd-kit's, at crowd-kit's defaults and random_state."""
+    _run_side(case, provider, benchmark, bench, crowd, measure_memory, check=_check_fitted)

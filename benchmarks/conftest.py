@@ -85,7 +85,7 @@ class Crowds:
                            f"{size.seed}.npz"
         if not path.exists():
             crowd, _ = self(size)
-            np.savez(path, task=crowd.task, worker=crowd.worker, label=crowd.label)
+            np.savez(path, task=crowd.task, worker=crowd.worker, label=crowd.label, truth=crowd.truth)
         return path
 
 

@@ -527,3 +527,62 @@ def test_results_do_not_depend_on_thread_count(name):
         if hasattr(one, attr):
             assert_same(getattr(two, attr), getattr(one, attr), f"{name} {attr}, 2 threads vs 1",
                         dict(check_exact=True))
+
+
+# -- the frame layer all ten classes share (luab_fast/crowdkit/_frame.py) --------------------------------------------
+ALL_FITS = {**FITS, "GLAD": lambda est, df, gold: est.fit(df), "MACE": lambda est, df, gold: est.fit(df),
+            "KOS": lambda est, df, gold: est.fit(df), "MMSR": lambda est, df, gold: est.fit(df).predict_score(df)}
+ALL_ATTRS = (*ATTRS, "scores_", "alphas_", "betas_", "thetas_", "spamming_")
+
+
+def test_compiled_factorize_takes_a_strided_column():
+    """df.iloc[::3]'s columns are strided views: the compiled table once refused them ("values must be
+    C-contiguous"); the column is copied to a contiguous array first."""
+    from luab_fast.aggregate._input import _compiled_factorize, encode
+
+    df = make_crowd(300, 30, 3, 4, seed=7).frame()
+    part = df.iloc[::3]
+    assert not part["task"].to_numpy(np.int64).flags.c_contiguous  # the case the bug needed
+    for sort in (False, True):
+        codes, uniques = _compiled_factorize(part["task"], sort=sort)
+        ref_codes, ref_uniques = pd.factorize(part["task"], sort=sort)
+        np.testing.assert_array_equal(codes, ref_codes)
+        pd.testing.assert_index_equal(uniques, pd.Index(ref_uniques))
+    strided, contiguous = encode(part), encode(part.copy())
+    for field in ("task", "worker", "label"):
+        np.testing.assert_array_equal(getattr(strided, field), getattr(contiguous, field))
+
+
+@pytest.mark.parametrize("name", sorted(ALL_FITS))
+def test_every_class_fits_a_strided_frame_as_its_copy(name):
+    c = make_crowd(300, 30, 8, 2, seed=8)  # every third row still leaves each task 2+ answers
+    df, gold = c.frame(), pd.Series(c.truth, name="truth").rename_axis("task")
+    fitted = []
+    for data in (df.iloc[::3], df.iloc[::3].copy()):
+        est = getattr(lf, name)()
+        ALL_FITS[name](est, data, gold.iloc[::2])
+        fitted.append(est)
+    strided, contiguous = fitted
+    for attr in ALL_ATTRS:
+        if not hasattr(contiguous, attr):
+            continue
+        ours, theirs = getattr(strided, attr), getattr(contiguous, attr)
+        if isinstance(theirs, np.ndarray):  # MACE's thetas_ and spamming_
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"{name} {attr}, strided frame", strict=True)
+        else:
+            assert_same(ours, theirs, f"{name} {attr}, strided frame", dict(check_exact=True))
+
+
+def test_exceptions_are_shared_and_keep_crowdkits_types():
+    from luab_fast.crowdkit import _frame, glad, kos, mace, mmsr
+
+    assert glad.EmptyCrowdError is mace.EmptyCrowdError is _frame.EmptyCrowdError
+    assert glad.MissingColumnsError is kos.MissingColumnsError is _frame.MissingColumnsError
+    expected = {_frame.EmptyCrowdError: (ValueError, ZeroDivisionError),
+                _frame.MissingColumnsError: (ValueError, KeyError, AttributeError),
+                kos.KOSZeroScoreError: (ValueError, KeyError), mmsr.SingleLabelError: (ValueError, ZeroDivisionError),
+                _frame.NotFittedError: (ValueError, AttributeError)}
+    for error, bases in expected.items():
+        assert all(issubclass(error, base) for base in bases), error
+    assert str(_frame.MissingColumnsError("no 'label' column")) == "no 'label' column"  # not KeyError's quotes
+    assert str(kos.KOSZeroScoreError("task 1 has a score of 0")) == "task 1 has a score of 0"

@@ -74,25 +74,28 @@ def _int_column(values: np.ndarray, name: str) -> np.ndarray:
 def _compiled_factorize(values: pd.Series, sort: bool) -> tuple[np.ndarray, pd.Index] | None:
     """``(codes, uniques)`` from the compiled direct-address table, for integer ids in a compact range (the
     usual case, and ~4× faster than pandas' hash at 500k labels); None where that does not apply. Uniques keep
-    the column's dtype, as pandas' would."""
+    the column's dtype, as pandas' would. A column of a strided frame (``df.iloc[::3]``) is copied to the
+    contiguous array the table reads."""
     dtype = values.dtype
     if _ext._C is None or not isinstance(dtype, np.dtype) or dtype.kind not in "iu" or \
             (dtype.kind == "u" and dtype.itemsize > 4):
         return None
-    out = _ext._C.aggregate.factorize_integers(values.to_numpy(np.int64), sort)
+    out = _ext._C.aggregate.factorize_integers(np.ascontiguousarray(values.to_numpy(np.int64)), sort)
     if out is None:
         return None
     codes, uniques = out
     return codes, pd.Index(uniques.astype(dtype, copy=False))
 
 
-def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Dense codes in order of first appearance (pandas.factorize(sort=False), crowd-kit's task order)."""
-    fast = _compiled_factorize(values, sort=False)
+def _factorize(values: pd.Series, sort: bool = False) -> tuple[np.ndarray, pd.Index]:
+    """Dense int64 codes and the distinct values: in order of first appearance (pandas.factorize(sort=False),
+    crowd-kit's task order) or sorted (``sort=True``, groupby's order). NaN/None get code -1 (pandas' sentinel):
+    callers refuse them."""
+    fast = _compiled_factorize(values, sort=sort)
     if fast is not None:
         return fast
-    codes, uniques = pd.factorize(values, sort=False)
-    return codes.astype(np.int64), pd.Index(uniques)
+    codes, uniques = pd.factorize(values, sort=sort)
+    return codes.astype(np.int64, copy=False), pd.Index(uniques)
 
 
 def _sorted_unique(values: pd.Series) -> pd.Index:

@@ -1,6 +1,6 @@
-"""What every crowd-kit-compatible class of luab_fast.crowdkit shares: reading the input frame as crowd-kit does,
-encoding it once to dense ids for the C++ engines, and building the fitted attributes with crowd-kit's names,
-dtypes, index and column names (crowd-kit 1.4.2, pandas 3).
+"""What every crowd-kit-compatible class of luab_fast.crowdkit shares: its exceptions, reading the input frame as
+crowd-kit does, encoding it once to dense ids for the C++ engines, and building the fitted attributes with
+crowd-kit's names, dtypes, index and column names (crowd-kit 1.4.2, pandas 3).
 
 A class's ``fit`` reads, in this order::
 
@@ -8,7 +8,11 @@ A class's ``fit`` reads, in this order::
     if frame.empty: ...                            # crowd-kit's empty results (each class its own)
     crowd = encode(frame, tasks="first", workers="first", labels="first")   # the orders of crowd-kit's outputs
     ... = C.aggregate.<engine>(*crowd.arrays(), ..., n_threads=threads(self.n_threads))
-    self._set_fitted(labels_=labels_series(codes, crowd), probas_=Lazy("_build_probas"), ...)
+    self._set_fitted(labels_=labels_series(codes, crowd.tasks, crowd.classes), probas_=Lazy("_build_probas"))
+
+GLAD, MACE, KOS and MMSR follow crowd-kit's own order of checks instead (which column it reads first, what it
+raises where), so they call ``missing_columns`` and ``factorize`` column by column, with their own wording
+(``owner``); the encoding and the results are the same functions.
 
 Orders: crowd-kit's outputs list tasks, workers and labels either by first appearance (``groupby(sort=False)``,
 ``value_counts().unstack()``, ``pd.unique``) or sorted (``groupby(sort=True)``); ``encode`` gives the dense ids in
@@ -21,17 +25,49 @@ crowd-kit drops such rows in some steps and not in others.
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from .. import _ext
 from ..aggregate import _checks
+from ..aggregate._input import COLUMNS, _compiled_factorize, _factorize
 
-COLUMNS = ("task", "worker", "label")
 ORDERS = ("first", "sorted")
+
+
+# -- exceptions: crowd-kit's type in each situation, and a ValueError with a message ----------------------------
+class _SentenceKeyError(KeyError):
+    """A KeyError whose str() is its message (KeyError's own quotes it, as it would a missing key)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class EmptyCrowdError(ValueError, ZeroDivisionError):
+    """Fitting data without labels where crowd-kit divides by zero (GLAD, MACE), so this is a ZeroDivisionError
+    too."""
+
+
+class MissingColumnsError(ValueError, _SentenceKeyError, AttributeError):
+    """data lacks task, worker or label where crowd-kit raises KeyError or AttributeError (by column: GLAD, KOS)."""
+
+
+class KOSZeroScoreError(ValueError, _SentenceKeyError):
+    """A task's final KOS sum is 0 (or NaN): np.sign gives no label, and crowd-kit raises KeyError."""
+
+
+class SingleLabelError(ValueError, ZeroDivisionError):
+    """Every answer is the same label: M-MSR divides by K − 1 = 0, and crowd-kit raises ZeroDivisionError."""
+
+
+class NotFittedError(ValueError, AttributeError):
+    """predict before fit: what crowd-kit's check_is_fitted raises (scikit-learn's NotFittedError is a ValueError
+    and an AttributeError too; crowd-kit 1.4.2 under scikit-learn >= 1.6 raises an AttributeError about
+    __sklearn_tags__ instead, for fitted models as well)."""
 
 
 # -- reading the input ---------------------------------------------------------------------------------------
@@ -45,6 +81,11 @@ def select_columns(data: Any) -> pd.DataFrame:
     if not data.columns.is_unique and any(int((data.columns == c).sum()) > 1 for c in COLUMNS):
         raise ValueError(f"data must have one column each of {list(COLUMNS)}; some appear more than once")
     return data
+
+
+def missing_columns(data: pd.DataFrame, columns: Iterable[str] = COLUMNS) -> list[str]:
+    """The ``columns`` that ``data`` lacks, in that order (for the classes that raise their own error there)."""
+    return [c for c in columns if c not in data.columns]
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,44 +116,38 @@ class EncodedCrowd:
         return self.task, self.worker, self.label, self.n_tasks, self.n_workers, self.n_classes
 
 
-def _compiled_codes(values: pd.Series, sort: bool) -> tuple[np.ndarray, pd.Index] | None:
-    """(codes, uniques) from the compiled direct-address table for integer ids in a compact range (the usual case,
-    ~4x faster than pandas' hash); None where that does not apply. Uniques keep the column's dtype."""
-    dtype = values.dtype
-    if _ext._C is None or not isinstance(dtype, np.dtype) or dtype.kind not in "iu" or \
-            (dtype.kind == "u" and dtype.itemsize > 4):
-        return None
-    out = _ext._C.aggregate.factorize_integers(values.to_numpy(np.int64), sort)
-    if out is None:
-        return None
-    codes, uniques = out
-    return codes, pd.Index(uniques.astype(dtype, copy=False))
+def refuse_missing(codes: np.ndarray, name: str, owner: str | None = None, why: str = "") -> None:
+    """NaN or None in a column (pandas' code -1) raise a ValueError naming the column and its first rows: in the
+    shared wording, or ``"{owner}: column 'task' has missing values ...; {why}drop or recode them first"``."""
+    missing = codes < 0
+    if not missing.any():
+        return
+    rows = np.flatnonzero(missing)[:5].tolist()
+    if owner is None:
+        raise ValueError(f"{name} must not contain NaN or None (crowd-kit drops such rows in some steps and not in "
+                         f"others), found at rows {rows}")
+    raise ValueError(f"{owner}: column {name!r} has missing values (NaN/None) at rows {rows}; {why}drop or recode "
+                     "them first")
 
 
-def factorize(values: pd.Series, order: str, name: str) -> tuple[np.ndarray, pd.Index]:
+def factorize(values: pd.Series, order: str, name: str, owner: str | None = None,
+              why: str = "") -> tuple[np.ndarray, pd.Index]:
     """Dense int64 codes of a column and its distinct values (an Index of the column's dtype, named ``name``), by
-    first appearance (``order="first"``) or sorted (``"sorted"``, groupby's order)."""
+    first appearance (``order="first"``) or sorted (``"sorted"``, groupby's order). Integer ids in a compact range
+    take the compiled table (~4x faster than pandas' hash). NaN or None: ``refuse_missing(..., owner, why)``."""
     if order not in ORDERS:
         raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-    fast = _compiled_codes(values, order == "sorted")
-    if fast is not None:
-        codes, uniques = fast
-    else:
-        codes, uniques = pd.factorize(values, sort=order == "sorted")
-        codes = codes.astype(np.int64, copy=False)
-        if (codes < 0).any():
-            rows = np.flatnonzero(codes < 0)[:5].tolist()
-            raise ValueError(f"{name} must not contain NaN or None (crowd-kit drops such rows in some steps and not "
-                             f"in others), found at rows {rows}")
-        uniques = pd.Index(uniques)
+    codes, uniques = _factorize(values, sort=order == "sorted")
+    refuse_missing(codes, name, owner, why)
     return np.ascontiguousarray(codes), uniques.rename(name)
 
 
-def encode(frame: pd.DataFrame, tasks: str = "first", workers: str = "first", labels: str = "first") -> EncodedCrowd:
+def encode(frame: pd.DataFrame, tasks: str = "first", workers: str = "first", labels: str = "first",
+           owner: str | None = None) -> EncodedCrowd:
     """Encodes the three columns once; each id list in the order given ("first" appearance or "sorted")."""
-    task, task_ids = factorize(frame["task"], tasks, "task")
-    worker, worker_ids = factorize(frame["worker"], workers, "worker")
-    label, classes = factorize(frame["label"], labels, "label")
+    task, task_ids = factorize(frame["task"], tasks, "task", owner)
+    worker, worker_ids = factorize(frame["worker"], workers, "worker", owner)
+    label, classes = factorize(frame["label"], labels, "label", owner)
     return EncodedCrowd(task, worker, label, task_ids, worker_ids, classes)
 
 
@@ -127,17 +162,35 @@ def threads(n_threads: int | None) -> int:
     return _checks.n_threads(n_threads)
 
 
+def random_generator(seed: Any, refusal: str) -> np.random.RandomState | np.random.Generator:
+    """The generator scipy's ``rvs(random_state=seed)`` draws from (scipy's check_random_state): numpy's global
+    one for None, a fresh RandomState for an int, a RandomState or Generator itself; else ValueError(``refusal``,
+    formatted with ``seed``)."""
+    if seed is None or seed is np.random:
+        return np.random.mtrand._rand
+    if isinstance(seed, (numbers.Integral, np.integer)):
+        return np.random.RandomState(seed)
+    if isinstance(seed, (np.random.RandomState, np.random.Generator)):
+        return seed
+    raise ValueError(refusal.format(seed=seed))
+
+
 # -- building the fitted attributes --------------------------------------------------------------------------
-def labels_series(codes: np.ndarray, crowd: EncodedCrowd) -> pd.Series:
-    """crowd-kit's ``labels_``: the class of each task, named "agg_label", indexed by task (in ``crowd.tasks``'
-    order), with the label column's dtype."""
-    return pd.Series(crowd.classes.take(codes), index=crowd.tasks, name="agg_label")
+def labels_series(codes: np.ndarray, tasks: pd.Index, classes: Any) -> pd.Series:
+    """crowd-kit's ``labels_``: the class of each task (``classes.take(codes)``, with the label column's dtype),
+    named "agg_label", indexed by ``tasks`` (named "task", in the order of ``codes``)."""
+    return pd.Series(classes.take(codes), index=tasks, name="agg_label")
 
 
-def probas_frame(post: np.ndarray, crowd: EncodedCrowd) -> pd.DataFrame:
-    """crowd-kit's ``probas_``: [tasks, classes] float64, index named "task", columns named "label". Wraps
-    ``post`` without a copy (it must not be shared)."""
-    return pd.DataFrame(post, index=crowd.tasks, columns=crowd.classes, copy=False)
+def empty_labels() -> pd.Series:
+    """crowd-kit's ``labels_`` of a frame without rows (an empty groupby's idxmax): object dtype, "agg_label"."""
+    return pd.Series([], dtype="O", name="agg_label")
+
+
+def probas_frame(post: np.ndarray, tasks: pd.Index, classes: pd.Index) -> pd.DataFrame:
+    """crowd-kit's ``probas_`` (or ``scores_``): [tasks, classes] float64, index ``tasks`` (named "task"), columns
+    ``classes``. Wraps ``post`` without a copy (it must not be shared)."""
+    return pd.DataFrame(post, index=tasks, columns=classes, copy=False)
 
 
 def worker_series(values: np.ndarray, workers: pd.Index, name: str = "skill") -> pd.Series:
@@ -156,7 +209,7 @@ def observed_pairs(crowd: EncodedCrowd) -> tuple[np.ndarray, np.ndarray]:
     """The (worker, label) pairs that occur, as dense ids in order of first appearance: the rows of crowd-kit's
     ``errors_`` (``groupby(["worker", "label"], sort=False)``)."""
     key = crowd.worker * max(crowd.n_classes, 1) + crowd.label
-    fast = _compiled_codes(pd.Series(key), sort=False)
+    fast = _compiled_factorize(pd.Series(key), sort=False)
     if fast is not None:
         pairs = fast[1].to_numpy(np.int64)
     else:
@@ -182,12 +235,6 @@ def check_task_labels(codes: np.ndarray, n_undefined: int, what: str) -> None:
 
 
 # -- fitted attributes, set at fit, some built on first read ------------------------------------------------
-class NotFittedError(ValueError, AttributeError):
-    """predict before fit: what crowd-kit's check_is_fitted raises (scikit-learn's NotFittedError is a ValueError
-    and an AttributeError too; crowd-kit 1.4.2 under scikit-learn >= 1.6 raises an AttributeError about
-    __sklearn_tags__ instead, for fitted models as well)."""
-
-
 @dataclass(frozen=True)
 class Lazy:
     """A fitted attribute to build on first read, by the named method of the estimator (picklable, unlike a

@@ -105,7 +105,8 @@ class DawidSkene(FittedAttributes):
         prior = pd.Series(res["class_prior"], index=crowd.classes, name="prior")
         errors = start_errors if (start_errors is not None and not n_iter) else Lazy("_build_errors")
         self._set_fitted(probas_=Lazy("_build_probas"), priors_=prior, errors_=errors,
-                         loss_history_=list(res["loss_history"]), labels_=labels_series(codes, crowd))
+                         loss_history_=list(res["loss_history"]),
+                         labels_=labels_series(codes, crowd.tasks, crowd.classes))
 
     # -- fitted attributes ----------------------------------------------------------------------------------
     def _fit_empty(self) -> None:
@@ -117,7 +118,7 @@ class DawidSkene(FittedAttributes):
         post = self._res["post"]
         if self.loss_history_:  # crowd-kit's ELBO clips its posteriors in place, and they are the result
             np.maximum(post, EPS, out=post)
-        return probas_frame(post, self._crowd)
+        return probas_frame(post, self._crowd.tasks, self._crowd.classes)
 
     def _build_errors(self) -> pd.DataFrame:
         return errors_frame(self._res["theta"], self._crowd)

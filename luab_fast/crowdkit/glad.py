@@ -26,31 +26,17 @@ import pandas as pd
 
 from .._ext import require_ext
 from ..aggregate import _checks
+from ._frame import (
+    COLUMNS,
+    EmptyCrowdError,
+    MissingColumnsError,
+    factorize,
+    labels_series,
+    missing_columns,
+    probas_frame,
+)
 
 __all__ = ["GLAD", "EmptyCrowdError", "MissingColumnsError"]
-
-COLUMNS = ("task", "worker", "label")
-
-
-class EmptyCrowdError(ValueError, ZeroDivisionError):
-    """Fitting data without labels: crowd-kit raises ZeroDivisionError there, so this is one too."""
-
-
-class MissingColumnsError(ValueError, KeyError, AttributeError):
-    """data lacks task, worker or label: crowd-kit raises KeyError or AttributeError there (by column)."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-def _codes(column: pd.Series, name: str) -> tuple[np.ndarray, pd.Index]:
-    """Dense codes in order of first appearance (crowd-kit's pd.unique order) and the uniques."""
-    codes, uniques = pd.factorize(column, sort=False)
-    missing = codes < 0
-    if missing.any():
-        raise ValueError(f"GLAD.fit: column {name!r} has missing values (NaN/None) at rows "
-                         f"{np.flatnonzero(missing)[:5].tolist()}; drop or recode them first")
-    return codes.astype(np.int64, copy=False), pd.Index(uniques)
 
 
 def _prior_means(given: Any, index: pd.Index, name: str, what: str) -> np.ndarray:
@@ -110,7 +96,7 @@ class GLAD:
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"GLAD.fit: data must be a pandas DataFrame (task, worker, label), got "
                             f"{type(data).__name__}")
-        missing = [c for c in COLUMNS if c not in data.columns]
+        missing = missing_columns(data)
         if missing:
             raise MissingColumnsError(f"GLAD.fit: data must have columns {list(COLUMNS)}, missing {missing} "
                                       f"(got {list(data.columns)})")
@@ -121,8 +107,8 @@ class GLAD:
         for name in ("tol", "m_step_tol"):
             if not (_checks.is_number(getattr(self, name)) and not math.isnan(getattr(self, name))):
                 raise ValueError(f"{name} must be a number, got {getattr(self, name)!r}")
-        tasks, task_names = _codes(data["task"], "task")
-        workers, worker_names = _codes(data["worker"], "worker")
+        tasks, task_names = factorize(data["task"], "first", "task", "GLAD.fit")  # crowd-kit's pd.unique order
+        workers, worker_names = factorize(data["worker"], "first", "worker", "GLAD.fit")
         labels, priors = self._labels_and_priors(data["label"])
         self.tasks_ = pd.unique(data["task"])
         self.workers_ = pd.unique(data["worker"])
@@ -154,7 +140,7 @@ class GLAD:
     def _labels_and_priors(self, column: pd.Series) -> tuple[np.ndarray, pd.Series]:
         """Each label's class code (K = len(priors) for a label the priors do not list) and the priors."""
         if self.labels_priors is None:
-            labels, names = _codes(column, "label")
+            labels, names = factorize(column, "first", "label", "GLAD.fit")
             return labels, pd.Series(1.0 / len(names), index=pd.unique(column))
         priors = self.labels_priors
         if not isinstance(priors, pd.Series) or len(priors) == 0 or not priors.index.is_unique:
@@ -162,7 +148,7 @@ class GLAD:
         values = priors.to_numpy(np.float64, na_value=np.nan)
         if not (np.isfinite(values).all() and (values >= 0).all()):
             raise ValueError(f"labels_priors must hold finite probabilities >= 0, got {values.tolist()[:10]}")
-        _codes(column, "label")  # NaN check
+        factorize(column, "first", "label", "GLAD.fit")  # NaN check
         labels = priors.index.get_indexer(column)
         labels[labels < 0] = len(priors)  # crowd-kit: no class matches it
         return labels.astype(np.int64, copy=False), priors
@@ -179,10 +165,9 @@ class GLAD:
             post = post.take(task_order, axis=0)
         if not classes.is_monotonic_increasing:
             post = post.take(class_order, axis=1)
-        columns = pd.Index(classes[class_order], name="variable")
-        self.probas_ = pd.DataFrame(post, index=pd.Index(task_names[task_order], name="task"), columns=columns,
-                                    copy=False)
-        self.labels_ = pd.Series(columns[post.argmax(axis=1)], index=self.probas_.index, name="agg_label")
+        tasks, columns = pd.Index(task_names[task_order], name="task"), pd.Index(classes[class_order], name="variable")
+        self.probas_ = probas_frame(post, tasks, columns)
+        self.labels_ = labels_series(post.argmax(axis=1), tasks, columns)
         # index names come with crowd-kit's M-step; without one (n_iter=0) they stay unnamed
         fitted = out["n_iter"] > 0
         self.alphas_ = pd.Series(out["alphas"], index=pd.Index(self.workers_, name="worker" if fitted else None),

@@ -27,14 +27,14 @@ class GoldMajorityVote(SkillWeightedVote):
     def __init__(self, *, n_threads: int | None = None) -> None:
         self.n_threads = n_threads
 
-    def fit(self, data: pd.DataFrame, true_labels: pd.Series) -> "GoldMajorityVote":
-        return super().fit(data, true_labels)
+    def fit(self, data: pd.DataFrame, true_labels: pd.Series) -> "GoldMajorityVote":  # type: ignore[override]
+        return self._fit(data, true_labels)
 
-    def fit_predict(self, data: pd.DataFrame, true_labels: pd.Series) -> pd.Series:
+    def fit_predict(self, data: pd.DataFrame, true_labels: pd.Series) -> pd.Series:  # type: ignore[override]
         self._fit_predict(data, true_labels)
         return self.labels_
 
-    def fit_predict_proba(self, data: pd.DataFrame, true_labels: pd.Series) -> pd.DataFrame:
+    def fit_predict_proba(self, data: pd.DataFrame, true_labels: pd.Series) -> pd.DataFrame:  # type: ignore[override]
         self._fit_predict(data, true_labels)
         return self.probas_
 

@@ -18,59 +18,18 @@ and the worker column is required even with ``n_iter=0`` (crowd-kit reads it onl
 from __future__ import annotations
 
 import operator
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .. import _ext
 from .._ext import require_ext
 from ..aggregate import _checks
+from ._frame import KOSZeroScoreError, MissingColumnsError, empty_labels, factorize, labels_series, missing_columns
 
 __all__ = ["KOS", "KOSZeroScoreError", "MissingColumnsError"]
 
 #: crowd-kit 1.4.2, kos.py (_MAX): a message sum beyond this stops the iteration before it overflows to NaN
 _MAX = float(np.float_power(10, 300))
-
-
-class MissingColumnsError(ValueError, KeyError, AttributeError):
-    """data lacks task, worker or label: crowd-kit raises AttributeError (label) or KeyError there."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0]) if self.args else ""
-
-
-class KOSZeroScoreError(ValueError, KeyError):
-    """A task's final KOS sum is 0 (or NaN): np.sign gives no label, and crowd-kit raises KeyError."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-def _compiled_factorize(column: pd.Series, sort: bool) -> tuple[np.ndarray, pd.Index] | None:
-    """(codes, uniques) from the compiled direct-address table for integer ids in a compact range (~4x faster than
-    pandas' hash at 500k answers); None where that does not apply. Uniques keep the column's dtype."""
-    dtype = column.dtype
-    if _ext._C is None or not isinstance(dtype, np.dtype) or dtype.kind not in "iu" or \
-            (dtype.kind == "u" and dtype.itemsize > 4):
-        return None
-    out = _ext._C.aggregate.factorize_integers(np.ascontiguousarray(column.to_numpy(np.int64)), sort)
-    if out is None:
-        return None
-    return out[0], pd.Index(out[1].astype(dtype, copy=False))
-
-
-def _codes(column: pd.Series, name: str, sort: bool) -> tuple[np.ndarray, Any]:
-    """Dense int64 codes (by first appearance, or sorted: groupby's order) and the distinct values."""
-    fast = _compiled_factorize(column, sort)  # integer ids in a compact range: a direct table, ~4x pandas' hash
-    if fast is not None:
-        return fast
-    codes, uniques = pd.factorize(column, sort=sort)
-    if (codes < 0).any():
-        rows = np.flatnonzero(codes < 0)[:5].tolist()
-        raise ValueError(f"KOS.fit: column {name!r} has missing values (NaN/None) at rows {rows}; drop or recode "
-                         "them first")
-    return np.ascontiguousarray(codes, dtype=np.int64), uniques
 
 
 class KOS:
@@ -92,7 +51,7 @@ class KOS:
         n_iter = max(operator.index(self.n_iter), 0)  # crowd-kit's range(n_iter): no float, negative runs none
         np.random.seed(self.random_state)
         if not data.size:
-            self.labels_ = pd.Series([], dtype="O", name="agg_label")
+            self.labels_ = empty_labels()
             return self
         if "label" not in data.columns:
             raise MissingColumnsError("KOS.fit: data has no 'label' column (crowd-kit: AttributeError); expected "
@@ -101,18 +60,18 @@ class KOS:
         if len(classes) != 2:
             raise ValueError("KOS aggregation method is for binary classification only "
                              f"(got {len(classes)} distinct labels)")
-        label, _ = _codes(data["label"], "label", sort=False)  # 0 = classes[0] votes +1, 1 = classes[1] votes −1
+        label, _ = factorize(data["label"], "first", "label", "KOS.fit")  # 0 = classes[0] votes +1, 1 = −1
         reliability = np.random.normal(loc=1, scale=1, size=len(data))
         if isinstance(data["label"].dtype, pd.CategoricalDtype):
             raise TypeError("KOS.fit: categorical labels are not supported (crowd-kit: Object with dtype category "
                             "cannot perform the numpy op multiply); pass label.astype(object)")
-        missing = [c for c in ("task", "worker") if c not in data.columns]
+        missing = missing_columns(data, ("task", "worker"))
         if missing:
             raise MissingColumnsError(f"KOS.fit: data has no {missing} column (crowd-kit: KeyError); expected "
                                       f"columns task, worker, label, got {list(data.columns)}")
         # sorted codes are groupby's group ids: pandas sums a grouping pairwise when they never decrease down the rows
-        task, tasks = _codes(data["task"], "task", sort=True)
-        worker, workers = _codes(data["worker"], "worker", sort=True)
+        task, tasks = factorize(data["task"], "sorted", "task", "KOS.fit")
+        worker, workers = factorize(data["worker"], "sorted", "worker", "KOS.fit")
         in_runs = [bool(np.all(codes[1:] >= codes[:-1])) for codes in (task, worker)]
 
         C = require_ext("KOS.fit")
@@ -127,8 +86,7 @@ class KOS:
                 f"KOS.fit: task {tasks[first]!r} (and {unlabelled.size - 1} more) has a final score of "
                 f"{out['task_score'][first]!r}, which maps to neither label: every worker on it answered only that "
                 "task (or only one worker answered at all). crowd-kit 1.4.2 raises KeyError here too.")
-        self.labels_ = pd.Series(classes.take(np.where(sign > 0, 0, 1)), index=pd.Index(tasks, name="task"),
-                                 name="agg_label")
+        self.labels_ = labels_series(np.where(sign > 0, 0, 1), tasks, classes)
         return self
 
     def fit_predict(self, data: pd.DataFrame) -> pd.Series:

@@ -24,7 +24,6 @@ Deliberately different: NaN in a column raises ValueError (crowd-kit silently mi
 from __future__ import annotations
 
 import math
-import numbers
 import operator
 from typing import Any
 
@@ -33,26 +32,14 @@ import pandas as pd
 
 from .._ext import require_ext
 from ..aggregate import _checks
+from ._frame import EmptyCrowdError, EncodedCrowd, factorize, probas_frame, random_generator
 
 __all__ = ["MACE", "EmptyCrowdError"]
 
 #: crowd-kit's symmetric Dirichlet prior count on each worker's spam answers (mace.py, _initialize)
 STRATEGY_PRIOR = 10.0
-
-
-class EmptyCrowdError(ValueError, ZeroDivisionError):
-    """Fitting data without labels: crowd-kit raises ZeroDivisionError there, so this is one too."""
-
-
-def _random_state(seed: Any) -> np.random.RandomState | np.random.Generator:
-    """The generator scipy's ``rvs(random_state=seed)`` draws from (scipy's check_random_state)."""
-    if seed is None or seed is np.random:
-        return np.random.mtrand._rand
-    if isinstance(seed, (numbers.Integral, np.integer)):
-        return np.random.RandomState(seed)
-    if isinstance(seed, (np.random.RandomState, np.random.Generator)):
-        return seed
-    raise ValueError(f"random_state must be None, an int, a numpy RandomState or Generator, got {seed!r}")
+#: why MACE.fit refuses NaN or None ids (its ValueError's wording: crowd-kit's MACE gives them wrong indices)
+NAN_IDS = "crowd-kit misindexes them, so "
 
 
 def _uniform_start(seed: Any, shape: tuple[int, int], default_noise: float) -> np.ndarray:
@@ -65,25 +52,17 @@ def _uniform_start(seed: Any, shape: tuple[int, int], default_noise: float) -> n
     if scale == 0:  # scipy returns loc without drawing
         x = np.ones(shape)
     else:
-        x = _random_state(seed).uniform(0.0, 1.0, shape) * np.asarray(scale) + np.asarray(1)
+        gen = random_generator(seed, "random_state must be None, an int, a numpy RandomState or Generator, got "
+                                     "{seed!r}")
+        x = gen.uniform(0.0, 1.0, shape) * np.asarray(scale) + np.asarray(1)
     return x / x.sum(axis=1, keepdims=True)
-
-
-def _codes(column: pd.Series, name: str, sort: bool = False) -> tuple[np.ndarray, pd.Index]:
-    codes, uniques = pd.factorize(column, sort=sort)
-    missing = codes < 0
-    if missing.any():
-        first = np.flatnonzero(missing)[:5].tolist()
-        raise ValueError(f"MACE.fit: column {name!r} has missing values (NaN/None) at rows {first}; "
-                         "crowd-kit misindexes them, so drop or recode them first")
-    return codes.astype(np.int64, copy=False), uniques
 
 
 def _sorted_rank(codes: np.ndarray, uniques: pd.Index, column: pd.Series) -> np.ndarray:
     """Position of each unique (order of appearance) in the order a pandas groupby sorts them."""
     if uniques.is_monotonic_increasing:
         return np.arange(len(uniques), dtype=np.int64)
-    sorted_codes, _ = pd.factorize(column, sort=True)
+    sorted_codes, _ = factorize(column, "sorted", str(column.name), "MACE.fit", NAN_IDS)
     rank = np.empty(len(uniques), dtype=np.int64)
     rank[codes] = sorted_codes
     return rank
@@ -123,10 +102,12 @@ class MACE:
 
     def fit(self, data: pd.DataFrame) -> "MACE":
         """Fits on ``data``, a DataFrame with columns ``task``, ``worker``, ``label``. Returns self."""
-        workers, worker_names = _codes(data["worker"], "worker")
-        labels, label_names = _codes(data["label"], "label")
-        tasks, task_names = _codes(data["task"], "task")
-        T, W, K = len(task_names), len(worker_names), len(label_names)
+        # crowd-kit reads the worker column first, then label, then task: a missing one raises that KeyError
+        worker, workers = factorize(data["worker"], "first", "worker", "MACE.fit", NAN_IDS)
+        label, classes = factorize(data["label"], "first", "label", "MACE.fit", NAN_IDS)
+        task, tasks = factorize(data["task"], "first", "task", "MACE.fit", NAN_IDS)
+        crowd = EncodedCrowd(task, worker, label, tasks, workers, classes)
+        W, K = crowd.n_workers, crowd.n_classes
         if K == 0:
             raise EmptyCrowdError("MACE.fit: data has no labels (crowd-kit raises ZeroDivisionError here)")
         self.smoothing_ = 0.01 / K
@@ -145,14 +126,12 @@ class MACE:
             self.strategy_priors_ = np.full((W, K), STRATEGY_PRIOR)
         C = require_ext("MACE.fit")
         n_threads = _checks.n_threads(self.n_threads)
-        crowd = (tasks, workers, labels, T, W, K)
-        layout = (_sorted_rank(workers, worker_names, data["worker"]),
-                  _sorted_rank(labels, label_names, data["label"]))
+        layout = (_sorted_rank(worker, workers, data["worker"]), _sorted_rank(label, classes, data["label"]))
         settings = dict(variational=variational, smoothing=self.smoothing_, alpha=float(self.alpha),
                         beta=float(self.beta), strategy_prior=STRATEGY_PRIOR, n_threads=n_threads)
 
         def run(spamming: np.ndarray, thetas: np.ndarray, iterations: int) -> dict[str, Any]:
-            return C.aggregate.mace(*crowd, spamming, thetas, *layout, n_iter=iterations, **settings)
+            return C.aggregate.mace(*crowd.arrays(), spamming, thetas, *layout, n_iter=iterations, **settings)
 
         starts = [(_uniform_start(self.random_state, (W, 2), self.default_noise),
                    _uniform_start(self.random_state, (W, K), self.default_noise)) for _ in range(n_restarts)]
@@ -168,11 +147,8 @@ class MACE:
         self.spamming_ = best["spamming"]
         self.thetas_ = best["thetas"]
         self.log_marginal_likelihood_ = float(best["log_likelihood"])
-        self.probas_ = pd.DataFrame(best["probas"], index=task_names.rename("task"), columns=label_names)
-        labels_ = self.probas_.idxmax(axis="columns")
-        labels_.name = "agg_label"
-        labels_.index.name = "task"
-        self.labels_ = labels_
+        self.probas_ = probas_frame(best["probas"], tasks, classes.rename(None))  # crowd-kit's columns: unnamed
+        self.labels_ = self.probas_.idxmax(axis="columns").rename("agg_label")
         return self
 
     def _fit_verbose(self, run: Any, starts: list, first: list[int], n_iter: int) -> dict[str, Any]:

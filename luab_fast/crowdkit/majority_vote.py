@@ -20,6 +20,7 @@ from ._frame import (
     Lazy,
     NotFittedError,
     check_task_labels,
+    empty_labels,
     encode,
     labels_series,
     probas_frame,
@@ -82,14 +83,14 @@ class MajorityVote(FittedAttributes):
         """The fit's result from the engine's labels (dense class per task, -1 where every share is NaN)."""
         check_task_labels(codes, undefined, type(self).__name__)
         self._crowd, self._weights_used, self._codes = crowd, weights, codes
-        self._set_fitted(labels_=labels_series(codes, crowd), probas_=Lazy("_build_probas"),
+        self._set_fitted(labels_=labels_series(codes, crowd.tasks, crowd.classes), probas_=Lazy("_build_probas"),
                          skills_=Lazy("_build_skills"))
 
     def _build_probas(self) -> pd.DataFrame:
         C = require_ext(f"{type(self).__name__}.probas_")
         post, _, _ = C.aggregate.crowdkit_vote(*self._crowd.arrays(), weights=self._weights_used, shares=True,
                                                n_threads=threads(self.n_threads))
-        return probas_frame(post, self._crowd)
+        return probas_frame(post, self._crowd.tasks, self._crowd.classes)
 
     def _build_skills(self) -> pd.Series:
         """crowd-kit's get_accuracy against labels_ (utils.py): per worker, distinct (task, label) answers;
@@ -139,8 +140,7 @@ class MajorityVote(FittedAttributes):
             scores = joined.groupby(["task", "label"])["skill"].sum()
         probas = scores.unstack("label", fill_value=0)
         probas = probas.div(probas.sum(axis=1), axis=0)
-        self._set_fitted(labels_=pd.Series([], dtype="O", name="agg_label"), probas_=probas,
-                         skills_=empty_skills(frame))
+        self._set_fitted(labels_=empty_labels(), probas_=probas, skills_=empty_skills(frame))
 
 
 def worker_accuracy(crowd: EncodedCrowd, reference: np.ndarray, n_threads: int | None) -> pd.Series:
@@ -162,14 +162,22 @@ class SkillWeightedVote(FittedAttributes):
     """What crowd-kit's Wawa, GoldMajorityVote and ZeroBasedSkill share: ``fit`` sets ``skills_``; ``predict``
     runs ``MajorityVote().fit(data, self.skills_)`` and takes its ``labels_`` and ``probas_`` (their ``_apply``).
     Subclasses implement ``_fit_skills(frame, crowd)``; the crowd is encoded as the weighted vote lists its
-    results (tasks, workers and labels sorted), once per ``fit_predict``."""
+    results (tasks, workers and labels sorted), once per ``fit_predict``. ``fit``, ``fit_predict`` and
+    ``fit_predict_proba`` take ``data`` alone, as Wawa's and ZeroBasedSkill's do (GoldMajorityVote's take
+    ``true_labels`` too)."""
 
     n_threads: int | None
 
-    def fit(self, data: pd.DataFrame, *args: Any) -> Any:
-        frame = select_columns(data)
-        self._fit_skills(frame, self._encode(frame), *args)
-        return self
+    def fit(self, data: pd.DataFrame) -> Any:
+        return self._fit(data)
+
+    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
+        self._fit_predict(data)
+        return self.labels_
+
+    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
+        self._fit_predict(data)
+        return self.probas_
 
     def predict(self, data: pd.DataFrame) -> pd.Series:
         frame = select_columns(data)
@@ -180,6 +188,11 @@ class SkillWeightedVote(FittedAttributes):
         frame = select_columns(data)
         self._apply(frame, self._encode(frame))
         return self.probas_
+
+    def _fit(self, data: pd.DataFrame, *args: Any) -> Any:
+        frame = select_columns(data)
+        self._fit_skills(frame, self._encode(frame), *args)
+        return self
 
     def _fit_predict(self, data: pd.DataFrame, *args: Any) -> None:
         frame = select_columns(data)

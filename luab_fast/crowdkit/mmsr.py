@@ -23,63 +23,33 @@ column raise ValueError (crowd-kit raises KeyError from its dict lookups).
 
 from __future__ import annotations
 
-import numbers
 import operator
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .. import _ext
 from .._ext import require_ext
 from ..aggregate import _checks
+from ._frame import (
+    COLUMNS,
+    SingleLabelError,
+    empty_labels,
+    encode,
+    labels_series,
+    probas_frame,
+    random_generator,
+    select_columns,
+    worker_series,
+)
 
 __all__ = ["MMSR", "SingleLabelError"]
-
-COLUMNS = ["task", "worker", "label"]
-
-
-class SingleLabelError(ValueError, ZeroDivisionError):
-    """Every answer is the same label: M-MSR divides by K − 1 = 0, and crowd-kit raises ZeroDivisionError."""
-
-
-def _compiled_factorize(column: pd.Series, sort: bool) -> tuple[np.ndarray, pd.Index] | None:
-    """(codes, uniques) from the compiled direct-address table for integer ids in a compact range (~4x faster than
-    pandas' hash at 500k answers); None where that does not apply. Uniques keep the column's dtype."""
-    dtype = column.dtype
-    if _ext._C is None or not isinstance(dtype, np.dtype) or dtype.kind not in "iu" or \
-            (dtype.kind == "u" and dtype.itemsize > 4):
-        return None
-    out = _ext._C.aggregate.factorize_integers(np.ascontiguousarray(column.to_numpy(np.int64)), sort)
-    if out is None:
-        return None
-    return out[0], pd.Index(out[1].astype(dtype, copy=False))
-
-
-def _codes(column: pd.Series, name: str, sort: bool) -> tuple[np.ndarray, pd.Index]:
-    """Dense int64 codes (by first appearance, or sorted: groupby's order) and the distinct values."""
-    fast = _compiled_factorize(column, sort)  # integer ids in a compact range: a direct table, ~4x pandas' hash
-    if fast is not None:
-        return fast[0], fast[1].rename(name)
-    codes, uniques = pd.factorize(column, sort=sort)
-    if (codes < 0).any():
-        rows = np.flatnonzero(codes < 0)[:5].tolist()
-        raise ValueError(f"MMSR: column {name!r} has missing values (NaN/None) at rows {rows}; drop or recode them "
-                         "first")
-    return np.ascontiguousarray(codes, dtype=np.int64), pd.Index(uniques, name=name)
 
 
 def _uniform(random_state: Any, n: int) -> np.ndarray:
     """scipy.stats.uniform.rvs(size=(n, 1), random_state=random_state) without importing scipy.stats: the same
     generator (scipy's check_random_state) and the same call."""
-    if random_state is None or random_state is np.random:
-        gen: Any = np.random.mtrand._rand
-    elif isinstance(random_state, (numbers.Integral, np.integer)):
-        gen = np.random.RandomState(random_state)
-    elif isinstance(random_state, (np.random.RandomState, np.random.Generator)):
-        gen = random_state
-    else:
-        raise ValueError(f"{random_state!r} cannot be used to seed a numpy.random.RandomState instance")
+    gen = random_generator(random_state, "{seed!r} cannot be used to seed a numpy.random.RandomState instance")
     return gen.uniform(0.0, 1.0, (n, 1))
 
 
@@ -118,31 +88,27 @@ class MMSR:
         """Fits the workers' skills on ``data`` (a DataFrame with columns ``task``, ``worker``, ``label``)."""
         threads = _checks.n_threads(self.n_threads)
         n_iter = max(operator.index(self.n_iter), 0)  # crowd-kit's range(n_iter)
-        data = data[COLUMNS]
-        task, tasks = _codes(data["task"], "task", sort=False)
-        worker, workers = _codes(data["worker"], "worker", sort=False)
-        label, labels = _codes(data["label"], "label", sort=False)
-        T, W, K = len(tasks), len(workers), len(labels)
+        crowd = encode(select_columns(data), owner="MMSR")
+        T, W, K = crowd.n_tasks, crowd.n_workers, crowd.n_classes
         if W == 0:
             raise ValueError("MMSR.fit: data has no rows (crowd-kit: zero-size array to reduction operation minimum "
                              "which has no identity)")
         if K == 1:
-            raise SingleLabelError(f"MMSR.fit: every answer is {labels[0]!r}; M-MSR needs at least two distinct "
+            raise SingleLabelError(f"MMSR.fit: every answer is {crowd.classes[0]!r}; M-MSR needs at least two distinct "
                                    "labels (it divides by n_labels - 1; crowd-kit raises ZeroDivisionError)")
         u0, v0 = _uniform(self.random_state, W), _uniform(self.random_state, W)
 
         C = require_ext("MMSR.fit")
-        out = C.aggregate.mmsr(task, worker, label, T, W, K, np.ascontiguousarray(u0[:, 0]),
-                               np.ascontiguousarray(v0[:, 0]), min(n_iter, 2**31 - 1), float(self.tol), threads)
-        self._fit = {"out": out, "task": task, "worker": worker, "label": label, "tasks": tasks, "workers": workers,
-                     "labels": labels}
+        out = C.aggregate.mmsr(*crowd.arrays(), np.ascontiguousarray(u0[:, 0]), np.ascontiguousarray(v0[:, 0]),
+                               min(n_iter, 2**31 - 1), float(self.tol), threads)
+        self._fit = {"out": out, "crowd": crowd}
         self._n_workers, self._n_tasks, self._n_labels = W, T, K
-        self._labels_mapping = {value: i + 1 for i, value in enumerate(labels.to_numpy())}
-        self._workers_mapping = {value: i for i, value in enumerate(workers.to_numpy())}
-        self._tasks_mapping = {value: i for i, value in enumerate(tasks.to_numpy())}
+        self._labels_mapping = {value: i + 1 for i, value in enumerate(crowd.classes.to_numpy())}
+        self._workers_mapping = {value: i for i, value in enumerate(crowd.workers.to_numpy())}
+        self._tasks_mapping = {value: i for i, value in enumerate(crowd.tasks.to_numpy())}
         self._sparsity = float(out["min_partners"])
         self.loss_history_ = [float(x) for x in out["loss_history"]]
-        self.skills_ = pd.Series(self._skills(out, T, K), index=workers, name="skill")
+        self.skills_ = worker_series(self._skills(out, T, K), crowd.workers)
         return self
 
     def predict(self, data: pd.DataFrame) -> pd.Series:
@@ -177,61 +143,58 @@ class MMSR:
         if not hasattr(self, "skills_"):
             raise AttributeError(f"'{type(self).__name__}' object has no attribute 'skills_'")
         threads = _checks.n_threads(self.n_threads)
-        data = data[COLUMNS]
-        if data.empty:  # pandas' empty group-by results, their index dtypes included (no engine call)
-            scores = data.join(self.skills_, on="worker").groupby(["task", "label"])["skill"].sum()
-            self.scores_ = scores.unstack("label", fill_value=0)
-            self.labels_ = pd.Series([], dtype="O", name="agg_label")
+        frame = select_columns(data)
+        if frame.empty:  # pandas' empty group-by results, their index dtypes included (no engine call)
+            joined = frame[list(COLUMNS)].join(self.skills_, on="worker")
+            self.scores_ = joined.groupby(["task", "label"])["skill"].sum().unstack("label", fill_value=0)
+            self.labels_ = empty_labels()
             return
-        task, tasks = _codes(data["task"], "task", sort=True)
-        worker, workers = _codes(data["worker"], "worker", sort=False)
-        label, labels = _codes(data["label"], "label", sort=True)
-        skills = self.skills_.reindex(workers).to_numpy(np.float64)
-        missing = int(np.isnan(skills)[worker].sum())
+        crowd = encode(frame, tasks="sorted", workers="first", labels="sorted", owner="MMSR")
+        skills = self.skills_.reindex(crowd.workers).to_numpy(np.float64)
+        missing = int(np.isnan(skills)[crowd.worker].sum())
         if missing:
             raise ValueError(f"Skill value is missing in {missing} assignments. Specify skills for every used worker "
                              "or use different 'on_unknown_skill' value.")
-        group = task * max(len(labels), 1) + label  # groupby(["task", "label"])'s ids; pandas' sum depends on order
+        # groupby(["task", "label"])'s ids: pandas' sum depends on their order
+        group = crowd.task * max(crowd.n_classes, 1) + crowd.label
         in_runs = bool(np.all(group[1:] >= group[:-1]))
         C = require_ext("MMSR.predict")
-        shares = C.aggregate.weighted_vote_shares(task, worker, label, len(tasks), len(workers), len(labels),
-                                                  np.ascontiguousarray(skills), in_runs, threads)
-        self.scores_ = pd.DataFrame(shares, index=tasks, columns=labels, copy=False)
+        shares = C.aggregate.weighted_vote_shares(*crowd.arrays(), np.ascontiguousarray(skills), in_runs, threads)
+        self.scores_ = probas_frame(shares, crowd.tasks, crowd.classes)
         if np.isnan(shares).any():  # pandas' idxmax skips NaN (and refuses all-NaN rows): its own call decides
             self.labels_ = self.scores_.idxmax(axis="columns").rename("agg_label")
         else:  # idxmax's first maximum, without pandas' copies of the table
-            first_max = C.aggregate.argmax_rows(shares, threads)
-            self.labels_ = pd.Series(labels.take(first_max), index=tasks, name="agg_label")
+            self.labels_ = labels_series(C.aggregate.argmax_rows(shares, threads), crowd.tasks, crowd.classes)
 
     # -- crowd-kit's private fields, dense, built on demand from the sparse fit -------------------------------
+    def _pair_matrix(self, given: str, values: str, elsewhere: str | None) -> np.ndarray:
+        """A W × W field: as given to __init__ before a fit, else the fit's ``values`` at each stored pair of
+        workers and its ``elsewhere`` (0 for None) at the pairs without a common task."""
+        if self._fit is None:
+            return self._given[given]
+        out, W = self._fit["out"], self._n_workers
+        dense = np.full((W, W), 0.0 if elsewhere is None else out[elsewhere])
+        dense[_pair_rows(out), out["partner"]] = out[values]
+        return dense
+
     @property
     def _covariation_matrix(self) -> np.ndarray:
-        if self._fit is None:
-            return self._given["covariation_matrix"]
-        out, W = self._fit["out"], self._n_workers
-        dense = np.full((W, W), out["unobserved_cov"])
-        dense[_pair_rows(out), out["partner"]] = out["cov"]
-        return dense
+        return self._pair_matrix("covariation_matrix", "cov", "unobserved_cov")
 
     @property
     def _n_common_tasks(self) -> np.ndarray:
-        if self._fit is None:
-            return self._given["n_common_tasks"]
-        out, W = self._fit["out"], self._n_workers
-        dense = np.zeros((W, W))
-        dense[_pair_rows(out), out["partner"]] = out["common"]
-        return dense
+        return self._pair_matrix("n_common_tasks", "common", None)
 
     @property
     def _observation_matrix(self) -> np.ndarray:
         if self._fit is None:
             return self._given["observation_matrix"]
-        f = self._fit
-        cell = f["worker"] * self._n_tasks + f["task"]
+        crowd = self._fit["crowd"]
+        cell = crowd.worker * self._n_tasks + crowd.task
         _, from_end = np.unique(cell[::-1], return_index=True)
         last = len(cell) - 1 - from_end  # a worker's last answer to a task is the one crowd-kit keeps
         dense = np.zeros((self._n_workers, self._n_tasks))
-        dense[f["worker"][last], f["task"][last]] = f["label"][last] + 1
+        dense[crowd.worker[last], crowd.task[last]] = crowd.label[last] + 1
         return dense
 
     @_observation_matrix.setter
@@ -296,7 +259,11 @@ def _signed(out: dict[str, Any], s_abs: np.ndarray) -> np.ndarray:
         return np.concatenate([x[k:], g - s])
 
     op = sla.LinearOperator((2 * k, 2 * k), matvec=matvec, dtype=np.float64)
-    _, vectors = sla.eigs(op, 1, which="LR")
+    # a fixed start vector: ARPACK's own random start (crowd-kit passes none) advances with every call in the process,
+    # so on a crowd whose eigenvalue is tied the signs changed from fit to fit; a fixed one makes a fit reproducible
+    # and changes nothing where the eigenvector is unique
+    start = np.random.default_rng(0).uniform(0.5, 1.5, 2 * k)
+    _, vectors = sla.eigs(op, 1, which="LR", v0=start)
     signs = np.sign(vectors.real)[:k]
     s_sign = np.zeros((n, 1))
     s_sign[valid] = np.sign(np.sum(signs)) * s_abs[valid] * signs

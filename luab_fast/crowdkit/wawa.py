@@ -26,17 +26,6 @@ class Wawa(SkillWeightedVote):
     def __init__(self, *, n_threads: int | None = None) -> None:
         self.n_threads = n_threads
 
-    def fit(self, data: pd.DataFrame) -> "Wawa":
-        return super().fit(data)
-
-    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
-        self._fit_predict(data)
-        return self.labels_
-
-    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
-        self._fit_predict(data)
-        return self.probas_
-
     def _fit_and_vote(self, frame: pd.DataFrame, crowd: EncodedCrowd) -> tuple[pd.Series, np.ndarray | None, int]:
         C = require_ext("Wawa.fit_predict")
         hits, counted, codes, undefined = C.aggregate.skill_weighted_vote(

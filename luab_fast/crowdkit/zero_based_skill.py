@@ -37,20 +37,9 @@ class ZeroBasedSkill(SkillWeightedVote):
         self.eps = eps
         self.n_threads = n_threads
 
-    def fit(self, data: pd.DataFrame) -> "ZeroBasedSkill":
-        return super().fit(data)
-
     def _fit_and_vote(self, frame: pd.DataFrame, crowd: EncodedCrowd) -> tuple[pd.Series, np.ndarray | None, int]:
         skills, codes, undefined = self._run(frame, crowd, predict=True)
         return skills, codes, undefined
-
-    def fit_predict(self, data: pd.DataFrame) -> pd.Series:
-        self._fit_predict(data)
-        return self.labels_
-
-    def fit_predict_proba(self, data: pd.DataFrame) -> pd.DataFrame:
-        self._fit_predict(data)
-        return self.probas_
 
     def _fit_skills(self, frame: pd.DataFrame, crowd: EncodedCrowd) -> None:
         self._set_fitted(skills_=self._run(frame, crowd, predict=False)[0])
