@@ -5,10 +5,8 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <climits>
 #include <cmath>
-#include <cstdlib>
-#include <string>
+#include <cstdint>
 #include <vector>
 
 #include "aggregate/bayes.hpp"
@@ -17,6 +15,7 @@
 #include "aggregate/ds_m_step.hpp"
 #include "aggregate/em_kernels.hpp"
 #include "aggregate/encode.hpp"
+#include "aggregate/label_columns.hpp"
 #include "aggregate/majority_vote.hpp"
 #include "common/buffer.hpp"
 #include "common/check.hpp"
@@ -28,61 +27,18 @@ namespace agg = luab::aggregate;
 
 namespace {
 
-using luab::dtype_of;
+using luab::check_finite_nonnegative;
+using luab::checked_array;
 using luab::shape_of;
+using luab::to_numpy;
 
-template <typename T>
-const T* checked(const py::array& a, const char* name, std::vector<int64_t> shape, const char* dtype_name) {
-  // equivalent dtypes, not the same dtype object: an unpickled array's int64 is a dtype of its own
-  LUAB_CHECK(py::array_t<T>::check_(a), name, " must be a ", dtype_name, " array, got dtype ",
-             dtype_of(a));
-  LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
-  if (!ok) {
-    std::string want = "(";
-    for (size_t d = 0; d < shape.size(); ++d)
-      want += (d ? ", " : "") + (shape[d] < 0 ? std::string("n") : std::to_string(shape[d]));
-    LUAB_CHECK(false, name, " must have shape ", want, (shape.size() == 1 ? ",)" : ")"), ", got ", shape_of(a));
-  }
-  return static_cast<const T*>(a.data());
-}
-
-// Every value of a float64 array is finite and >= 0 (pseudo-counts, probabilities, vote weights): a NaN, an inf
-// or a negative value would come out as NaN or negative "probabilities", a silently wrong result.
-void check_finite_nonnegative(const double* p, int64_t n, const char* name, const char* what) {
-  for (int64_t i = 0; i < n; ++i)
-    LUAB_CHECK(std::isfinite(p[i]) && p[i] >= 0.0, name, " must hold finite ", what, " >= 0, got ", p[i],
-               " at flat index ", i);
-}
-
-// An optional float64 array of the given shape whose values are finite and >= 0.
-const double* optional_f64(const py::object& o, const char* name, std::vector<int64_t> shape, const char* what) {
-  if (o.is_none()) return nullptr;
-  const py::array a = o.cast<py::array>();
-  const double* p = checked<double>(a, name, std::move(shape), "float64");
-  check_finite_nonnegative(p, static_cast<int64_t>(a.size()), name, what);
+// An optional float64 array of the given shape whose values are finite and >= 0, held in `holder` for the call.
+const double* optional_f64(const py::object& o, py::array& holder, const char* name, const std::vector<int64_t>& shape,
+                           const char* what) {
+  if (!luab::optional_array(o, holder)) return nullptr;
+  const double* p = checked_array<double>(holder, name, shape, "float64");
+  check_finite_nonnegative(p, static_cast<int64_t>(holder.size()), name, what);
   return p;
-}
-
-// An iteration count as the EM loops take it (an int).
-int checked_iterations(int64_t n, const char* name) {
-  LUAB_CHECK(n >= 0 && n <= INT_MAX, name, " must be >= 0 (and <= ", INT_MAX, "), got ", n);
-  return static_cast<int>(n);
-}
-
-template <typename T>
-py::array_t<T> to_numpy(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>(shape, heap->data(), owner);
-}
-
-template <typename T>
-py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
-  T* p = b.release();
-  py::capsule owner(p, [](void* q) { std::free(q); });
-  return py::array_t<T>(shape, p, owner);
 }
 
 // Builds the CSR views from the three label columns (ids already dense, checked in C++ too).
@@ -90,21 +46,18 @@ py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
 agg::Crowd make_crowd(const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks,
                       int64_t n_workers, int64_t n_classes, bool confusion_tables = false,
                       bool task_view_only = false) {
-  const int64_t n = task.ndim() == 1 ? task.shape(0) : -1;
-  const int64_t* t = checked<int64_t>(task, "task", {-1}, "int64");
-  const int64_t* w = checked<int64_t>(worker, "worker", {n}, "int64");
-  const int64_t* l = checked<int64_t>(label, "label", {n}, "int64");
+  const agg::LabelColumns l = agg::label_columns(task, worker, label);
   py::gil_scoped_release nogil;
-  if (task_view_only) return agg::build_task_view(t, w, l, n, n_tasks, n_workers, n_classes);
-  return agg::build_crowd(t, w, l, n, n_tasks, n_workers, n_classes, confusion_tables);
+  if (task_view_only) return agg::build_task_view(l.task, l.worker, l.label, l.n, n_tasks, n_workers, n_classes);
+  return agg::build_crowd(l, n_tasks, n_workers, n_classes, confusion_tables);
 }
 
 // alpha may be [K, K] (shared by all workers) or [W, K, K]; returns whether it is per worker.
 // Its values must be finite pseudo-counts >= 0.
 bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
   const bool per_worker = a.ndim() == 3;
-  const double* p = per_worker ? checked<double>(a, name, {W, K, K}, "float64")
-                               : checked<double>(a, name, {K, K}, "float64");
+  const double* p = per_worker ? checked_array<double>(a, name, {W, K, K}, "float64")
+                               : checked_array<double>(a, name, {K, K}, "float64");
   check_finite_nonnegative(p, static_cast<int64_t>(a.size()), name, "pseudo-counts");
   return per_worker;
 }
@@ -112,9 +65,8 @@ bool alpha_layout(const py::array& a, int64_t W, int64_t K, const char* name) {
 // An optional int64 [n_tasks] of reference classes (>= n_classes: no class) or -1 (none), held in `holder` for the
 // call (a cast may have made a new array).
 const int64_t* optional_reference(const py::object& o, int64_t n_tasks, py::array& holder) {
-  if (o.is_none()) return nullptr;
-  holder = o.cast<py::array>();
-  const int64_t* ref = checked<int64_t>(holder, "reference", {n_tasks}, "int64");
+  if (!luab::optional_array(o, holder)) return nullptr;
+  const int64_t* ref = checked_array<int64_t>(holder, "reference", {n_tasks}, "int64");
   for (int64_t t = 0; t < n_tasks; ++t)
     LUAB_CHECK(ref[t] >= -1, "reference must hold class indices (or >= n_classes: no class), or -1 for none, got ",
                ref[t], " at task ", t);
@@ -123,9 +75,8 @@ const int64_t* optional_reference(const py::object& o, int64_t n_tasks, py::arra
 
 // An optional permutation of 0..n_classes-1 (crowd-kit's column order, for ties), held in `holder` for the call.
 const int64_t* optional_order(const py::object& o, int64_t n_classes, py::array& holder) {
-  if (o.is_none()) return nullptr;
-  holder = o.cast<py::array>();
-  const int64_t* ord = checked<int64_t>(holder, "order", {n_classes}, "int64");
+  if (!luab::optional_array(o, holder)) return nullptr;
+  const int64_t* ord = checked_array<int64_t>(holder, "order", {n_classes}, "int64");
   std::vector<uint8_t> seen(static_cast<size_t>(n_classes), 0);
   for (int64_t k = 0; k < n_classes; ++k) {
     LUAB_CHECK(ord[k] >= 0 && ord[k] < n_classes && !seen[ord[k]], "order must be a permutation of 0..",
@@ -149,7 +100,7 @@ void init_aggregate(py::module_& a) {
       "factorize_integers",
       [](const py::array& values, bool sorted) -> py::object {
         const int64_t n = values.ndim() == 1 ? values.shape(0) : -1;
-        const int64_t* v = checked<int64_t>(values, "values", {-1}, "int64");
+        const int64_t* v = checked_array<int64_t>(values, "values", {-1}, "int64");
         std::vector<int64_t> codes(static_cast<size_t>(n)), uniques;
         bool ok;
         {
@@ -174,11 +125,11 @@ void init_aggregate(py::module_& a) {
         std::vector<int64_t> out(static_cast<size_t>(rows));
         const int nt = agg::resolve_threads(threads, rows * k);
         if (py::array_t<float>::check_(x)) {
-          const float* p = checked<float>(x, "x", {rows, k}, "float32");
+          const float* p = checked_array<float>(x, "x", {rows, k}, "float32");
           py::gil_scoped_release nogil;
           agg::argmax_rows(p, rows, k, out.data(), nt);
         } else {
-          const double* p = checked<double>(x, "x", {rows, k}, "float64 or float32");
+          const double* p = checked_array<double>(x, "x", {rows, k}, "float64 or float32");
           py::gil_scoped_release nogil;
           agg::argmax_rows(p, rows, k, out.data(), nt);
         }
@@ -193,7 +144,8 @@ void init_aggregate(py::module_& a) {
          int64_t n_classes, const py::object& weights, int64_t n_threads) {
         const int threads = luab::check_threads(n_threads);
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
-        const double* wts = optional_f64(weights, "weights", {n_workers}, "vote weights");
+        py::array weights_arr;  // held for the call
+        const double* wts = optional_f64(weights, weights_arr, "weights", {n_workers}, "vote weights");
         luab::Buffer<double> post;
         {
           py::gil_scoped_release nogil;
@@ -213,9 +165,9 @@ void init_aggregate(py::module_& a) {
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, false, true);
         const double* wts = nullptr;
         py::array weights_arr, order_arr;  // held for the call: a cast may have made a new array
-        if (!weights.is_none()) {  // any number but NaN: crowd-kit sums negative and infinite skills as given
-          weights_arr = weights.cast<py::array>();
-          wts = checked<double>(weights_arr, "weights", {n_workers}, "float64");
+        // any number but NaN: crowd-kit sums negative and infinite skills as given
+        if (luab::optional_array(weights, weights_arr)) {
+          wts = checked_array<double>(weights_arr, "weights", {n_workers}, "float64");
           for (int64_t w = 0; w < n_workers; ++w)
             LUAB_CHECK(!std::isnan(wts[w]), "weights must not be NaN, got NaN at worker ", w);
         }
@@ -292,7 +244,7 @@ void init_aggregate(py::module_& a) {
          int64_t n_classes, const py::array& post, int64_t n_threads) {
         const int threads = luab::check_threads(n_threads);
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, true);
-        const double* p = checked<double>(post, "post", {n_tasks, n_classes}, "float64");
+        const double* p = checked_array<double>(post, "post", {n_tasks, n_classes}, "float64");
         check_finite_nonnegative(p, n_tasks * n_classes, "post", "probabilities");
         luab::Buffer<double> counts(n_workers * n_classes * n_classes, luab::Uninitialized{});
         without_gil([&] {
@@ -312,29 +264,27 @@ void init_aggregate(py::module_& a) {
          int64_t n_iter, double tol, bool one_coin, bool single_precision, int64_t n_threads,
          const py::object& init_theta, const py::object& gold) {
         const int threads = luab::check_threads(n_threads);
-        const int iters = checked_iterations(n_iter, "n_iter");
+        const int iters = luab::checked_count(n_iter, "n_iter");
         // any threshold but NaN: EM stops once the objective gains less than tol (a negative tol waits for a drop)
         LUAB_CHECK(!std::isnan(tol), "tol must be a number, got NaN");
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, !one_coin);
         agg::DSStart start;
-        start.post = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
-        start.theta = optional_f64(init_theta, "init_theta", {n_workers, n_classes, n_classes}, "probabilities");
-        py::array gold_arr;  // held for the call
-        if (!gold.is_none()) {
-          gold_arr = gold.cast<py::array>();
-          start.gold = checked<int64_t>(gold_arr, "gold", {n_tasks}, "int64");
-        }
-        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes}, "probabilities");
+        py::array post_arr, theta_arr, gold_arr, prior_arr, alpha_arr;  // held for the call
+        start.post = optional_f64(init_post, post_arr, "init_post", {n_tasks, n_classes}, "probabilities");
+        start.theta = optional_f64(init_theta, theta_arr, "init_theta", {n_workers, n_classes, n_classes},
+                                   "probabilities");
+        if (luab::optional_array(gold, gold_arr))
+          start.gold = checked_array<int64_t>(gold_arr, "gold", {n_tasks}, "int64");
+        const double* tp = optional_f64(task_prior, prior_arr, "task_prior", {n_tasks, n_classes}, "probabilities");
         const double* al = nullptr;
         bool per_worker = false;
-        if (!alpha.is_none()) {
-          py::array arr = alpha.cast<py::array>();
+        if (luab::optional_array(alpha, alpha_arr)) {
           if (one_coin) {
-            al = checked<double>(arr, "alpha", {2}, "float64");
+            al = checked_array<double>(alpha_arr, "alpha", {2}, "float64");
             check_finite_nonnegative(al, 2, "alpha", "pseudo-counts");
           } else {
-            per_worker = alpha_layout(arr, n_workers, n_classes, "alpha");
-            al = static_cast<const double*>(arr.data());
+            per_worker = alpha_layout(alpha_arr, n_workers, n_classes, "alpha");
+            al = static_cast<const double*>(alpha_arr.data());
           }
         }
         const agg::DSOptions opt{iters, tol, one_coin, single_precision, threads};  // in the struct's order
@@ -373,13 +323,14 @@ void init_aggregate(py::module_& a) {
          int64_t n_classes, const py::array& alpha, const py::object& task_prior, const py::object& init_post,
          int64_t max_iter, bool hard_criterion, double likelihood_epsilon, int64_t n_threads) {
         const int threads = luab::check_threads(n_threads);
-        const int iters = checked_iterations(max_iter, "max_iter");
+        const int iters = luab::checked_count(max_iter, "max_iter");
         LUAB_CHECK(likelihood_epsilon >= 0.0, "likelihood_epsilon must be >= 0, got ", likelihood_epsilon);
         agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, true);
         const bool per_worker = alpha_layout(alpha, n_workers, n_classes, "alpha");
         const double* al = static_cast<const double*>(alpha.data());
-        const double* tp = optional_f64(task_prior, "task_prior", {n_tasks, n_classes}, "probabilities");
-        const double* init = optional_f64(init_post, "init_post", {n_tasks, n_classes}, "probabilities");
+        py::array prior_arr, post_arr;  // held for the call
+        const double* tp = optional_f64(task_prior, prior_arr, "task_prior", {n_tasks, n_classes}, "probabilities");
+        const double* init = optional_f64(init_post, post_arr, "init_post", {n_tasks, n_classes}, "probabilities");
         const agg::BayesOptions opt{iters, hard_criterion, likelihood_epsilon, threads};  // in the struct's order
         agg::BayesResult r = without_gil([&] { return agg::bayes_aggregate(c, al, per_worker, tp, init, opt); });
         py::dict out;

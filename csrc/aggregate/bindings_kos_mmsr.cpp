@@ -8,12 +8,11 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
-#include <string>
 #include <utility>
 #include <vector>
 
-#include "aggregate/crowd.hpp"
 #include "aggregate/kos.hpp"
+#include "aggregate/label_columns.hpp"
 #include "aggregate/mmsr.hpp"
 #include "common/buffer.hpp"
 #include "common/check.hpp"
@@ -25,56 +24,9 @@ namespace agg = luab::aggregate;
 
 namespace {
 
-// A C-contiguous 1-D array of T with n elements (n < 0: any length).
-template <typename T>
-const T* vector_of(const py::array& a, const char* name, int64_t n, const char* dtype_name) {
-  LUAB_CHECK(a.dtype().is(py::dtype::of<T>()), name, " must be a ", dtype_name, " array, got dtype ",
-             luab::dtype_of(a));
-  LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
-  LUAB_CHECK(a.ndim() == 1 && (n < 0 || a.shape(0) == n), name, " must have shape (",
-             n < 0 ? std::string("n") : std::to_string(n), ",), got ", luab::shape_of(a));
-  return static_cast<const T*>(a.data());
-}
-
-// Finite float64 values: a NaN or inf start or skill would make every later message NaN, silently.
-const double* finite_f64(const py::array& a, const char* name, int64_t n) {
-  const double* p = vector_of<double>(a, name, n, "float64");
-  for (int64_t i = 0; i < n; ++i)
-    LUAB_CHECK(std::isfinite(p[i]), name, " must hold finite values, got ", p[i], " at index ", i);
-  return p;
-}
-
 int iterations(int64_t n, const char* name) {
   LUAB_CHECK(n >= 0 && n <= INT_MAX, name, " must be in 0..", INT_MAX, ", got ", n);
   return static_cast<int>(n);
-}
-
-// The three label columns (dense ids, checked again by build_crowd) and the CSR crowd built from them.
-struct Labels {
-  const int64_t* task;
-  const int64_t* worker;
-  const int64_t* label;
-  int64_t n;
-};
-
-Labels labels_of(const py::array& task, const py::array& worker, const py::array& label) {
-  const int64_t n = task.ndim() == 1 ? task.shape(0) : -1;
-  const int64_t* t = vector_of<int64_t>(task, "task", -1, "int64");
-  return {t, vector_of<int64_t>(worker, "worker", n, "int64"), vector_of<int64_t>(label, "label", n, "int64"), n};
-}
-
-template <typename T>
-py::array_t<T> to_numpy(std::vector<T>&& v) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array_t<T>({static_cast<py::ssize_t>(heap->size())}, heap->data(), owner);
-}
-
-template <typename T>
-py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
-  T* p = b.release();
-  py::capsule owner(p, [](void* q) { std::free(q); });
-  return py::array_t<T>(shape, p, owner);
 }
 
 }  // namespace
@@ -89,16 +41,16 @@ void init_aggregate_kos_mmsr(py::module_& a) {
         const int iters = iterations(n_iter, "n_iter");
         LUAB_CHECK(max_abs >= 0.0, "max_abs must be a number >= 0, got ", max_abs);
         LUAB_CHECK(n_workers >= 0, "n_workers must be >= 0, got ", n_workers);
-        const Labels l = labels_of(task, worker, label);
-        const double* init = finite_f64(init_reliability, "init_reliability", l.n);
+        const agg::LabelColumns l = agg::label_columns(task, worker, label);
+        const double* init = luab::finite_vector(init_reliability, "init_reliability", l.n);
         agg::KOSResult r;
         {
           py::gil_scoped_release nogil;
-          const agg::Crowd c = agg::build_crowd(l.task, l.worker, l.label, l.n, n_tasks, n_workers, 2);
+          const agg::Crowd c = agg::build_crowd(l, n_tasks, n_workers, 2);
           r = agg::kos(c, l.task, l.worker, init, iters, max_abs, {tasks_in_runs, workers_in_runs}, threads);
         }
         py::dict out;
-        out["task_score"] = to_numpy(std::move(r.task_score), {n_tasks});
+        out["task_score"] = luab::to_numpy(std::move(r.task_score), {n_tasks});
         out["n_iter"] = r.n_iter_run;
         out["overflowed"] = r.overflowed;
         return out;
@@ -122,30 +74,30 @@ void init_aggregate_kos_mmsr(py::module_& a) {
         LUAB_CHECK(n_classes >= 2, "n_classes must be >= 2 (M-MSR divides by n_classes - 1), got ", n_classes);
         LUAB_CHECK(n_tasks >= 1, "n_tasks must be >= 1, got ", n_tasks);
         LUAB_CHECK(n_workers >= 1, "n_workers must be >= 1, got ", n_workers);
-        const Labels l = labels_of(task, worker, label);
-        const double* u = finite_f64(u0, "u0", n_workers);
-        const double* v = finite_f64(v0, "v0", n_workers);
+        const agg::LabelColumns l = agg::label_columns(task, worker, label);
+        const double* u = luab::finite_vector(u0, "u0", n_workers);
+        const double* v = luab::finite_vector(v0, "v0", n_workers);
         agg::WorkerPairs p;
         agg::MMSRResult r;
         std::vector<double> row_sums(static_cast<size_t>(n_workers));
         {
           py::gil_scoped_release nogil;
-          const agg::Crowd c = agg::build_crowd(l.task, l.worker, l.label, l.n, n_tasks, n_workers, n_classes);
+          const agg::Crowd c = agg::build_crowd(l, n_tasks, n_workers, n_classes);
           p = agg::build_worker_pairs(c, threads);
           agg::covariation_row_sums(p, row_sums.data(), threads);
           r = agg::mmsr(p, u, v, iters, tol, n_tasks, threads);
         }
         py::dict out;
-        out["u"] = to_numpy(std::move(r.u));
-        out["v"] = to_numpy(std::move(r.v));
+        out["u"] = luab::to_numpy(std::move(r.u));
+        out["v"] = luab::to_numpy(std::move(r.v));
         out["loss_history"] = std::move(r.loss_history);
-        out["pair_ptr"] = to_numpy(std::move(p.ptr));
-        out["partner"] = to_numpy(std::move(p.partner));
-        out["common"] = to_numpy(std::move(p.common));
-        out["cov"] = to_numpy(std::move(p.cov));
+        out["pair_ptr"] = luab::to_numpy(std::move(p.ptr));
+        out["partner"] = luab::to_numpy(std::move(p.partner));
+        out["common"] = luab::to_numpy(std::move(p.common));
+        out["cov"] = luab::to_numpy(std::move(p.cov));
         out["unobserved_cov"] = p.unobserved_cov;
         out["min_partners"] = p.min_partners;
-        out["row_sums"] = to_numpy(std::move(row_sums));
+        out["row_sums"] = luab::to_numpy(std::move(row_sums));
         return out;
       },
       py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
@@ -161,15 +113,15 @@ void init_aggregate_kos_mmsr(py::module_& a) {
          int64_t n_classes, const py::array& skills, bool in_runs, int64_t n_threads) {
         const int threads = luab::check_threads(n_threads);
         LUAB_CHECK(n_workers >= 0, "n_workers must be >= 0, got ", n_workers);
-        const Labels l = labels_of(task, worker, label);
-        const double* s = finite_f64(skills, "skills", n_workers);
+        const agg::LabelColumns l = agg::label_columns(task, worker, label);
+        const double* s = luab::finite_vector(skills, "skills", n_workers);
         luab::Buffer<double> shares;
         {
           py::gil_scoped_release nogil;
-          const agg::Crowd c = agg::build_crowd(l.task, l.worker, l.label, l.n, n_tasks, n_workers, n_classes);
+          const agg::Crowd c = agg::build_crowd(l, n_tasks, n_workers, n_classes);
           shares = agg::weighted_vote_shares(c, s, in_runs, threads);
         }
-        return to_numpy(std::move(shares), {n_tasks, n_classes});
+        return luab::to_numpy(std::move(shares), {n_tasks, n_classes});
       },
       py::arg("task"), py::arg("worker"), py::arg("label"), py::arg("n_tasks"), py::arg("n_workers"),
       py::arg("n_classes"), py::arg("skills"), py::arg("in_runs") = false, py::arg("n_threads") = 0,

@@ -6,13 +6,10 @@
 
 #include <climits>
 #include <cmath>
-#include <cstdlib>
-#include <string>
 #include <vector>
 
-#include "aggregate/crowd.hpp"
+#include "aggregate/label_columns.hpp"
 #include "aggregate/mace.hpp"
-#include "common/buffer.hpp"
 #include "common/check.hpp"
 #include "common/parallel.hpp"
 #include "common/pyarray.hpp"
@@ -22,42 +19,16 @@ namespace agg = luab::aggregate;
 
 namespace {
 
-// The data of a C-contiguous array of dtype T and the given shape (-1: any length), else ValueError naming it.
-template <typename T>
-const T* array_data(const py::array& a, const char* name, const std::vector<int64_t>& shape, const char* dtype) {
-  LUAB_CHECK(a.dtype().is(py::dtype::of<T>()), name, " must be a ", dtype, " array, got dtype ", luab::dtype_of(a));
-  LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  for (size_t d = 0; ok && d < shape.size(); ++d) ok = shape[d] < 0 || a.shape(d) == shape[d];
-  if (!ok) {
-    std::string want = "(";
-    for (size_t d = 0; d < shape.size(); ++d)
-      want += (d ? ", " : "") + (shape[d] < 0 ? std::string("n") : std::to_string(shape[d]));
-    LUAB_CHECK(false, name, " must have shape ", want, (shape.size() == 1 ? ",)" : ")"), ", got ",
-               luab::shape_of(a));
-  }
-  return static_cast<const T*>(a.data());
-}
-
 // Starting parameters are probabilities: finite and >= 0 (a NaN would come out as NaN posteriors).
 const double* start_data(const py::array& a, const char* name, const std::vector<int64_t>& shape) {
-  const double* p = array_data<double>(a, name, shape, "float64");
-  for (py::ssize_t i = 0; i < a.size(); ++i)
-    LUAB_CHECK(std::isfinite(p[i]) && p[i] >= 0.0, name, " must hold finite probabilities >= 0, got ", p[i],
-               " at flat index ", i);
+  const double* p = luab::checked_array<double>(a, name, shape, "float64");
+  luab::check_finite_nonnegative(p, a.size(), name, "probabilities");
   return p;
 }
 
 double finite(double x, const char* name) {
   LUAB_CHECK(std::isfinite(x), name, " must be finite, got ", x);
   return x;
-}
-
-template <typename T>
-py::array_t<T> to_numpy(luab::Buffer<T>&& b, std::vector<py::ssize_t> shape) {
-  T* p = b.release();
-  py::capsule owner(p, [](void* q) { std::free(q); });
-  return py::array_t<T>(shape, p, owner);
 }
 
 }  // namespace
@@ -78,27 +49,24 @@ void init_aggregate_mace(py::module_& a) {
         opt.alpha = finite(alpha, "alpha");
         opt.beta = finite(beta, "beta");
         opt.strategy_prior = finite(strategy_prior, "strategy_prior");
-        const int64_t n = task.ndim() == 1 ? task.shape(0) : -1;
-        const int64_t* t = array_data<int64_t>(task, "task", {-1}, "int64");
-        const int64_t* w = array_data<int64_t>(worker, "worker", {n}, "int64");
-        const int64_t* l = array_data<int64_t>(label, "label", {n}, "int64");
+        const agg::LabelColumns l = agg::label_columns(task, worker, label);
         const int64_t n_starts = spamming0.ndim() == 3 ? spamming0.shape(0) : -1;
         LUAB_CHECK(n_starts >= 1, "spamming0 must be [n_starts >= 1, n_workers, 2], got shape ",
                    luab::shape_of(spamming0));
         const double* s0 = start_data(spamming0, "spamming0", {n_starts, n_workers, 2});
         const double* th0 = start_data(thetas0, "thetas0", {n_starts, n_workers, n_classes});
-        const int64_t* row = array_data<int64_t>(theta_row, "theta_row", {n_workers}, "int64");
-        const int64_t* col = array_data<int64_t>(theta_col, "theta_col", {n_classes}, "int64");
+        const int64_t* row = luab::checked_vector<int64_t>(theta_row, "theta_row", n_workers, "int64");
+        const int64_t* col = luab::checked_vector<int64_t>(theta_col, "theta_col", n_classes, "int64");
         agg::MaceResult r;
         {
           py::gil_scoped_release nogil;
-          const agg::Crowd c = agg::build_crowd(t, w, l, n, n_tasks, n_workers, n_classes);
+          const agg::Crowd c = agg::build_crowd(l, n_tasks, n_workers, n_classes);
           r = agg::mace(c, s0, th0, n_starts, row, col, opt);
         }
         py::dict out;
-        out["spamming"] = to_numpy(std::move(r.spamming), {n_workers, 2});
-        out["thetas"] = to_numpy(std::move(r.thetas), {n_workers, n_classes});
-        out["probas"] = to_numpy(std::move(r.probas), {n_tasks, n_classes});
+        out["spamming"] = luab::to_numpy(std::move(r.spamming), {n_workers, 2});
+        out["thetas"] = luab::to_numpy(std::move(r.thetas), {n_workers, n_classes});
+        out["probas"] = luab::to_numpy(std::move(r.probas), {n_tasks, n_classes});
         out["log_likelihood"] = r.log_likelihood;
         out["best"] = r.best;
         return out;

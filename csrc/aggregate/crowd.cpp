@@ -32,22 +32,35 @@ void check_crowd(const int64_t* task, const int64_t* worker, const int64_t* labe
   }
 }
 
-}  // namespace
-
-Crowd build_task_view(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
-                      int64_t n_tasks, int64_t n_workers, int64_t n_classes) {
-  check_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, false);
+// check_crowd's checks, then a Crowd of those sizes with no labels placed yet.
+Crowd empty_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels, int64_t n_tasks,
+                  int64_t n_workers, int64_t n_classes, bool confusion_tables) {
+  check_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, confusion_tables);
   Crowd c;
   c.n_tasks = n_tasks;
   c.n_workers = n_workers;
   c.n_classes = n_classes;
   c.n_labels = n_labels;
   c.task_ptr.assign(n_tasks + 1, 0);
-  for (int64_t j = 0; j < n_labels; ++j) ++c.task_ptr[task[j] + 1];
+  return c;
+}
+
+// task_ptr from the label counts in task_ptr[i + 1] (their prefix sums), counting the tasks with labels.
+void finish_task_ptr(Crowd& c) {
+  const int64_t n_tasks = c.n_tasks;
   for (int64_t i = 0; i < n_tasks; ++i) {
     c.n_labelled_tasks += c.task_ptr[i + 1] > 0;
     c.task_ptr[i + 1] += c.task_ptr[i];
   }
+}
+
+}  // namespace
+
+Crowd build_task_view(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
+                      int64_t n_tasks, int64_t n_workers, int64_t n_classes) {
+  Crowd c = empty_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, false);
+  for (int64_t j = 0; j < n_labels; ++j) ++c.task_ptr[task[j] + 1];
+  finish_task_ptr(c);
   c.task_worker.resize(n_labels);
   c.task_label.resize(n_labels);
   std::vector<int64_t> tpos(c.task_ptr.begin(), c.task_ptr.end() - 1);
@@ -59,25 +72,16 @@ Crowd build_task_view(const int64_t* task, const int64_t* worker, const int64_t*
   return c;
 }
 
+// The two views' counting sorts run fused (one pass over the input for both counts, one for both scatters).
 Crowd build_crowd(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
                   int64_t n_tasks, int64_t n_workers, int64_t n_classes, bool confusion_tables) {
-  check_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, confusion_tables);
-  Crowd c;
-  c.n_tasks = n_tasks;
-  c.n_workers = n_workers;
-  c.n_classes = n_classes;
-  c.n_labels = n_labels;
-
-  c.task_ptr.assign(n_tasks + 1, 0);
+  Crowd c = empty_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, confusion_tables);
   c.worker_ptr.assign(n_workers + 1, 0);
   for (int64_t j = 0; j < n_labels; ++j) {
     ++c.task_ptr[task[j] + 1];
     ++c.worker_ptr[worker[j] + 1];
   }
-  for (int64_t i = 0; i < n_tasks; ++i) {
-    c.n_labelled_tasks += c.task_ptr[i + 1] > 0;
-    c.task_ptr[i + 1] += c.task_ptr[i];
-  }
+  finish_task_ptr(c);
   for (int64_t w = 0; w < n_workers; ++w) c.worker_ptr[w + 1] += c.worker_ptr[w];
 
   c.task_worker.resize(n_labels);

@@ -15,6 +15,7 @@
 #include "../common/check.hpp"
 #include "../common/parallel.hpp"
 #include "em_kernels.hpp"
+#include "pandas_sums.hpp"
 
 namespace luab::aggregate {
 namespace {

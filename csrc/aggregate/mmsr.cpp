@@ -12,7 +12,7 @@
 #include "../common/check.hpp"
 #include "../common/parallel.hpp"
 #include "em_kernels.hpp"
-#include "kos.hpp"
+#include "pandas_sums.hpp"
 #include "row_lanes.hpp"
 
 namespace luab::aggregate {

@@ -45,7 +45,7 @@ MMSRResult mmsr(const WorkerPairs& p, const double* u0, const double* v0, int n_
 
 // crowd-kit's MajorityVote(skills=...).probas_ as a dense [T, K] table: per task, the skills of the workers who
 // gave each label summed as pandas sums them (in_runs: the input rows come sorted by (task, label); see
-// pandas_group_sum in kos.hpp), each row then divided by its total (so negative or zero totals give what pandas
+// pandas_group_sum in pandas_sums.hpp), each row then divided by its total (so negative or zero totals give what pandas
 // gives: negative shares, inf, NaN).
 Buffer<double> weighted_vote_shares(const Crowd& c, const double* skills, bool in_runs, int n_threads);
 

@@ -11,23 +11,14 @@
 #include "byproducts/imagenet_xml.hpp"
 #include "common/check.hpp"
 #include "common/parallel.hpp"
+#include "common/pyarray.hpp"
 
 namespace py = pybind11;
 namespace bp = luab::byproducts;
 
 namespace {
 
-template <typename T>
-py::array numpy_of(std::vector<T>&& v, std::vector<py::ssize_t> shape, const py::dtype& dt) {
-  auto* heap = new std::vector<T>(std::move(v));
-  py::capsule owner(heap, [](void* p) { delete static_cast<std::vector<T>*>(p); });
-  return py::array(dt, shape, heap->data(), owner);
-}
-
-template <typename T>
-py::array numpy_of(std::vector<T>&& v, std::vector<py::ssize_t> shape) {
-  return numpy_of(std::move(v), std::move(shape), py::dtype::of<T>());
-}
+using luab::to_numpy;
 
 py::list str_list(const std::vector<std::string_view>& v) {
   py::list out(v.size());
@@ -62,28 +53,28 @@ py::dict parse_imagenet_xml(const py::list& docs, int64_t n_threads_arg) {
   const auto n_hover = static_cast<py::ssize_t>(b.hover_t.size());
   const py::dtype boolean("bool");
   py::dict out;
-  out["ok"] = numpy_of(std::move(b.ok), {n}, boolean);
+  out["ok"] = to_numpy(std::move(b.ok), {n}, boolean);
   py::list errors(b.error.size());
   for (size_t i = 0; i < b.error.size(); ++i) errors[i] = py::str(b.error[i]);
   out["error"] = errors;
   out["folder"] = str_list(b.folder);
   out["filename"] = str_list(b.filename);
-  out["size"] = numpy_of(std::move(b.size), {n, 3});
-  out["box_off"] = numpy_of(std::move(b.box_off), {n + 1});
-  out["boxes"] = numpy_of(std::move(b.boxes), {n_box, 4});
+  out["size"] = to_numpy(std::move(b.size), {n, 3});
+  out["box_off"] = to_numpy(std::move(b.box_off), {n + 1});
+  out["boxes"] = to_numpy(std::move(b.boxes), {n_box, 4});
   out["box_names"] = str_list(b.box_names);
-  out["rec_off"] = numpy_of(std::move(b.rec_off), {n + 1});
-  out["rec_int"] = numpy_of(std::move(b.rec_int), {n_rec, bp::kRecIntCols});
+  out["rec_off"] = to_numpy(std::move(b.rec_off), {n + 1});
+  out["rec_int"] = to_numpy(std::move(b.rec_int), {n_rec, bp::kRecIntCols});
   out["rec_str"] = str_list(b.rec_str);
-  out["click_off"] = numpy_of(std::move(b.click_off), {n_rec + 1});
-  out["trace_off"] = numpy_of(std::move(b.trace_off), {n_rec + 1});
-  out["hover_off"] = numpy_of(std::move(b.hover_off), {n_rec + 1});
-  out["click_xy"] = numpy_of(std::move(b.click_xy), {n_click, 2});
-  out["click_t"] = numpy_of(std::move(b.click_t), {n_click});
-  out["trace_xy"] = numpy_of(std::move(b.trace_xy), {n_trace, 2});
-  out["trace_t"] = numpy_of(std::move(b.trace_t), {n_trace});
-  out["hover_enter"] = numpy_of(std::move(b.hover_enter), {n_hover}, boolean);
-  out["hover_t"] = numpy_of(std::move(b.hover_t), {n_hover});
+  out["click_off"] = to_numpy(std::move(b.click_off), {n_rec + 1});
+  out["trace_off"] = to_numpy(std::move(b.trace_off), {n_rec + 1});
+  out["hover_off"] = to_numpy(std::move(b.hover_off), {n_rec + 1});
+  out["click_xy"] = to_numpy(std::move(b.click_xy), {n_click, 2});
+  out["click_t"] = to_numpy(std::move(b.click_t), {n_click});
+  out["trace_xy"] = to_numpy(std::move(b.trace_xy), {n_trace, 2});
+  out["trace_t"] = to_numpy(std::move(b.trace_t), {n_trace});
+  out["hover_enter"] = to_numpy(std::move(b.hover_enter), {n_hover}, boolean);
+  out["hover_t"] = to_numpy(std::move(b.hover_t), {n_hover});
   return out;
 }
 

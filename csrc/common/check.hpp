@@ -2,6 +2,7 @@
 // which pybind11 turns into a Python ValueError. Kernels never abort or segfault on bad input.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <initializer_list>
 #include <sstream>
@@ -34,6 +35,13 @@ inline int64_t checked_size(const char* what, std::initializer_list<int64_t> dim
          "fits in memory");
   }
   return n;
+}
+
+// A count the kernels take as an int (iterations, steps), else std::invalid_argument
+// "<name> must be >= 0 (and <= 2147483647), got -1".
+inline int checked_count(int64_t n, const char* name) {
+  if (n < 0 || n > INT_MAX) fail(name, " must be >= 0 (and <= ", INT_MAX, "), got ", n);
+  return static_cast<int>(n);
 }
 
 }  // namespace luab

@@ -5,7 +5,6 @@
 
 #include <cstdint>
 #include <limits>
-#include <string>
 
 #include "common/check.hpp"
 #include "common/parallel.hpp"
@@ -16,6 +15,7 @@ namespace py = pybind11;
 
 namespace {
 
+using luab::dtype_of;
 using luab::shape_of;
 
 py::array label_pool_py(const py::array& scores, const py::array& indices, const py::array& boxes,
@@ -23,9 +23,8 @@ py::array label_pool_py(const py::array& scores, const py::array& indices, const
                         int64_t n_threads) {
   const int nt = luab::check_threads(n_threads);
   LUAB_CHECK(scores.ndim() == 4, "scores must be [B, K, S, S], got shape ", shape_of(scores));
-  LUAB_CHECK(scores.dtype().is(py::dtype::of<float>()), "scores must be float32, got dtype ",
-             std::string(py::str(scores.dtype())));
-  LUAB_CHECK(scores.flags() & py::array::c_style, "scores must be C-contiguous");
+  LUAB_CHECK(luab::has_dtype<float>(scores), "scores must be float32, got dtype ", dtype_of(scores));
+  luab::check_c_contiguous(scores, "scores");
   const int64_t B = scores.shape(0), K = scores.shape(1), S = scores.shape(2);
   LUAB_CHECK(scores.shape(3) == S, "scores must be [B, K, S, S] (square map), got shape ", shape_of(scores));
   LUAB_CHECK(indices.ndim() == 4 && indices.shape(0) == B && indices.shape(1) == K && indices.shape(2) == S &&
@@ -34,16 +33,15 @@ py::array label_pool_py(const py::array& scores, const py::array& indices, const
   const int ib = static_cast<int>(indices.itemsize());
   const char kind = indices.dtype().kind();
   LUAB_CHECK(kind == 'i' && (ib == 2 || ib == 4 || ib == 8), "indices must be int16, int32 or int64, got dtype ",
-             std::string(py::str(indices.dtype())));
+             dtype_of(indices));
   // a byte-swapped array would be read as other (possibly in-range) class ids: a silently wrong result
   LUAB_CHECK(indices.dtype().attr("isnative").cast<bool>(), "indices must be in the machine's byte order, got dtype ",
-             std::string(py::str(indices.dtype())), "; convert with indices.astype(indices.dtype.newbyteorder('='))");
-  LUAB_CHECK(indices.flags() & py::array::c_style, "indices must be C-contiguous");
+             dtype_of(indices), "; convert with indices.astype(indices.dtype.newbyteorder('='))");
+  luab::check_c_contiguous(indices, "indices");
   LUAB_CHECK(boxes.ndim() == 2 && boxes.shape(0) == B && boxes.shape(1) == 4, "boxes must be [B=", B,
              ", 4], got shape ", shape_of(boxes));
-  LUAB_CHECK(boxes.dtype().is(py::dtype::of<float>()), "boxes must be float32, got dtype ",
-             std::string(py::str(boxes.dtype())));
-  LUAB_CHECK(boxes.flags() & py::array::c_style, "boxes must be C-contiguous");
+  LUAB_CHECK(luab::has_dtype<float>(boxes), "boxes must be float32, got dtype ", dtype_of(boxes));
+  luab::check_c_contiguous(boxes, "boxes");
   LUAB_CHECK(num_classes >= 1, "num_classes must be >= 1, got ", num_classes);
   LUAB_CHECK(out_h >= 1 && out_w >= 1, "output_size must be >= 1, got (", out_h, ", ", out_w, ")");
 

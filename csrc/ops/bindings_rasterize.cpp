@@ -3,8 +3,9 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
 #include <limits>
-#include <string>
+#include <vector>
 
 #include "common/check.hpp"
 #include "common/parallel.hpp"
@@ -15,19 +16,13 @@ namespace py = pybind11;
 
 namespace {
 
+// The data of an array of the given shape, dtype T and C layout, checked in that order: "<name> must have shape
+// (P, 2), got (3,)", "<name> must be float32, got dtype float64", "<name> must be C-contiguous".
 template <typename T>
-const T* checked(const py::array& a, const char* name, std::initializer_list<int64_t> shape, const char* dtype) {
-  bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
-  int d = 0;
-  std::string want = "(";
-  for (int64_t s : shape) {
-    ok = ok && (s < 0 || a.shape(d) == s);
-    want += (d++ ? ", " : "") + std::to_string(s);
-  }
-  want += shape.size() == 1 ? ",)" : ")";
-  LUAB_CHECK(ok, name, " must have shape ", want, ", got ", luab::shape_of(a));
-  LUAB_CHECK(a.dtype().is(py::dtype::of<T>()), name, " must be ", dtype, ", got dtype ", luab::dtype_of(a));
-  LUAB_CHECK(a.flags() & py::array::c_style, name, " must be C-contiguous");
+const T* checked(const py::array& a, const char* name, const std::vector<int64_t>& shape, const char* dtype) {
+  luab::check_shape(a, name, shape);
+  LUAB_CHECK(luab::has_dtype<T>(a), name, " must be ", dtype, ", got dtype ", luab::dtype_of(a));
+  luab::check_c_contiguous(a, name);
   return static_cast<const T*>(a.data());
 }
 
