@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include <omp.h>
+
 #include "../common/check.hpp"
 #include "../common/parallel.hpp"
 #include "em_kernels.hpp"
@@ -56,52 +58,68 @@ Edges make_edges(const Crowd& c, const int64_t* task, const int64_t* worker, con
 
 // pandas_group_sum's Kahan loop over up to kLanesKahan groups at once (group l: incoming[other[begin[l] + k]],
 // k < n[l]): the same operations per group, so the same bits.
+// Eight groups' Kahan sums interleaved (independent dependency chains, so the adds overlap), each in its own row
+// order as pandas sums it; every incoming message is read once, into gathered[at[l] + k], which the outgoing pass
+// then reads instead of a second random read of `incoming` (the gather is the cost: random reads).
 void kahan_lanes(const double* incoming, const int32_t* other, const int64_t* begin, const int64_t* n, int lanes,
-                 double* out) {
+                 const int64_t* at, double* gathered, double* out) {
   double sum[kLanesKahan] = {}, comp[kLanesKahan] = {};
   int64_t longest = 0;
   for (int l = 0; l < lanes; ++l) longest = std::max(longest, n[l]);
   for (int64_t k = 0; k < longest; ++k)
     for (int l = 0; l < lanes; ++l)
-      if (k < n[l]) kahan_add(incoming[other[begin[l] + k]], sum[l], comp[l]);
+      if (k < n[l]) {
+        const double v = incoming[other[begin[l] + k]];
+        gathered[at[l] + k] = v;
+        kahan_add(v, sum[l], comp[l]);
+      }
   for (int l = 0; l < lanes; ++l) out[l] = sum[l];
 }
 
-// One half-step over the groups (tasks or workers) of ptr: s_g = Σ incoming[other[p]] over the group's edges
-// (crowd-kit's groupby sum of "multiplied"), and each edge's outgoing message is ±(s_g − its own term) (crowd-kit's
-// "summed − multiplied", signed by the edge's vote). outgoing may be null (the final scores only); score, if given,
-// receives s_g. Returns whether some |s_g| > max_abs (NaN is not). The terms are gathered where they are read
-// (twice: for the sum, then for the messages), so no scratch grows with the largest group.
+// The most labels one block of kLanesKahan groups holds: the size of each thread's gather buffer.
+int64_t widest_block(const std::vector<int64_t>& ptr) {
+  const int64_t n_groups = static_cast<int64_t>(ptr.size()) - 1;
+  int64_t widest = 0;
+  for (int64_t g0 = 0; g0 < n_groups; g0 += kLanesKahan)
+    widest = std::max(widest, ptr[std::min(g0 + kLanesKahan, n_groups)] - ptr[g0]);
+  return widest;
+}
+
+// gathered_all: n_threads × widest doubles, allocated once per fit (no allocation in the iterations).
 bool half_step(const std::vector<int64_t>& ptr, const uint8_t* negative, const int32_t* other,
                const double* incoming, double* outgoing, double* score, bool in_runs, double max_abs,
-               int n_threads) {
+               int n_threads, double* gathered_all, int64_t widest) {
   const int64_t n_groups = static_cast<int64_t>(ptr.size()) - 1;
   const int64_t n_blocks = (n_groups + kLanesKahan - 1) / kLanesKahan;
   bool over = false;
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 64) reduction(|| : over)
   for (int64_t b = 0; b < n_blocks; ++b) {
+    double* gathered = gathered_all + static_cast<int64_t>(omp_get_thread_num()) * widest;
     const int64_t g0 = b * kLanesKahan;
     const int lanes = static_cast<int>(std::min<int64_t>(kLanesKahan, n_groups - g0));
-    int64_t begin[kLanesKahan], n[kLanesKahan];
+    int64_t begin[kLanesKahan], n[kLanesKahan], at[kLanesKahan];
     double s[kLanesKahan];
     for (int l = 0; l < lanes; ++l) {
       begin[l] = ptr[g0 + l];
       n[l] = ptr[g0 + l + 1] - begin[l];
+      at[l] = begin[l] - ptr[g0];  // the block's groups are contiguous: pack them as they lie
     }
     if (in_runs) {
       for (int l = 0; l < lanes; ++l) {
-        const int64_t first = begin[l];
-        s[l] = pandas_group_sum([&](int64_t k) { return incoming[other[first + k]]; }, n[l], true);
+        double* g = gathered + at[l];
+        for (int64_t k = 0; k < n[l]; ++k) g[k] = incoming[other[begin[l] + k]];
+        s[l] = pandas_group_sum([g](int64_t k) { return g[k]; }, n[l], true);
       }
     } else {
-      kahan_lanes(incoming, other, begin, n, lanes, s);
+      kahan_lanes(incoming, other, begin, n, lanes, at, gathered, s);
     }
     for (int l = 0; l < lanes; ++l) {
       over = over || std::fabs(s[l]) > max_abs;
       if (score != nullptr) score[g0 + l] = s[l];
       if (outgoing == nullptr) continue;
-      for (int64_t p = begin[l]; p < begin[l] + n[l]; ++p)  // × ±1, exact; a multiply, not a branch on random votes
-        outgoing[p] = (s[l] - incoming[other[p]]) * (1.0 - 2.0 * negative[p]);
+      const double* g = gathered + at[l];
+      for (int64_t k = 0; k < n[l]; ++k)  // × ±1, exact; a multiply, not a branch on random votes
+        outgoing[begin[l] + k] = (s[l] - g[k]) * (1.0 - 2.0 * negative[begin[l] + k]);
     }
   }
   return over;
@@ -121,18 +139,21 @@ KOSResult kos(const Crowd& c, const int64_t* task, const int64_t* worker, const 
   Buffer<double> reliability(N, Uninitialized{}), next_reliability(N, Uninitialized{});
   Buffer<double> inferred(N, Uninitialized{});
   const Edges e = make_edges(c, task, worker, init_reliability, reliability.data());
+  const int64_t widest = std::max(widest_block(c.task_ptr), widest_block(c.worker_ptr));
+  checked_size("n_threads * labels of the widest block", {nt, widest});
+  Buffer<double> gathered(static_cast<int64_t>(nt) * widest, Uninitialized{});
 
   KOSResult r;
   for (int it = 0; it < n_iter; ++it) {
     // tasks → workers: a worker's inferred label for each of its tasks, from the task's other workers
     if (half_step(c.task_ptr, e.task_negative.data(), e.worker_pos.data(), reliability.data(), inferred.data(),
-                  nullptr, sums.tasks_in_runs, max_abs, nt)) {
+                  nullptr, sums.tasks_in_runs, max_abs, nt, gathered.data(), widest)) {
       r.overflowed = true;
       break;
     }
     // workers → tasks: a worker's reliability on each task, from its other tasks; kept only if no sum overflowed
     if (half_step(c.worker_ptr, e.worker_negative.data(), e.task_pos.data(), inferred.data(),
-                  next_reliability.data(), nullptr, sums.workers_in_runs, max_abs, nt)) {
+                  next_reliability.data(), nullptr, sums.workers_in_runs, max_abs, nt, gathered.data(), widest)) {
       r.overflowed = true;
       break;
     }
@@ -142,7 +163,7 @@ KOSResult kos(const Crowd& c, const int64_t* task, const int64_t* worker, const 
   // the answer: each task's sum of vote · reliability (crowd-kit's final groupby("task") sum)
   r.task_score = Buffer<double>(c.n_tasks, Uninitialized{});
   half_step(c.task_ptr, e.task_negative.data(), e.worker_pos.data(), reliability.data(), nullptr,
-            r.task_score.data(), sums.tasks_in_runs, max_abs, nt);
+            r.task_score.data(), sums.tasks_in_runs, max_abs, nt, gathered.data(), widest);
   return r;
 }
 
