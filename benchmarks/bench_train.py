@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -74,6 +75,42 @@ def _seconds_per_step(run_steps) -> float:
     return (time.perf_counter() - t0) / done
 
 
+def trainer_run(train: Path, store: Any, device: torch.device, out: Path, threads: int, used: dict[str, str],
+                size: Steps = SIZE, **options: Any):
+    """run(limit) of the trainer users run (``Trainer.fit``: loader, targets, compiled step, the optimiser step,
+    schedule, loss read-back and NaN guard), less its checkpoint writes; ``store``: the byproducts (LUAB) or
+    None (labels only); ``options``: more TrainConfig fields (--model-ema, --clip-grad, ...)."""
+    from luab_fast.data import build_loader
+    from luab_fast.train.config import TrainConfig
+    from luab_fast.train.loop import Trainer
+    from luab_fast.train.model import LUABModel
+
+    gpu = device.type == "cuda"
+    cfg = TrainConfig(image_size=size.image_size, model=size.model, batch_size=size.batch, warmup_steps=1,
+                      checkpoint_every=10**9, **options)
+    # pooled as python -m luab_fast.train pools them: attention for LUAB, avg for labels only
+    pool = cfg.pool if store is not None else cfg.baseline_pool
+    model = LUABModel(size.model, 10, 32 if gpu else 16, pool=pool).to(device)
+    if gpu:
+        model = model.to(memory_format=torch.channels_last)
+    heat = model.heat_size(size.image_size)
+    loader = build_loader(train, size.batch, device=device, image_size=size.image_size, threads=threads,
+                          byproducts=store, heat_size=heat, channels_last=gpu)
+    name = "luab" if store is not None else "labels"
+    trainer = Trainer(name, model, loader, cfg, device, out, print)  # says if compile fails
+    trainer.save = lambda: None  # timing the step, not the disk
+    used["decode"] = f"{loader.backend} decode, {threads} threads"
+    n_batches = size.n // size.batch
+
+    def run(limit):
+        start = trainer.state.step
+        trainer.total = start + (limit or n_batches)
+        trainer.fit(lambda record: None, lambda epoch: None)
+        return trainer.state.step - start
+
+    return run
+
+
 def timed_interleaved(runners: dict[str, Any], rounds: int = ROUNDS) -> dict[str, list[float]]:
     """Seconds per step of each runner, ``rounds`` runs each, the runners taking turns, after one warm-up
     of two steps each (compile, pipeline build, allocator)."""
@@ -89,11 +126,8 @@ def timed_interleaved(runners: dict[str, Any], rounds: int = ROUNDS) -> dict[str
 def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
     from torchvision import datasets, transforms
 
-    from luab_fast.data import build_loader, make_demo
+    from luab_fast.data import make_demo
     from luab_fast.data.loader import default_threads
-    from luab_fast.train.config import TrainConfig
-    from luab_fast.train.loop import Trainer
-    from luab_fast.train.model import LUABModel
 
     if GPU:  # as our Trainer sets it; set first, so the baseline's convolutions get the same cuDNN choice
         torch.backends.cudnn.benchmark = True
@@ -124,30 +158,8 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
         return run
 
     def ours(byproducts: bool):
-        """The trainer users run (``Trainer.fit``: loader, targets, compiled step, AdamW, schedule, loss
-        read-back and NaN guard), less its checkpoint writes."""
-        cfg = TrainConfig(image_size=SIZE.image_size, model=SIZE.model, batch_size=SIZE.batch, warmup_steps=1,
-                          checkpoint_every=10**9)
-        # pooled as python -m luab_fast.train pools them: attention for LUAB, avg for labels only
-        pool = cfg.pool if byproducts else cfg.baseline_pool
-        model = LUABModel(SIZE.model, 10, 16 if not GPU else 32, pool=pool).to(device)
-        if GPU:
-            model = model.to(memory_format=torch.channels_last)
-        heat = model.heat_size(SIZE.image_size) if not GPU else (7, 7)
-        loader = build_loader(train, SIZE.batch, device=device, image_size=SIZE.image_size, threads=threads,
-                              byproducts=paths.store if byproducts else None, heat_size=heat, channels_last=GPU)
-        name = "luab" if byproducts else "labels"
-        trainer = Trainer(name, model, loader, cfg, device, tmp_path / name, print)  # says if compile fails
-        trainer.save = lambda: None  # timing the step, not the disk
-        used["decode"] = f"{loader.backend} decode, {threads} threads"
-
-        def run(limit):
-            start = trainer.state.step
-            trainer.total = start + (limit or n_batches)
-            trainer.fit(lambda record: None, lambda epoch: None)
-            return trainer.state.step - start
-
-        return run
+        return trainer_run(train, paths.store if byproducts else None, device, tmp_path / f"ours{byproducts}",
+                           threads, used)
 
     def baseline():
         import timm
@@ -188,7 +200,55 @@ def test_train_step_throughput(bench: Recorder, tmp_path) -> None:
                stats=stats("luab"))
     overhead = statistics.median(times["luab"]) / statistics.median(times["plain"]) - 1
     img_s = SIZE.batch / statistics.median(times["luab"])
-    met = f"target {'met' if overhead <= 0.03 else 'missed'}" if GPU else "the ≤ 3% target is for a GPU"
-    for name, plan in (("train_step", PLAN), ("train_extras", EXTRAS)):
-        bench.check(name, plan, metric="LUAB extras overhead", value=overhead, threshold=0.03, passed=True,
-                    detail=f"extras cost {100 * overhead:+.1f}% ({met}); LUAB step {img_s:,.0f} img/s")
+    detail = f"extras cost {100 * overhead:+.1f}%; LUAB step {img_s:,.0f} img/s"
+    # each target is for one device: checked there (met or missed), n/a elsewhere (no check recorded)
+    if on_h100():
+        bench.check("train_step", PLAN, metric="LUAB step img/s", value=img_s, threshold=3000.0,
+                    passed=img_s >= 3000, detail=detail)
+    if GPU:
+        bench.check("train_extras", EXTRAS, metric="LUAB extras overhead", value=overhead, threshold=0.03,
+                    passed=overhead <= 0.03, detail=detail)
+    print(f"\ntrain_step: {detail} (targets: {TARGET}; extras ≤ 3% on a GPU)")
+
+
+def on_h100() -> bool:
+    return GPU and "H100" in torch.cuda.get_device_name()
+
+
+# the cost of timm's EMA (ModelEmaV3, every step) + gradient clipping (global norm) over the plain step
+EMA_CLIP = {"model_ema": True, "clip_grad": 1.0}
+EMA_TARGET = "EMA + clipping ≤ 5% over the plain step"
+
+
+@pytest.mark.parametrize("where", ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(
+    not GPU, reason="needs a CUDA GPU"))])
+def test_ema_and_clipping_cost(bench: Recorder, tmp_path, where) -> None:
+    """Our labels-only step with --model-ema --clip-grad 1 against the same step without: CPU (resnet10t @ 64 px
+    on the tiny demo) and GPU (ResNet-50 @ 224 on the default demo, bf16, compiled); the ≤ 5% target is
+    checked on each."""
+    from luab_fast.data import make_demo
+    from luab_fast.data.loader import default_threads
+
+    device = torch.device("cuda" if where == "gpu" else "cpu")
+    size = Steps(4096, "resnet50", 224, 256) if where == "gpu" else Steps(192, "resnet10t", 64, 32)
+    plan = Plan(size, {BASELINE: 1, OURS: 1}, EMA_TARGET)
+    paths = make_demo(tmp_path / "demo", size="default" if where == "gpu" else "tiny", progress=False)
+    threads, used = default_threads(), {}
+    runners = {"plain": trainer_run(paths.train, None, device, tmp_path / "plain", threads, used, size),
+               "ema_clip": trainer_run(paths.train, None, device, tmp_path / "ema", threads, used, size,
+                                       **EMA_CLIP)}
+    times = timed_interleaved(runners)
+    per_n = size.n / size.batch
+
+    def stats(name):
+        runs = sorted(t * per_n for t in times[name])
+        return {"median_s": statistics.median(runs), "min_s": runs[0], "max_s": runs[-1], "rounds": len(runs)}
+
+    name = f"train_ema_clip_{where}"
+    bench.side(name, BASELINE, plan, impl=f"luab_fast Trainer.fit, labels only ({used['decode']})",
+               stats=stats("plain"))
+    bench.side(name, OURS, plan, impl="the same + timm ModelEmaV3 + clip_grad_norm_ (--model-ema --clip-grad 1)",
+               stats=stats("ema_clip"))
+    overhead = statistics.median(times["ema_clip"]) / statistics.median(times["plain"]) - 1
+    bench.check(name, plan, metric="EMA + clipping overhead", value=overhead, threshold=0.05,
+                passed=overhead <= 0.05, detail=f"costs {100 * overhead:+.1f}%")

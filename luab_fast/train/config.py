@@ -52,9 +52,45 @@ class TrainConfig:
     epochs: int = _opt(3, "epochs (ignored with --max-steps)")
     max_steps: Optional[int] = _opt(None, "stop after this many optimiser steps")
     batch_size: int = _opt(64, "batch size per process")
-    lr: float = _opt(2e-3, "peak learning rate (AdamW, linear warm-up, cosine decay)")
-    weight_decay: float = _opt(0.05, "AdamW weight decay")
-    warmup_steps: int = _opt(20, "linear warm-up steps")
+    drop: float = _opt(0.0, "dropout before the class head (timm's head drop_rate)")
+    drop_path: float = _opt(0.0, "stochastic depth rate of the backbone (timm's drop_path_rate)")
+    model_kwargs: Optional[list[str]] = _opt(None, "more timm.create_model arguments, k=v (values read as YAML "
+                                                   "scalars: 1, 0.5, true, silu)", nargs="+", action="extend")
+    # optimiser (timm.optim.create_optimizer_v2) and schedule (timm.scheduler.create_scheduler_v2): train/optim.py
+    opt: str = _opt("adamw", "optimiser by timm name: sgd, nesterov, momentum, adamw, adamp, lamb, lars, ... "
+                             "(timm.optim.list_optimizers())")
+    lr: float = _opt(2e-3, "peak learning rate")
+    weight_decay: float = _opt(0.05, "weight decay (not on norms, biases and the model's no_weight_decay(), "
+                                     "as timm does)")
+    momentum: float = _opt(0.9, "momentum of the optimisers that have one (sgd, lars, ...)")
+    opt_eps: Optional[float] = _opt(None, "optimiser epsilon (default: the optimiser's)")
+    opt_betas: Optional[list[float]] = _opt(None, "optimiser betas, two numbers (default: the optimiser's)", nargs=2)
+    layer_decay: Optional[float] = _opt(None, "layer-wise learning-rate decay (each layer below the top: lr × this)")
+    sched: str = _opt("cosine", "learning-rate schedule, updated every optimiser step (plateau: every epoch, on "
+                                "the first evaluation split's top-1)",
+                      choices=("cosine", "step", "multistep", "plateau", "poly", "tanh", "constant"))
+    warmup_epochs: float = _opt(0.0, "linear warm-up epochs (from --warmup-lr)")
+    warmup_steps: Optional[int] = _opt(None, "linear warm-up in optimiser steps, instead of --warmup-epochs "
+                                             "(default: 20 when --warmup-epochs is 0)")
+    warmup_lr: float = _opt(1e-5, "learning rate the warm-up starts from")
+    min_lr: float = _opt(0.0, "lowest learning rate of the schedule")
+    cooldown_epochs: float = _opt(0.0, "epochs at --min-lr after the schedule (added to --epochs)")
+    decay_epochs: float = _opt(90.0, "step: epochs between decays")
+    decay_milestones: Optional[list[float]] = _opt(None, "multistep: epochs to decay at (default: 90 180 270)",
+                                                   nargs="+")
+    decay_rate: float = _opt(0.1, "step, multistep, plateau: lr factor at each decay; poly: the power")
+    model_ema: bool = _opt(False, "keep an exponential moving average of the weights (timm ModelEmaV3) and "
+                                  "evaluate it beside the raw weights")
+    model_ema_decay: float = _opt(0.9998, "EMA decay")
+    model_ema_warmup: bool = _opt(False, "EMA decay warm-up (timm's: low decay in the first steps)")
+    clip_grad: Optional[float] = _opt(None, "clip gradients at this value (default: no clipping)")
+    clip_mode: str = _opt("norm", "gradient clipping: norm (global L2), value, agc (adaptive, per unit)",
+                          choices=("norm", "value", "agc"))
+    grad_accum_steps: int = _opt(1, "batches per optimiser step (gradients accumulated; steps count optimiser "
+                                    "steps)")
+    amp_dtype: Optional[str] = _opt(None, "autocast dtype: bfloat16, float16 (with a GradScaler) or float32 "
+                                          "(default: bfloat16 on CUDA, float32 on the CPU)",
+                                    choices=("bfloat16", "float16", "float32"))
     label_smoothing: float = _opt(0.0, "label smoothing of the class loss")
     lambda_point: float = _opt(1.0, "weight of the click-point regression term")
     lambda_heat: float = _opt(1.0, "weight of the attention heat-map term")
@@ -90,7 +126,8 @@ def parser() -> argparse.ArgumentParser:
         if f.type in ("bool", bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
         else:
-            kind = {"int": int, "float": float, "Optional[int]": int}.get(str(f.type), str)
+            kind = {"int": int, "float": float, "Optional[int]": int, "Optional[float]": float,
+                    "Optional[list[float]]": float}.get(str(f.type), str)
             p.add_argument(flag, type=kind, default=None, help=help_, **meta)
     return p
 
@@ -173,6 +210,11 @@ def _to_bool(v: Any) -> bool:
     raise ValueError
 
 
+def _to_float_list(v: Any) -> list[float]:
+    items = v if isinstance(v, list) else [v]
+    return [_to_float(i) for i in items]
+
+
 def _to_str_list(v: Any) -> list[str]:
     items = [v] if isinstance(v, str) else v  # a lone string would otherwise be iterated character by character
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
@@ -182,7 +224,8 @@ def _to_str_list(v: Any) -> list[str]:
 
 # field type (without Optional[]) -> (converter, what the message says was expected)
 _KINDS = {"int": (_to_int, "an integer"), "float": (_to_float, "a number"), "str": (_to_str, "a string"),
-          "bool": (_to_bool, "true or false"), "list[str]": (_to_str_list, "a string or a list of strings")}
+          "bool": (_to_bool, "true or false"), "list[str]": (_to_str_list, "a string or a list of strings"),
+          "list[float]": (_to_float_list, "a number or a list of numbers")}
 
 
 def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
@@ -220,7 +263,7 @@ def validate(cfg: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "checkpoint_every", "output_stride"):
         if getattr(cfg, name) < 1:
             raise UsageError(f"{_flag(name)} must be >= 1, got {getattr(cfg, name)}")
-    for name in ("seed", "warmup_steps"):  # numpy rejects a negative seed only later, and less clearly
+    for name in ("seed",):  # numpy rejects a negative seed only later, and less clearly
         if getattr(cfg, name) < 0:
             raise UsageError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
     if cfg.seed > MAX_SEED:  # torch and DALI take a 64-bit seed
@@ -232,8 +275,10 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.max_steps is not None and cfg.max_steps < 1:
         raise UsageError(f"--max-steps must be >= 1, got {cfg.max_steps}")
     for f in dataclasses.fields(TrainConfig):  # --lr inf would train until the NaN guard stops it
-        if f.type in ("float", float) and not math.isfinite(getattr(cfg, f.name)):
-            raise UsageError(f"{_flag(f.name)} must be finite, got {getattr(cfg, f.name)}")
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, list) and "float" in str(f.type) else [value]
+        if "float" in str(f.type) and any(v is not None and not math.isfinite(v) for v in values):
+            raise UsageError(f"{_flag(f.name)} must be finite, got {value}")
     for name in ("lr", "lambda_point", "lambda_heat", "weight_decay"):
         if not getattr(cfg, name) >= 0:
             raise UsageError(f"{_flag(name)} must be >= 0, got {getattr(cfg, name)}")
@@ -255,5 +300,73 @@ def validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    validate_training(cfg)
     if not cfg.out.strip():  # an empty run directory is the current one, which would fill with run files
         raise UsageError(f"--out must not be empty, got {cfg.out!r}")
+
+
+MAX_ACCUM = 1024  # batches per optimiser step; beyond it an epoch of most data sets is a single step
+
+
+def _in(name: str, cfg: TrainConfig, lo: float, hi: float, closed: str = "[)") -> None:
+    """``--name`` in the interval ``lo..hi`` (``closed``: which ends belong to it), else a UsageError."""
+    v = getattr(cfg, name)
+    if v is None:
+        return
+    ok = (lo <= v if closed[0] == "[" else lo < v) and (v <= hi if closed[1] == "]" else v < hi)
+    if not ok:
+        raise UsageError(f"{_flag(name)} must be in {closed[0]}{lo:g}, {hi:g}{closed[1]}, got {v:g}")
+
+
+def validate_training(cfg: TrainConfig) -> None:
+    """The optimiser, schedule, EMA, clipping, accumulation and model options (train/optim.py uses them)."""
+    from timm.optim import list_optimizers
+
+    known = set(list_optimizers(with_description=False)) | {"sgd", "nesterov", "momentum"}
+    if cfg.opt.lower() not in known:
+        raise UsageError(f"--opt: expected an optimiser timm knows (sgd, nesterov, adamw, adamp, lamb, lars, ...: "
+                         f"timm.optim.list_optimizers()), got {cfg.opt!r}")
+    for name, lo, hi, closed in (("momentum", 0, 1, "[)"), ("opt_eps", 0, 1, "(]"), ("layer_decay", 0, 1, "(]"),
+                                 ("model_ema_decay", 0, 1, "[)"), ("drop", 0, 1, "[)"), ("drop_path", 0, 1, "[)"),
+                                 ("warmup_lr", 0, MAX_LR, "[]"), ("min_lr", 0, MAX_LR, "[]"),
+                                 ("clip_grad", 0, math.inf, "()"), ("decay_rate", 0, math.inf, "()"),
+                                 ("decay_epochs", 0, math.inf, "()"), ("warmup_epochs", 0, math.inf, "[)"),
+                                 ("cooldown_epochs", 0, math.inf, "[)")):
+        _in(name, cfg, lo, hi, closed)
+    if cfg.opt_betas is not None and not all(0 <= b < 1 for b in cfg.opt_betas):
+        raise UsageError(f"--opt-betas: expected two numbers in [0, 1), got {' '.join(map(str, cfg.opt_betas))}")
+    if cfg.warmup_steps is not None and cfg.warmup_steps < 0:
+        raise UsageError(f"--warmup-steps must be >= 0, got {cfg.warmup_steps}")
+    if cfg.warmup_steps is not None and cfg.warmup_epochs > 0:
+        raise UsageError(f"--warmup-steps {cfg.warmup_steps} and --warmup-epochs {cfg.warmup_epochs:g}: give one "
+                         f"warm-up length")
+    if cfg.sched == "plateau" and cfg.warmup_steps:  # timm's plateau schedule counts everything in epochs
+        raise UsageError("--warmup-steps: --sched plateau steps per epoch; give --warmup-epochs instead")
+    if cfg.decay_milestones is not None and (any(m < 0 for m in cfg.decay_milestones)
+                                             or sorted(cfg.decay_milestones) != cfg.decay_milestones):
+        raise UsageError(f"--decay-milestones: expected increasing epochs >= 0, got "
+                         f"{' '.join(f'{m:g}' for m in cfg.decay_milestones)}")
+    if not 1 <= cfg.grad_accum_steps <= MAX_ACCUM:
+        raise UsageError(f"--grad-accum-steps must be in [1, {MAX_ACCUM}], got {cfg.grad_accum_steps}")
+    model_kwargs(cfg)
+
+
+def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """``--model-kwargs k=v ...`` as a dict, each value read as a YAML scalar (``0.5``, ``true``, ``silu``)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in cfg.model_kwargs or []:
+        key, eq, text = item.partition("=")
+        if not eq or not key.isidentifier():
+            raise UsageError(f"--model-kwargs: expected name=value, got {item!r}")
+        if key in out:
+            raise UsageError(f"--model-kwargs: {key} given twice")
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, (dict, list)):  # a scalar only: "a: b" would otherwise become a dict
+            raise UsageError(f"--model-kwargs {item!r}: expected a single value (number, true/false, name)")
+        out[key] = value
+    return out

@@ -16,6 +16,7 @@ from .._cli import DataError
 from ..data.targets import BYPRODUCT_KEYS
 from ..ops import luab_loss
 from . import checkpoint as ckpt
+from . import optim
 from .config import TrainConfig
 from .progress import Progress, StepValues
 
@@ -28,14 +29,6 @@ class RunState:
     batch: int = 0  # next batch of the epoch
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def lr_lambda(total: int, warmup: int) -> Callable[[int], float]:
-    def f(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return f
 
 
 def make_step(model: nn.Module, cfg: TrainConfig, byproducts: bool) -> Callable:
@@ -98,35 +91,41 @@ class Trainer:
         self.name, self.model, self.loader, self.cfg, self.device = name, model, loader, cfg, device
         self.dir, self.say, self.rank = run_dir / name, say, rank
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.total = cfg.max_steps or cfg.epochs * len(loader)
-        # on CUDA the fused kernel: one launch updates every parameter (foreach needs several per group)
-        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                     fused=device.type == "cuda")
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(self.total, cfg.warmup_steps))
+        self.ddp = ddp_model
+        self.lengths = optim.schedule_lengths(cfg, len(loader))
+        self.total = self.lengths.total
+        self.opt = optim.build_optimizer(model, cfg, device)
+        self.sched = optim.build_scheduler(self.opt, cfg, self.lengths)
+        self.ema = optim.build_ema(model, cfg)
+        self.amp = optim.Amp(cfg, device)
         # the step takes what the loader yields: the byproduct targets where its store gives them
         self.inputs = ("images", "target", *(BYPRODUCT_KEYS if loader.has_byproducts else ()))
         self.step_fn = maybe_compile(make_step(ddp_model or model, cfg, loader.has_byproducts), cfg, device, say)
         self.state = RunState()
         self.ckpt_path = self.dir / "last.pt"
+        self._sum: Optional[list[torch.Tensor]] = None  # loss and parts summed over an accumulated step's batches
+        self._names: list[str] = []  # the loss parts' names
         if device.type == "cuda" and not cfg.deterministic:
             # fixed shapes (drop_last): cuDNN times its convolution algorithms once per shape and keeps the fastest
             torch.backends.cudnn.benchmark = True
-        self.autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else \
-            torch.autocast("cpu", enabled=False)
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def save(self) -> None:
         if self.rank != 0:
             return
-        ckpt.save_atomic({"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                          "sched": self.sched.state_dict(), "state": vars(self.state), "rng": ckpt.rng_state(),
-                          "run": self._identity()}, self.ckpt_path)
+        saved = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                 "scaler": self.amp.scaler.state_dict(), "state": vars(self.state), "rng": ckpt.rng_state(),
+                 "run": self._identity()}
+        if self.ema is not None:
+            saved["ema"] = self.ema.module.state_dict()
+        ckpt.save_atomic(saved, self.ckpt_path)
 
     def _identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one to continue it (not epochs / max steps: a run may
         be extended; not paths, threads or the decode backend)."""
         keys = ("model", "image_size", "output_stride", "pool", "baseline_pool", "batch_size", "lr", "weight_decay",
-                "warmup_steps", "label_smoothing", "lambda_point", "lambda_heat", "heat_sigma", "crop_scale", "seed")
+                "warmup_steps", "label_smoothing", "lambda_point", "lambda_heat", "heat_sigma", "crop_scale", "seed",
+                *RUN_KEYS)
         return {**{k: getattr(self.cfg, k) for k in keys}, "world_size": self.loader.world_size,
                 "num_classes": len(self.loader.images.classes), "images": len(self.loader.images)}
 
@@ -150,6 +149,10 @@ class Trainer:
         try:  # the structure was checked at loading; what is inside each part is checked by using it
             self.opt.load_state_dict(saved["opt"])
             self.sched.load_state_dict(saved["sched"])
+            if "scaler" in saved:
+                self.amp.scaler.load_state_dict(saved["scaler"])
+            if self.ema is not None:
+                self.ema.module.load_state_dict(saved["ema"])
             state = RunState(**saved["state"])
             ckpt.set_rng_state(saved["rng"])
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
@@ -158,6 +161,7 @@ class Trainer:
                             f"schedule, run state or RNG state does not fit: {why}); use a new --out, or delete it "
                             f"to start over") from None
         self.state = state
+        self.sched.step_update(self.state.step)  # the learning rate of the next step (plateau: as it was saved)
         self.say(f"{self.name}: resumed at epoch {self.state.epoch}, batch {self.state.batch}, "
                  f"step {self.state.step}")
         return True
@@ -166,26 +170,44 @@ class Trainer:
         return self.state.step >= self.total
 
     # -- training ----------------------------------------------------------------------------------------
-    def fit(self, log: Callable[[dict[str, Any]], None], on_epoch_end: Callable[[int], None]) -> None:
+    def fit(self, log: Callable[[dict[str, Any]], None],
+            on_epoch_end: Callable[[int], Optional[float]]) -> None:
         """Trains to ``total`` steps from the run state: a checkpoint every ``checkpoint_every`` steps and at
-        each epoch's end, after which ``on_epoch_end(epoch)`` runs (the evaluation)."""
-        epochs = math.ceil(self.total / len(self.loader))
+        each epoch's end, after which ``on_epoch_end(epoch)`` runs (the evaluation; what it returns, the
+        first split's top-1, is what --sched plateau steps on)."""
+        epochs = math.ceil(self.total / self.lengths.steps_per_epoch)
         progress = Progress(self.name, self.total, self.state.step, self.state.history, log, show=self.rank == 0)
         while not self.done() and self.state.epoch < epochs:
             epoch_ended = self.train_epoch(progress)
             self.checkpoint(progress)
             if epoch_ended:
-                on_epoch_end(self.state.epoch)
+                metric = on_epoch_end(self.state.epoch)
+                # timm's train.py: the schedule's epoch step (only plateau's does anything), then a save, so a
+                # resumed run continues with the plateau's state after this epoch
+                self.sched.step(self.state.epoch, _on_every_rank(metric, self.device))
+                if self.cfg.sched == "plateau":
+                    self.save()
         progress.close()
 
     def train_epoch(self, progress: Progress) -> bool:
         """This epoch's batches from ``state.batch`` on; True when the epoch ran to its end, False when the run
-        reached ``total`` steps within it."""
+        reached ``total`` steps within it. Every ``--grad-accum-steps`` batches make one optimiser step (the
+        epoch's last step takes what is left, as timm's train.py)."""
         self.loader.set_epoch(self.state.epoch)
         self.model.train()
         progress.start_epoch()
+        n, accum = len(self.loader), self.cfg.grad_accum_steps
+        images = 0
         for batch in self.loader.iter_from(self.state.batch):
-            progress.add(self.train_step(batch), images=batch["images"].shape[0])
+            first = self.state.batch - self.state.batch % accum
+            group = min(accum, n - first)  # batches in this optimiser step
+            last = self.state.batch == first + group - 1
+            self.backward(batch, group, last)
+            images += batch["images"].shape[0]
+            if not last:
+                continue
+            progress.add(self.optimizer_step(), images=images)
+            images = 0
             if self.state.step % self.cfg.checkpoint_every == 0:
                 self.checkpoint(progress)
             if self.state.step == _KILL_AT_STEP:  # fault injection for the kill-and-resume test
@@ -196,20 +218,59 @@ class Trainer:
         self.state.batch = 0
         return True
 
-    def train_step(self, batch: dict[str, torch.Tensor]) -> StepValues:
-        """One optimiser step on ``batch``; its values stay on the device until read (``Progress``)."""
-        with self.autocast:  # bf16 on the GPU
-            loss, parts = self.step_fn(*[batch[k] for k in self.inputs])
-        # numbered like state.step after it (1-based); the learning rate this step used
-        values = StepValues(self.state.step + 1, self.state.epoch, self.sched.get_last_lr()[0], loss, parts)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
-        self.state.step += 1
+    def backward(self, batch: dict[str, torch.Tensor], group: int, last: bool) -> None:
+        """Forward and backward of one batch of an optimiser step of ``group`` batches (its loss / group, so
+        the gradients add up to the mean's); DDP all-reduces on the ``last`` only."""
+        with optim.no_sync(self.ddp, inner=not last):
+            with self.amp.autocast():  # bf16 on the GPU by default
+                loss, parts = self.step_fn(*[batch[k] for k in self.inputs])
+            self.amp.scaler.scale(loss / group if group > 1 else loss).backward()
+        values = [loss.detach(), *(v.detach() for v in parts.values())]
+        if group > 1:
+            values = [v / group for v in values]
+        self._sum = values if self._sum is None else [a + b for a, b in zip(self._sum, values)]
+        self._names = list(parts)
         self.state.batch += 1
+
+    def optimizer_step(self) -> StepValues:
+        """Clipping, the optimiser step, the schedule and the EMA after the batches' backward; the values (mean
+        loss and parts of the step's batches) stay on the device until read (``Progress``)."""
+        loss, *parts = self._sum
+        self._sum = None
+        # numbered like state.step after it (1-based); the learning rate this step used
+        values = StepValues(self.state.step + 1, self.state.epoch, optim.current_lr(self.opt), loss,
+                            dict(zip(self._names, parts)))
+        if self.cfg.clip_grad is not None:
+            self.amp.scaler.unscale_(self.opt)  # clip the true gradients, not the float16-scaled ones
+            optim.clip_gradients(self.model.parameters(), self.cfg)
+        self.amp.scaler.step(self.opt)
+        self.amp.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.sched.step_update(self.state.step)  # the learning rate of the next step (timm's num_updates)
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.state.step)
         return values
 
     def checkpoint(self, progress: Progress) -> None:
         progress.settle()  # never save a step whose loss has not been read
         self.save()
+
+
+# the settings of the optimiser step that a resumed run must share (beside the older ones in Trainer._identity)
+RUN_KEYS = ("drop", "drop_path", "model_kwargs", "opt", "momentum", "opt_eps", "opt_betas", "layer_decay", "sched",
+            "warmup_epochs", "warmup_lr", "min_lr", "cooldown_epochs", "decay_epochs", "decay_milestones",
+            "decay_rate", "model_ema", "model_ema_decay", "model_ema_warmup", "clip_grad", "clip_mode",
+            "grad_accum_steps", "amp_dtype")
+
+
+def _on_every_rank(metric: Optional[float], device: torch.device) -> Optional[float]:
+    """Rank 0's evaluation metric on every rank (only rank 0 evaluates): the plateau schedule must decide alike
+    everywhere. One broadcast per epoch."""
+    if metric is None and not torch.distributed.is_initialized():
+        return None
+    if not torch.distributed.is_initialized():
+        return metric
+    t = torch.tensor([math.nan if metric is None else metric], dtype=torch.float64, device=device)
+    torch.distributed.broadcast(t, 0)
+    return None if math.isnan(t.item()) else t.item()

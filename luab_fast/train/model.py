@@ -9,9 +9,10 @@ head then steers the classifier to where people looked.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -22,15 +23,22 @@ from .checkpoint import describe, what_it_holds
 
 class LUABModel(nn.Module):
     def __init__(self, backbone: str, num_classes: int, output_stride: int = 32,
-                 pretrained_path: Optional[str] = None, pool: str = "avg", image_size: Optional[int] = None) -> None:
+                 pretrained_path: Optional[str] = None, pool: str = "avg", image_size: Optional[int] = None,
+                 drop: float = 0.0, drop_path: float = 0.0, model_kwargs: Optional[dict[str, Any]] = None) -> None:
         super().__init__()
         if pool not in ("avg", "attention"):
             raise ValueError(f"--pool must be avg or attention, got {pool!r}")
         self.pool = pool
-        self.backbone = _create_backbone(backbone, output_stride, image_size)
+        extra = dict(model_kwargs or {})
+        if drop_path:
+            extra["drop_path_rate"] = drop_path
+        self.backbone = _create_backbone(backbone, output_stride, image_size, extra)
         if pretrained_path:
             load_backbone(self.backbone, pretrained_path)
         width = self.backbone.num_features
+        # timm's drop_rate is the dropout before its classifier, which forward_features never reaches: ours is
+        # the same dropout before our class head
+        self.head_drop = nn.Dropout(drop)
         self.classifier = nn.Linear(width, num_classes)
         self.point_head = nn.Linear(width, 2)
         self.heat_head = nn.Conv2d(width, 1, kernel_size=1)
@@ -55,7 +63,23 @@ class LUABModel(nn.Module):
             pooled = torch.einsum("bfn,bn->bf", feats.flatten(2), w)
         else:
             pooled = feats.mean((2, 3))
-        return self.classifier(pooled), torch.sigmoid(self.point_head(pooled)), heat
+        return self.classifier(self.head_drop(pooled)), torch.sigmoid(self.point_head(pooled)), heat
+
+    # what timm's create_optimizer_v2 asks a model: the names kept from weight decay, the layers of --layer-decay
+    def no_weight_decay(self) -> set[str]:
+        inner = getattr(self.backbone, "no_weight_decay", None)
+        return {f"backbone.{n}" for n in inner()} if inner else set()
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], float]:
+        """The backbone's layers (timm's own grouping of it, bottom up), the heads above the top one."""
+        from timm.models import group_parameters
+
+        inner = getattr(self.backbone, "group_matcher", None)
+        layers = group_parameters(self.backbone, inner(coarse=coarse), reverse=True) if inner else {}
+
+        def layer(name: str) -> float:
+            return layers.get(name.removeprefix("backbone."), math.inf) if name.startswith("backbone.") else math.inf
+        return layer
 
     def heat_size(self, image_size: int) -> tuple[int, int]:
         """(h, w) of the heat map for ``image_size`` crops: the heat targets must be rasterised at this size."""
@@ -68,10 +92,14 @@ class LUABModel(nn.Module):
         return int(h), int(w)
 
 
-def _create_backbone(name: str, output_stride: int, image_size: Optional[int]) -> nn.Module:
+def _create_backbone(name: str, output_stride: int, image_size: Optional[int],
+                     extra: Optional[dict[str, Any]] = None) -> nn.Module:
     """timm backbone without pooling or classifier. ``output_stride`` goes to the models that take it (ResNets,
-    ConvNeXts, ...; ViTs have their patch size), ``img_size`` to those that fix their input size (ViTs, Swin)."""
+    ConvNeXts, ...; ViTs have their patch size), ``img_size`` to those that fix their input size (ViTs, Swin);
+    ``extra`` (--drop-path, --model-kwargs) to every try: a model that does not take one is an error."""
     import timm
+
+    extra = extra or {}
 
     optional = {}
     if output_stride != 32:
@@ -81,7 +109,7 @@ def _create_backbone(name: str, output_stride: int, image_size: Optional[int]) -
     tries = [optional] + [{k: v for k, v in optional.items() if k != drop} for drop in optional] + [{}]
     for kwargs in tries:  # drop the options a model's constructor does not take
         try:
-            return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **kwargs)
+            return timm.create_model(name, pretrained=False, num_classes=0, global_pool="", **kwargs, **extra)
         except TypeError as exc:
             last: Exception = exc
         except AssertionError:  # timm asserts on the output strides a model cannot give
@@ -89,6 +117,9 @@ def _create_backbone(name: str, output_stride: int, image_size: Optional[int]) -
                              f"CNNs such as ResNets take 8, 16 or 32") from None
         except (RuntimeError, ValueError) as exc:  # an unknown name, an unusable combination
             raise ValueError(f"--model {name!r}: {exc} (timm.list_models() lists the names)") from exc
+    if extra:
+        raise ValueError(f"--model {name!r} does not take one of {sorted(extra)} (--drop-path, --model-kwargs): "
+                         f"{last}")
     raise ValueError(f"--model {name!r}: {last}")
 
 

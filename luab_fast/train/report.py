@@ -56,7 +56,8 @@ def plot_curves(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
                 ax.plot(x[k - 1:], ys, label=name)
         ax.set_title(key)
         ax.set_xlabel("step")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a part no run logged (no --val-data: no top-1) gets no legend
+            ax.legend()
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

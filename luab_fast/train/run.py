@@ -19,7 +19,7 @@ from ..data.loader import Loader, build_loader
 from ..data.source import ImageList, list_images
 from ..data.targets import Targets
 from . import checkpoint as ckpt
-from .config import TrainConfig, load_config
+from .config import TrainConfig, load_config, model_kwargs
 from .evaluate import evaluate
 from .inputs import TrainData, eval_source, setup_data
 from .loop import Trainer
@@ -92,6 +92,9 @@ def train_model(name: str, cfg: TrainConfig, data: TrainData, device, run_dir: P
     evals = eval_loaders(data.val, images.classes, cfg, device)
     seconds = train(trainer, log, functools.partial(log_top1, trainer, evals, log))
     scores = evaluate_splits(model, evals, len(images.classes), data.boxes if luab else None) if rank == 0 else {}
+    if rank == 0 and trainer.ema is not None:  # the EMA weights scored beside the raw ones: <split>_ema
+        ema = evaluate_splits(trainer.ema.module, evals, len(images.classes), data.boxes if luab else None)
+        scores.update({f"{split}_ema": v for split, v in ema.items()})
     if rank == 0 and luab and "ood" in evals:
         plot_attention(model, evals["ood"], run_dir / "attention_ood.png", human=data.boxes, traces=data.ood_traces)
     return {"steps": trainer.state.step, "train_seconds": round(seconds, 2), "img_per_s": loader.throughput(),
@@ -109,8 +112,8 @@ def training_images(source: Path, cfg: TrainConfig, world: int) -> ImageList:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, pool: str, device: torch.device) -> LUABModel:
-    model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool,
-                      cfg.image_size).to(device)
+    model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool, cfg.image_size,
+                      drop=cfg.drop, drop_path=cfg.drop_path, model_kwargs=model_kwargs(cfg)).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -177,15 +180,23 @@ def train(trainer: Trainer, log: Callable[[dict[str, Any]], None], on_epoch_end:
     return time.perf_counter() - t0
 
 
-def log_top1(trainer: Trainer, evals: dict[str, Loader], log: Callable[[dict[str, Any]], None], epoch: int) -> None:
-    """After an epoch (rank 0): each evaluation split's top-1 in the log."""
+def log_top1(trainer: Trainer, evals: dict[str, Loader], log: Callable[[dict[str, Any]], None],
+             epoch: int) -> Optional[float]:
+    """After an epoch (rank 0): each evaluation split's top-1 in the log (the EMA's too, ``<split>_ema_top1``);
+    returns the first split's, the metric --sched plateau steps on."""
     if trainer.rank != 0:
-        return
+        return None
     num_classes = len(trainer.loader.images.classes)
+    first = None
     for split, ev in evals.items():
         top1 = evaluate(trainer.model, ev, num_classes)["top1"]
-        log({"model": trainer.name, "epoch": epoch, "step": trainer.state.step, f"{split}_top1": top1})
+        first = top1 if first is None else first
+        record = {"model": trainer.name, "epoch": epoch, "step": trainer.state.step, f"{split}_top1": top1}
+        if trainer.ema is not None:
+            record[f"{split}_ema_top1"] = evaluate(trainer.ema.module, ev, num_classes)["top1"]
+        log(record)
     trainer.model.train()
+    return first
 
 
 def evaluate_splits(model: LUABModel, evals: dict[str, Loader], num_classes: int,
@@ -222,6 +233,9 @@ def _main(argv: Optional[list[str]] = None) -> int:
     device = _device(cfg, rank)
     data = setup_data(cfg, run_dir, say, rank)
     if not data.val:
+        if cfg.sched == "plateau":  # it steps on an evaluation metric
+            raise UsageError("--sched plateau needs an evaluation split (--val-data NAME=DIR): it lowers the "
+                             "learning rate when the first split's top-1 stops improving")
         say("no --val-data: the models are trained, not evaluated (give NAME=DIR splits to score them)")
     models = models_to_train(cfg, data, say)
     # one log for both models; without --resume its first record replaces an earlier run's log

@@ -59,10 +59,34 @@ def _dead_pid() -> int:
     ("--crop-scale", "0", ["--crop-scale", "(0, 1]"]),
     ("--label-smoothing", "1", ["--label-smoothing", "[0, 1)"]),
     ("--lambda-heat", "-0.5", ["--lambda-heat", ">= 0"]),
+    ("--opt", "adamx", ["--opt", "timm", "'adamx'"]),
+    ("--momentum", "1.5", ["--momentum", "[0, 1)", "1.5"]),
+    ("--layer-decay", "0", ["--layer-decay", "(0, 1]"]),
+    ("--model-ema-decay", "1", ["--model-ema-decay", "[0, 1)"]),
+    ("--clip-grad", "0", ["--clip-grad", "(0, inf)"]),
+    ("--clip-grad", "inf", ["--clip-grad", "finite"]),
+    ("--grad-accum-steps", "0", ["--grad-accum-steps", "[1, 1024]", "got 0"]),
+    ("--drop-path", "1", ["--drop-path", "[0, 1)"]),
+    ("--warmup-epochs", "-1", ["--warmup-epochs", "[0, inf)"]),
+    ("--decay-milestones", "3 1", ["--decay-milestones", "increasing", "3 1"]),
+    ("--model-kwargs", "stem_width", ["--model-kwargs", "name=value", "'stem_width'"]),
+    ("--model-kwargs", "x=[1, 2]", ["--model-kwargs", "a single value"]),
 ])
 def test_absurd_numbers_are_usage_errors(cli, demo, tmp_path, option, value, fragments):
-    cli("train", *_args(demo, tmp_path / "o", option, value)).failed_with(2, *fragments)
+    values = value.split() if option == "--decay-milestones" else [value]
+    cli("train", *_args(demo, tmp_path / "o", option, *values)).failed_with(2, *fragments)
     assert not (tmp_path / "o").exists()  # refused before the run directory was made
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--warmup-steps", "5", "--warmup-epochs", "1"], ["--warmup-steps 5 and --warmup-epochs 1", "one warm-up"]),
+    (["--sched", "plateau", "--warmup-steps", "5"], ["--warmup-steps", "plateau", "--warmup-epochs"]),
+    (["--sched", "plateau"], ["--sched plateau needs an evaluation split"]),
+    (["--model-kwargs", "no_such_arg=1"], ["--model 'resnet10t' does not take", "no_such_arg", "--model-kwargs"]),
+    (["--opt-betas", "0.9", "1.5"], ["--opt-betas", "[0, 1)", "0.9 1.5"]),
+])
+def test_recipe_options_that_cannot_train(cli, demo, tmp_path, extra, fragments):
+    cli("train", *_args(demo, tmp_path / "o", *extra)).failed_with(2, *fragments)
 
 
 def test_heat_sigma_wider_than_the_models_heat_map(cli, demo, tmp_path):
