@@ -54,6 +54,17 @@ def save_atomic(state: dict[str, Any], path: Path) -> None:
         raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
 
 
+def copy_atomic(src: Path, dst: Path) -> None:
+    """``src`` copied to ``dst`` as save_atomic writes: a kill leaves the previous ``dst`` or the new one."""
+    import shutil
+
+    try:
+        with _atomic.atomic_path(dst, fsync=True) as tmp:
+            shutil.copyfile(src, tmp)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(dst)) from None
+
+
 def load(path: Path) -> Optional[dict[str, Any]]:
     """The checkpoint at ``path``, None when there is none; tensors and plain Python only (``weights_only``: a
     checkpoint runs no code when loaded, and ``--pretrained-path`` can read this trainer's own). A file that is

@@ -29,6 +29,7 @@ class RunState:
     batch: int = 0  # next batch of the epoch
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    kept: list[list[float]] = field(default_factory=list)  # --checkpoint-hist: [metric, epoch], best first
 
 
 def make_step(model: nn.Module, cfg: TrainConfig, byproducts: bool) -> Callable:
@@ -115,10 +116,34 @@ class Trainer:
             return
         saved = {"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                  "scaler": self.amp.scaler.state_dict(), "state": vars(self.state), "rng": ckpt.rng_state(),
-                 "run": self._identity()}
+                 "run": self._identity(), "trainer": self.name, "classes": list(self.loader.images.classes)}
         if self.ema is not None:
             saved["ema"] = self.ema.module.state_dict()
         ckpt.save_atomic(saved, self.ckpt_path)
+
+    def keep_best(self, metric: Optional[float]) -> None:
+        """--checkpoint-hist N: after an epoch's evaluation, last.pt (just saved with this epoch's weights) is
+        copied to ``checkpoint-<epoch>.pt`` when it ranks among the best N by ``metric``, and to
+        ``model_best.pt`` when it is the best; the one that drops out of the N is deleted. timm's CheckpointSaver
+        does this, but it writes its own checkpoint format with plain torch.save (a kill tears the file) and
+        needs timm's argparse namespace: ours copies this trainer's atomic last.pt, atomically (_atomic). The
+        ranking lives in the run state, so a resumed run continues it."""
+        n = self.cfg.checkpoint_hist
+        if not n or self.rank != 0 or metric is None:
+            return
+        epoch = self.state.epoch
+        kept = sorted([*self.state.kept, [float(metric), epoch]], key=lambda me: (-me[0], me[1]))  # ties: earlier
+        if [float(metric), epoch] not in kept[:n]:
+            return
+        dropped, self.state.kept = kept[n:], kept[:n]
+        self.save()  # last.pt with the ranking in its run state, then its copies
+        ckpt.copy_atomic(self.ckpt_path, self.dir / f"checkpoint-{epoch}.pt")
+        if self.state.kept[0][1] == epoch:
+            ckpt.copy_atomic(self.ckpt_path, self.dir / "model_best.pt")
+        for _, e in dropped:
+            (self.dir / f"checkpoint-{int(e)}.pt").unlink(missing_ok=True)
+        self.say(f"{self.name}: epoch {epoch} {self.cfg.eval_metric} {metric:.4f} kept as checkpoint-{epoch}.pt "
+                 f"(best: epoch {int(self.state.kept[0][1])}, {self.state.kept[0][0]:.4f})")
 
     def _identity(self) -> dict[str, Any]:
         """What a resumed run must share with the saved one to continue it (not epochs / max steps: a run may
@@ -171,22 +196,25 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------------------
     def fit(self, log: Callable[[dict[str, Any]], None],
-            on_epoch_end: Callable[[int], Optional[float]]) -> None:
+            on_epoch_end: Callable[[int], Optional[dict[str, float]]]) -> None:
         """Trains to ``total`` steps from the run state: a checkpoint every ``checkpoint_every`` steps and at
         each epoch's end, after which ``on_epoch_end(epoch)`` runs (the evaluation; what it returns, the
-        first split's top-1, is what --sched plateau steps on)."""
+        first split's metrics, gives the top-1 --sched plateau steps on and the --eval-metric of
+        --checkpoint-hist)."""
         epochs = math.ceil(self.total / self.lengths.steps_per_epoch)
         progress = Progress(self.name, self.total, self.state.step, self.state.history, log, show=self.rank == 0)
         while not self.done() and self.state.epoch < epochs:
             epoch_ended = self.train_epoch(progress)
             self.checkpoint(progress)
             if epoch_ended:
-                metric = on_epoch_end(self.state.epoch)
+                metrics = on_epoch_end(self.state.epoch)
+                metric = metrics["top1"] if metrics else None
                 # timm's train.py: the schedule's epoch step (only plateau's does anything), then a save, so a
                 # resumed run continues with the plateau's state after this epoch
                 self.sched.step(self.state.epoch, _on_every_rank(metric, self.device))
                 if self.cfg.sched == "plateau":
                     self.save()
+                self.keep_best(metrics[self.cfg.eval_metric] if metrics else None)
         progress.close()
 
     def train_epoch(self, progress: Progress) -> bool:
@@ -212,8 +240,8 @@ class Trainer:
                 self.checkpoint(progress)
             if self.state.step == _KILL_AT_STEP:  # fault injection for the kill-and-resume test
                 os.kill(os.getpid(), signal.SIGKILL)
-            if self.done():
-                return False
+            if self.done() and self.state.batch < n:  # the run ends within the epoch; at its last batch the
+                return False                           # epoch ends as any other (evaluated, ranked)
         self.state.epoch += 1
         self.state.batch = 0
         return True

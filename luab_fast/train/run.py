@@ -113,7 +113,8 @@ def training_images(source: Path, cfg: TrainConfig, world: int) -> ImageList:
 
 def build_model(cfg: TrainConfig, num_classes: int, pool: str, device: torch.device) -> LUABModel:
     model = LUABModel(cfg.model, num_classes, cfg.output_stride, cfg.pretrained_path, pool, cfg.image_size,
-                      drop=cfg.drop, drop_path=cfg.drop_path, model_kwargs=model_kwargs(cfg)).to(device)
+                      drop=cfg.drop, drop_path=cfg.drop_path, model_kwargs=model_kwargs(cfg),
+                      pretrained=cfg.pretrained, pretrained_file=cfg.pretrained_file).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -181,16 +182,18 @@ def train(trainer: Trainer, log: Callable[[dict[str, Any]], None], on_epoch_end:
 
 
 def log_top1(trainer: Trainer, evals: dict[str, Loader], log: Callable[[dict[str, Any]], None],
-             epoch: int) -> Optional[float]:
+             epoch: int) -> Optional[dict[str, Any]]:
     """After an epoch (rank 0): each evaluation split's top-1 in the log (the EMA's too, ``<split>_ema_top1``);
-    returns the first split's, the metric --sched plateau steps on."""
+    returns the first split's metrics: its top-1 is what --sched plateau steps on, its --eval-metric what
+    --checkpoint-hist ranks by."""
     if trainer.rank != 0:
         return None
     num_classes = len(trainer.loader.images.classes)
     first = None
     for split, ev in evals.items():
-        top1 = evaluate(trainer.model, ev, num_classes)["top1"]
-        first = top1 if first is None else first
+        scores = evaluate(trainer.model, ev, num_classes)
+        top1 = scores["top1"]
+        first = scores if first is None else first
         record = {"model": trainer.name, "epoch": epoch, "step": trainer.state.step, f"{split}_top1": top1}
         if trainer.ema is not None:
             record[f"{split}_ema_top1"] = evaluate(trainer.ema.module, ev, num_classes)["top1"]
@@ -224,6 +227,10 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _main(argv: Optional[list[str]] = None) -> int:
     cfg = load_config(argv)
+    if cfg.eval_only is not None:
+        from .eval_only import eval_only
+
+        return eval_only(cfg)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
@@ -236,6 +243,10 @@ def _main(argv: Optional[list[str]] = None) -> int:
         if cfg.sched == "plateau":  # it steps on an evaluation metric
             raise UsageError("--sched plateau needs an evaluation split (--val-data NAME=DIR): it lowers the "
                              "learning rate when the first split's top-1 stops improving")
+        if cfg.checkpoint_hist:  # it ranks the epochs by an evaluation metric
+            raise UsageError(f"--checkpoint-hist {cfg.checkpoint_hist} needs an evaluation split (--val-data "
+                             f"NAME=DIR): it keeps the epochs with the best --eval-metric {cfg.eval_metric} of the "
+                             f"first split")
         say("no --val-data: the models are trained, not evaluated (give NAME=DIR splits to score them)")
     models = models_to_train(cfg, data, say)
     # one log for both models; without --resume its first record replaces an earlier run's log

@@ -265,3 +265,76 @@ def test_a_killed_writers_temporaries_are_swept_and_files_get_the_umask_mode(cli
     written = ["luab/last.pt", "metrics.json", "log.jsonl", "curves.png", "aggregated_labels.csv"]
     assert {f: oct((out / f).stat().st_mode & 0o777) for f in written} == {f: oct(0o640) for f in written}
     assert json.loads((out / "metrics.json").read_text())["models"]["luab"]["steps"] == 1
+
+
+# --- starting points and checkpoints (issue 20) -------------------------------------------------------------------
+
+@pytest.mark.parametrize("extra, fragments", [
+    (["--checkpoint-hist", "0"], ["--checkpoint-hist", ">= 1", "got 0"]),
+    (["--checkpoint-hist", "-3"], ["--checkpoint-hist", ">= 1", "got -3"]),
+    (["--checkpoint-hist", "2"], ["--checkpoint-hist 2 needs an evaluation split", "--val-data"]),
+    (["--eval-metric", "loss"], ["--eval-metric", "invalid choice", "'loss'"]),
+    (["--ema"], ["--ema", "--eval-only", "--model-ema"]),
+    (["--pretrained-file", "w.pth"], ["--pretrained-file w.pth", "give --pretrained too"]),
+    (["--pretrained", "--pretrained-path", "w.pth"], ["--pretrained and --pretrained-path w.pth", "one starting"]),
+    (["--eval-only", "last.pt"], ["--eval-only last.pt", "--val-data NAME=DIR"]),
+    (["--eval-only", "last.pt", "--val-data", "x=y", "--resume"], ["--eval-only last.pt and --resume"]),
+])
+def test_checkpoint_options_that_cannot_work(cli, demo, tmp_path, extra, fragments):
+    cli("train", *_args(demo, tmp_path / "o", *extra)).failed_with(2, *fragments)
+    assert not (tmp_path / "o" / "luab").exists()  # nothing trained
+
+
+def test_pretrained_file_that_is_missing_or_no_weights(cli, demo, tmp_path):
+    cli("train", *_args(demo, tmp_path / "o", "--pretrained", "--pretrained-file", tmp_path / "nope.pth")).failed_with(
+        2, "--pretrained-file", "nope.pth", "does not exist")
+    (tmp_path / "junk.pth").write_bytes(b"not weights at all")
+    cli("train", *_args(demo, tmp_path / "o", "--pretrained", "--pretrained-file", tmp_path / "junk.pth")).failed_with(
+        1, "--pretrained-file", "junk.pth", "cannot load it as resnet10t's pretrained weights")
+
+
+def _eval(demo, out, path, *extra):
+    return ["--eval-only", path, "--val-data", f"iid={demo.iid}", "--out", out, "--device", "cpu", "--backend",
+            "torchvision", "--batch-size", "16", "--image-size", "32", "--data", demo.train, *extra]
+
+
+@pytest.mark.parametrize("make, status, fragments", [
+    (None, 2, ["--eval-only", "nope.pt", "does not exist"]),
+    (lambda p: p.mkdir(), 2, ["--eval-only", "is a directory"]),
+    (lambda p: p.write_bytes(b""), 1, ["--eval-only", "cannot read it as a checkpoint or weights"]),
+    (lambda p: p.write_bytes(b"\x00garbage" * 10), 1, ["--eval-only", "cannot read it as a checkpoint or weights"]),
+    (lambda p: torch.save([1, 2, 3], p), 1, ["--eval-only", "holds a list", "expected a state dict"]),
+    (lambda p: torch.save({"fc.weight": torch.zeros(1000, 512)}, p), 1, ["--eval-only", "does not fit"]),
+    (lambda p: torch.save({k: v for k, v in _model_state().items() if "classifier" not in k}, p), 1,
+     ["--eval-only", "does not fit", "classifier.weight"]),
+    (lambda p: torch.save(_timm_state(1000), p), 1,
+     ["--eval-only", "fc.weight (1000, 512)", "expected a classifier for the 10 classes"]),
+    (lambda p: torch.save({"model": _model_state(), "opt": [], "sched": {}, "state": {}, "rng": {}}, p), 1,
+     ["--eval-only", "holds a dict with opt as a list"]),
+])
+def test_eval_only_of_a_file_that_is_not_a_checkpoint(cli, demo, tmp_path, make, status, fragments):
+    path = tmp_path / "nope.pt"
+    if make:
+        make(path)
+    r = cli("train", *_eval(demo, tmp_path / "o", path)).failed_with(status, *fragments)
+    assert "Traceback" not in r.err
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def _timm_state(classes):
+    import timm
+
+    return timm.create_model("resnet10t", num_classes=classes).state_dict()
+
+
+def test_eval_only_ema_of_a_checkpoint_without_one(cli, demo, tmp_path):
+    assert cli("train", *_args(demo, tmp_path / "run")).status == 0
+    cli("train", *_eval(demo, tmp_path / "o", tmp_path / "run" / "luab" / "last.pt", "--ema")).failed_with(
+        1, "--ema", "last.pt holds no EMA weights", "--model-ema")
+    torch.save(_timm_state(10), tmp_path / "timm.pth")
+    cli("train", *_eval(demo, tmp_path / "o", tmp_path / "timm.pth", "--ema")).failed_with(
+        2, "--ema", "plain state dict", "no EMA weights")
+    before = snapshot(tmp_path / "run")  # the training run's metrics.json is not replaced by an evaluation's
+    cli("train", *_eval(demo, tmp_path / "run", tmp_path / "run" / "luab" / "last.pt")).failed_with(
+        2, "--out", "holds a training run's metrics.json", "another --out")
+    assert snapshot(tmp_path / "run") == before
