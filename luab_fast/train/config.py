@@ -111,6 +111,12 @@ class TrainConfig:
                                                 "--checkpoint-hist); needs --val-data")
     eval_metric: str = _opt("top1", "what --checkpoint-hist ranks by: the first evaluation split's top1 or top5",
                             choices=("top1", "top5"))
+    log_tensorboard: bool = _opt(False, "also write TensorBoard event files to <out>/<model>/tb/ (train loss parts "
+                                        "and lr per step, each split's top1/top5 per epoch); needs the tensorboard "
+                                        "package")
+    log_wandb: bool = _opt(False, "also log the same scalars to Weights & Biases (wandb.init(dir=--out), its mode "
+                                  "from WANDB_MODE, e.g. offline); needs the wandb package")
+    wandb_project: str = _opt("luab_fast", "with --log-wandb: the wandb project")
     eval_only: Optional[str] = _opt(None, "evaluate this checkpoint (last.pt, checkpoint-<epoch>.pt, or a timm "
                                           "state dict of --model) on every --val-data split, without training; "
                                           "writes metrics.json to --out")
@@ -326,6 +332,9 @@ def validate(cfg: TrainConfig) -> None:
         raise UsageError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     validate_training(cfg)
     validate_checkpoints(cfg)
+    from .summary_logs import require  # --log-tensorboard / --log-wandb: their package importable
+
+    require(cfg)
     if not cfg.out.strip():  # an empty run directory is the current one, which would fill with run files
         raise UsageError(f"--out must not be empty, got {cfg.out!r}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional
@@ -32,6 +33,9 @@ _ARCH = ("model", "output_stride", "image_size", "pool", "baseline_pool", "model
 def eval_only(cfg: TrainConfig) -> int:
     from .run import _device, _run_dir, eval_loaders, evaluate_splits
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank would evaluate the same splits and write one file
+        raise UsageError(f"--eval-only runs in one process, got WORLD_SIZE={os.environ['WORLD_SIZE']} (torchrun); "
+                         "run python -m luab_fast.train --eval-only ... without torchrun")
     path = Path(cfg.eval_only)
     saved = _read(path)
     trainer = _is_trainer_checkpoint(saved)

@@ -26,6 +26,7 @@ from .loop import Trainer
 from .model import LUABModel
 from .progress import JsonlLog
 from .report import plot_attention, plot_curves, table
+from .summary_logs import RunLogs, open_logs
 
 
 def _say(rank: int):
@@ -90,7 +91,11 @@ def train_model(name: str, cfg: TrainConfig, data: TrainData, device, run_dir: P
         trainer.resume(saved)
         del saved  # the model and optimiser hold their copies now
     evals = eval_loaders(data.val, images.classes, cfg, device)
-    seconds = train(trainer, log, functools.partial(log_top1, trainer, evals, log))
+    logs = open_logs(cfg, name, run_dir, rank)  # summary.csv, and TensorBoard / wandb where asked for
+    try:
+        seconds = train(trainer, logs.wrap(log), functools.partial(log_top1, trainer, evals, log, logs))
+    finally:
+        logs.close()
     scores = evaluate_splits(model, evals, len(images.classes), data.boxes if luab else None) if rank == 0 else {}
     if rank == 0 and trainer.ema is not None:  # the EMA weights scored beside the raw ones: <split>_ema
         ema = evaluate_splits(trainer.ema.module, evals, len(images.classes), data.boxes if luab else None)
@@ -182,22 +187,26 @@ def train(trainer: Trainer, log: Callable[[dict[str, Any]], None], on_epoch_end:
 
 
 def log_top1(trainer: Trainer, evals: dict[str, Loader], log: Callable[[dict[str, Any]], None],
-             epoch: int) -> Optional[dict[str, Any]]:
-    """After an epoch (rank 0): each evaluation split's top-1 in the log (the EMA's too, ``<split>_ema_top1``);
-    returns the first split's metrics: its top-1 is what --sched plateau steps on, its --eval-metric what
-    --checkpoint-hist ranks by."""
+             logs: Optional[RunLogs], epoch: int) -> Optional[dict[str, Any]]:
+    """After an epoch (rank 0): each evaluation split's top-1 in the log (the EMA's too, ``<split>_ema_top1``),
+    the epoch's row of summary.csv and its TensorBoard / wandb scalars (``logs``); returns the first split's
+    metrics: its top-1 is what --sched plateau steps on, its --eval-metric what --checkpoint-hist ranks by."""
     if trainer.rank != 0:
         return None
     num_classes = len(trainer.loader.images.classes)
     first = None
+    splits = {}
     for split, ev in evals.items():
         scores = evaluate(trainer.model, ev, num_classes)
         top1 = scores["top1"]
         first = scores if first is None else first
+        splits[split] = scores
         record = {"model": trainer.name, "epoch": epoch, "step": trainer.state.step, f"{split}_top1": top1}
         if trainer.ema is not None:
             record[f"{split}_ema_top1"] = evaluate(trainer.ema.module, ev, num_classes)["top1"]
         log(record)
+    if logs is not None:  # the epoch's row (no --val-data: the train loss and lr alone)
+        logs.epoch(epoch, trainer.state.step, trainer.state.history, splits)
     trainer.model.train()
     return first
 

@@ -89,6 +89,21 @@ def test_recipe_options_that_cannot_train(cli, demo, tmp_path, extra, fragments)
     cli("train", *_args(demo, tmp_path / "o", *extra)).failed_with(2, *fragments)
 
 
+@pytest.mark.parametrize("flag, modules, package", [
+    ("--log-tensorboard", ("tensorboard", "torch.utils.tensorboard"), "tensorboard"),
+    ("--log-wandb", ("wandb",), "wandb"),
+])
+def test_log_flag_without_its_package(cli, demo, tmp_path, monkeypatch, flag, modules, package):
+    """Neither package is a dependency: asked for while not importable, the flag is a usage error naming the
+    package to install, before the run directory is made (sys.modules[name] = None makes the import fail)."""
+    import sys
+
+    for m in modules:
+        monkeypatch.setitem(sys.modules, m, None)
+    cli("train", *_args(demo, tmp_path / "o", flag)).failed_with(2, flag, f"pip install {package}")
+    assert not (tmp_path / "o").exists()
+
+
 def test_heat_sigma_wider_than_the_models_heat_map(cli, demo, tmp_path):
     """Within the static bound (the crop side) but wider than resnet10t's 2×2 map at 32 px: every target flat."""
     cli("train", *_args(demo, tmp_path / "o", "--heat-sigma", "5")).failed_with(
@@ -338,3 +353,11 @@ def test_eval_only_ema_of_a_checkpoint_without_one(cli, demo, tmp_path):
     cli("train", *_eval(demo, tmp_path / "run", tmp_path / "run" / "luab" / "last.pt")).failed_with(
         2, "--out", "holds a training run's metrics.json", "another --out")
     assert snapshot(tmp_path / "run") == before
+
+
+def test_eval_only_under_torchrun_is_refused(cli, demo, tmp_path, monkeypatch):
+    """Every rank would evaluate the same splits and write one metrics.json: one process only, said before reading."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cli("train", *_eval(demo, tmp_path / "o", tmp_path / "any.pt")).failed_with(
+        2, "--eval-only runs in one process", "WORLD_SIZE=2")
+    assert not (tmp_path / "o").exists()
