@@ -13,11 +13,13 @@ from torch import nn
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[str, np.ndarray]] = None
              ) -> dict[str, Any]:
-    """top-1, top-5, per-class accuracy; with ``boxes`` (stem → [n, 4] or [4] (x0, y0, x1, y1) normalised to
+    """top-1, top-5, per-class accuracy, the mean cross-entropy ``loss`` against the labels (timm's eval_loss); with
+    ``boxes`` (stem → [n, 4] or [4] (x0, y0, x1, y1) normalised to
     the original image) also the pointing accuracy (1 − localisation error) of the predicted heat-map peak and
     point: the share of the boxed images whose peak / point falls inside one of their boxes."""
     model.eval()
     correct1 = correct5 = total = 0
+    loss_sum = 0.0
     per_class = np.zeros((num_classes, 2), np.int64)
     hits_heat = hits_point = n_boxed = 0
     stems = loader.images.stems
@@ -28,6 +30,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[st
         correct1 += int((top5[:, 0] == labels).sum())
         correct5 += int((top5 == labels[:, None]).any(1).sum())
         total += len(labels)
+        loss_sum += float(nn.functional.cross_entropy(logits.float(), labels, reduction="sum"))
         np.add.at(per_class, (labels.cpu().numpy(), 0), (top5[:, 0] == labels).cpu().numpy().astype(np.int64))
         np.add.at(per_class, (labels.cpu().numpy(), 1), 1)
         if boxes:
@@ -47,7 +50,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[st
                         n_boxed += 1
                     else:
                         hits_point += inside
-    out = {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "images": total,
+    out = {"top1": correct1 / max(total, 1), "top5": correct5 / max(total, 1), "loss": loss_sum / max(total, 1),
+           "images": total,
            "per_class": (per_class[:, 0] / np.maximum(per_class[:, 1], 1)).round(4).tolist()}
     if n_boxed:
         out["pointing_heat"] = hits_heat / n_boxed

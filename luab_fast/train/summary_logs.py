@@ -51,8 +51,8 @@ def require(cfg) -> None:
 
 def epoch_row(epoch: int, history: list[dict[str, Any]], splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One summary.csv row in timm's columns (``timm.utils.update_summary``: epoch, train_*, eval_*, lr): the
-    mean loss of the epoch's steps, the first split's metrics as eval_* (eval_loss stays empty: the evaluation
-    computes no loss), the other splits' as ``<split>_top1``/``<split>_top5``, and the learning rate of the
+    mean loss of the epoch's steps, the first split's metrics as eval_* (eval_loss: the mean cross-entropy
+    against its labels), the other splits' as ``<split>_top1``/``<split>_top5``, and the learning rate of the
     epoch's last step. ``epoch`` counts epochs done (1-based), as log.jsonl's evaluation records."""
     steps = [r for r in history if r.get("epoch") == epoch - 1 and "loss" in r]
     row: dict[str, Any] = {"epoch": epoch,
