@@ -139,6 +139,33 @@ def test_checkpoint_hist_keeps_the_best_n_epochs(hist_run):
     assert [int(e) for _, e in last["state"]["kept"]] == best  # the ranking a resumed run continues
 
 
+def test_checkpoint_hist_continues_its_ranking_after_a_kill(demo, tmp_path):
+    """Killed in epoch 2 and resumed: the same best checkpoint, ranking and files as an uninterrupted run (the
+    ranking travels in last.pt; a resumed run continues bit for bit)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    def run(out, *extra, env=None):
+        args = ["--data", str(demo.train), *_common(demo, out), "--no-compare", "--epochs", "2", "--deterministic",
+                "--checkpoint-every", "6", "--checkpoint-hist", "1", "--val-data", f"iid={demo.iid}", *extra]
+        return subprocess.run([sys.executable, "-m", "luab_fast.train", *args], capture_output=True, text=True,
+                              timeout=600, env={**os.environ, **(env or {})})
+
+    straight = run(tmp_path / "a")
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    assert run(tmp_path / "b", env={"LUAB_FAST_KILL_AT_STEP": "18"}).returncode == -signal.SIGKILL
+    resumed = run(tmp_path / "b", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = (tmp_path / d / "luab" for d in "ab")
+    assert sorted(p.name for p in a.glob("*.pt")) == sorted(p.name for p in b.glob("*.pt"))
+    saved = [torch.load(d / "last.pt", weights_only=True)["state"]["kept"] for d in (a, b)]
+    assert saved[0] == saved[1] and len(saved[0]) == 1
+    best = [torch.load(d / "model_best.pt", weights_only=True)["model"] for d in (a, b)]
+    assert all(torch.equal(best[0][k], best[1][k]) for k in best[0])
+
+
 def test_eval_only_last_equals_what_training_wrote(demo, hist_run, tmp_path):
     trained = _metrics(hist_run)["models"]["luab"]["eval"]
     val = ["--val-data", f"iid={demo.iid}", f"ood={demo.ood}"]
