@@ -21,6 +21,7 @@ import torch
 from .. import _atomic
 from .._cli import DataError, UsageError
 from ..data.source import list_images
+from ..evaluate.trainer import split_kinds
 from . import checkpoint as ckpt
 from .config import TrainConfig, model_kwargs
 from .inputs import _val_splits, store_boxes
@@ -45,7 +46,7 @@ def eval_only(cfg: TrainConfig) -> int:
     elif cfg.ema:
         raise UsageError(f"--ema: --eval-only {path} is a plain state dict, which holds no EMA weights (a "
                          f"checkpoint of a --model-ema run does)")
-    val = _val_splits(cfg, {})
+    val = _val_splits(split_kinds(cfg)[0], {})  # NAME=KIND:PATH: the path here, the kind in eval_loaders
     classes = _classes(cfg, saved if trainer else None, val)
     device = _device(cfg, 0)
     name = _name(saved, path) if trainer else "baseline"
@@ -83,9 +84,9 @@ def _keep_training_metrics(out: Path) -> None:
                          f"another --out")
 
 
-def _read(path: Path) -> Any:
+def _read(path: Path, option: str = "--eval-only") -> Any:
     if not path.is_file():
-        raise ValueError(f"--eval-only {path} " + ("is a directory, expected a checkpoint file" if path.exists()
+        raise ValueError(f"{option} {path} " + ("is a directory, expected a checkpoint file" if path.exists()
                                                    else "does not exist"))
     if path.suffix == ".safetensors":
         return None  # a plain state dict: model.read_state_dict reads it
@@ -94,16 +95,16 @@ def _read(path: Path) -> Any:
     except OSError:
         raise
     except Exception as exc:  # pickle, zip errors, an empty file: not a checkpoint
-        raise DataError(f"--eval-only {path}: cannot read it as a checkpoint or weights ({ckpt.describe(exc)})"
+        raise DataError(f"{option} {path}: cannot read it as a checkpoint or weights ({ckpt.describe(exc)})"
                         ) from None
 
 
-def _is_trainer_checkpoint(saved: Any) -> bool:
+def _is_trainer_checkpoint(saved: Any, option: str = "--eval-only") -> bool:
     if not isinstance(saved, dict) or not all(k in saved for k in ckpt.KEYS):
         return False
     problem = ckpt.structure_problem(saved)
     if problem:
-        raise DataError(f"--eval-only: the checkpoint holds {problem}, expected a checkpoint of python -m "
+        raise DataError(f"{option}: the checkpoint holds {problem}, expected a checkpoint of python -m "
                         f"luab_fast.train")
     return True
 
@@ -127,7 +128,8 @@ def _classes(cfg: TrainConfig, saved: Optional[dict[str, Any]], val: dict[str, P
 
 
 def _build(cfg: TrainConfig, saved: Any, path: Path, name: str, classes: tuple[str, ...],
-           trainer: bool) -> LUABModel:
+           trainer: bool, option: str = "--eval-only") -> LUABModel:
+    """The model of ``saved`` (``option``: the argument that named the file, for the errors)."""
     kwargs = model_kwargs(SimpleNamespace(model_kwargs=cfg.model_kwargs))
     pool = cfg.pool if name == "luab" else cfg.baseline_pool
     model = LUABModel(cfg.model, len(classes), cfg.output_stride, None, pool, cfg.image_size,
@@ -138,8 +140,8 @@ def _build(cfg: TrainConfig, saved: Any, path: Path, name: str, classes: tuple[s
             raise DataError(f"--ema: {path} holds no EMA weights (its run was trained without --model-ema); leave "
                             f"--ema out to score its weights")
         if not isinstance(saved[part], dict) or not all(isinstance(v, torch.Tensor) for v in saved[part].values()):
-            raise DataError(f"--eval-only {path}: its {part!r} entry is not a state dict")
-        _load_strict(model, saved[part], path, len(classes))
+            raise DataError(f"{option} {path}: its {part!r} entry is not a state dict")
+        _load_strict(model, saved[part], path, len(classes), option)
         return model
     state = saved if isinstance(saved, dict) else None
     if state is not None and sum(str(k).startswith("backbone.") for k in state) > len(state) // 2:
@@ -154,11 +156,12 @@ def _build(cfg: TrainConfig, saved: Any, path: Path, name: str, classes: tuple[s
     return model
 
 
-def _load_strict(model: LUABModel, state: dict[str, torch.Tensor], path: Path, num_classes: int) -> None:
+def _load_strict(model: LUABModel, state: dict[str, torch.Tensor], path: Path, num_classes: int,
+                 option: str = "--eval-only") -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         detail = [ln.strip() for ln in str(exc).splitlines()[1:3]]
-        raise DataError(f"--eval-only {path} does not fit {model.backbone.__class__.__name__} with "
+        raise DataError(f"{option} {path} does not fit {model.backbone.__class__.__name__} with "
                         f"{num_classes} classes (--model, --data / the splits' classes): {'; '.join(detail)}"
                         ) from None

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..evaluate.trainer import KindLoader, evaluate_kind
+
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[str, np.ndarray]] = None
@@ -17,6 +19,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, boxes: Optional[dict[st
     ``boxes`` (stem → [n, 4] or [4] (x0, y0, x1, y1) normalised to
     the original image) also the pointing accuracy (1 − localisation error) of the predicted heat-map peak and
     point: the share of the boxed images whose peak / point falls inside one of their boxes."""
+    if isinstance(loader, KindLoader):  # --val-data NAME=KIND:PATH: scored by its kind (luab_fast.evaluate)
+        return evaluate_kind(model, loader)
     model.eval()
     correct1 = correct5 = total = 0
     loss_sum = 0.0
