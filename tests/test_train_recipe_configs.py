@@ -1,6 +1,6 @@
 """The YAML recipes in configs/ (issue 20) run as ``python -m luab_fast.train --config configs/NAME.yaml``: each
 runnable one trains 2 steps on the tiny demo (CPU, a tiny backbone and crop given on the command line) and its
-other values reach the run; the CutMix recipe is refused, naming the option this version lacks."""
+other values reach the run (the CutMix recipe's mixing settings too)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ OVERRIDES = ("--max-steps", "2", "--batch-size", "8", "--image-size", "32", "--m
 OVERRIDDEN = {"max_steps", "batch_size", "image_size", "model", "device", "backend", "workers"}
 # recipe -> (the store it needs on the command line, the models trained)
 RUNNABLE = {"relabel_resnet50": ("label_maps", ["baseline"]), "luab_resnet50": ("byproducts", ["baseline", "luab"]),
-            "timm_resnet50_baseline": (None, ["baseline"])}
+            "timm_resnet50_baseline": (None, ["baseline"]), "relabel_resnet50_cutmix": ("label_maps", ["baseline"])}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def label_maps(demo, tmp_path_factory):
 
 
 def test_every_recipe_is_tested():
-    assert {p.stem for p in CONFIGS.glob("*.yaml")} == {*RUNNABLE, "relabel_resnet50_cutmix"}
+    assert {p.stem for p in CONFIGS.glob("*.yaml")} == set(RUNNABLE)
 
 
 @pytest.mark.parametrize("name", sorted(RUNNABLE))
@@ -83,20 +83,21 @@ def test_recipe_values_are_the_published_ones():
     assert (luab.image_size, luab.crop_scale, luab.compare) == (224, 0.08, True)
 
 
-def test_cutmix_recipe_is_refused_naming_cutmix(demo, tmp_path, capsys):
-    recipe = CONFIGS / "relabel_resnet50_cutmix.yaml"
-    argv = ["--config", str(recipe), "--data", str(demo.train), "--out", str(tmp_path / "run"), *OVERRIDES]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert f"--config {recipe}: cutmix, mixup-off-epoch, mixup-prob are not available yet" in err
-    assert "not run without them" in err and "unknown option" not in err
-    assert not (tmp_path / "run" / "baseline" / "last.pt").exists()
-    text = recipe.read_text()  # the rest of the published recipe is there for when mixing lands
-    assert "opt: adamp" in text and "lr: 2.0e-3" in text and "weight-decay: 1.0e-2" in text
+def test_cutmix_recipe_values_are_relabels():
+    """ReLabel's CutMix config (naver-ai/relabel_imagenet configs/relabel_train_resnet50_cutmix.yaml: prob 1.0,
+    beta 1.0, off_epoch 5; AdamP lr 2e-3, wd 1e-2), its whole-crop target mixing, and its off rule (train.py:
+    off when epoch >= epochs - off_epoch)."""
+    from luab_fast.data.mixing import Mixing
+
+    cfg = load_config(["--config", str(CONFIGS / "relabel_resnet50_cutmix.yaml")])
+    assert (cfg.cutmix, cfg.mixup, cfg.mixup_prob, cfg.mixup_off_epoch, cfg.cutmix_relabel) == (1.0, 0.0, 1.0, 5, "mix")
+    assert (cfg.opt, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.label_smoothing) == ("adamp", 2e-3, 1e-2, 300, 0.0)
+    mixing = Mixing.from_config(cfg)
+    assert mixing.active(294) and not mixing.active(295)
 
 
 def test_one_not_yet_available_option_is_named_alone(tmp_path):
     path = tmp_path / "r.yaml"
-    path.write_text("color_jitter: 0.4\nlr: 0.1\n")
-    with pytest.raises(ValueError, match=r"color_jitter is not available yet .* needs it and is not run without it"):
+    path.write_text("jsd_loss: true\nlr: 0.1\n")  # timm's option this trainer does not have
+    with pytest.raises(ValueError, match=r"jsd_loss is not available yet .* needs it and is not run without it"):
         load_config(["--config", str(path)])

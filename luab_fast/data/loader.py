@@ -7,7 +7,10 @@ Each batch is a dict of torch tensors on the training device (docs/architecture.
 [B] or float32 [B, C], from ``label_maps=`` (ReLabel's pooled targets), ``labels=`` (aggregated labels [N] or
 posteriors [N, C] by row) or the source's labels, in that order (targets.py). With ``byproducts=`` also
 ``point`` [B, 2] + ``point_weight`` [B] and ``heat`` [B, h, w] at ``heat_size``. Targets are built on the device
-by the ops, for the whole batch at once.
+by the ops, for the whole batch at once. With ``augment=`` (augment.py), a batch whose images a geometric op
+moved also has ``affine`` float32 [B, 2, 3]: crop-normalised point → where the image shows it (the targets
+already follow it). With ``mixing=`` (training loaders) CutMix / Mixup then mixes the pixels and every target
+(mixing.py).
 
 Order: one permutation of the rows per (seed, epoch), cut into ``world_size`` disjoint shards; crop windows
 and flips are drawn on the host per (seed, epoch, rank, batch), so a seed fixes everything and a resumed run
@@ -25,11 +28,13 @@ import numpy as np
 import torch
 
 from .._checks import is_integer
-from .crops import SCALE, center_windows, random_resized_windows, windows_to_boxes
+from .crops import RATIO, SCALE, center_windows, random_resized_windows, windows_to_boxes
 from .decode import image_sizes
 from .source import ImageList, Source, check_rank, list_images, shard_rows
 
 if TYPE_CHECKING:  # imported where used: targets pulls in the ops and their kernels
+    from .augment import Augment
+    from .mixing import Mixing
     from .targets import Targets
 
 log = logging.getLogger("luab_fast.data")
@@ -71,8 +76,14 @@ class Loader:
 
     def __init__(self, images: ImageList, batch_size: int, train: bool, device: torch.device, image_size: int,
                  rank: int, world_size: int, seed: int, backend: str, drop_last: bool, channels_last: bool,
-                 threads: int, targets: "Targets", crop_scale: tuple[float, float] = SCALE) -> None:
+                 threads: int, targets: "Targets", crop_scale: tuple[float, float] = SCALE,
+                 mixing: Optional["Mixing"] = None, augment: Optional["Augment"] = None,
+                 crop_ratio: tuple[float, float] = RATIO, interpolation: str = "bilinear") -> None:
         self.images, self.batch_size, self.train = images, batch_size, train
+        # --aa / --reprob / --color-jitter (augment.py), drawn after each training batch's crops and flips
+        self.augment = augment if train and augment is not None and augment.active else None
+        self.crop_ratio = crop_ratio
+        self.mixing = mixing  # CutMix / Mixup of the training batches (mixing.py), after their targets
         self.crop_scale = crop_scale
         self.device, self.image_size, self.seed = device, image_size, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
@@ -87,11 +98,14 @@ class Loader:
             # no batch holds more than a rank's rows: a larger pipeline would only decode padding (and one of
             # 2**40 samples cannot be built at all)
             most = max(1, min(batch_size, len(self.epoch_rows(0))))
-            self.decode = DaliDecoder(most, image_size, device, threads, seed)
+            aug = self.augment
+            self.decode = DaliDecoder(most, image_size, device, threads, seed, interpolation,
+                                      warp=aug is not None and aug.geometric,
+                                      photo_layers=0 if aug is None else aug.photo_layers)
         else:
             from .decode import TorchvisionDecoder
 
-            self.decode = TorchvisionDecoder(image_size, device, threads)
+            self.decode = TorchvisionDecoder(image_size, device, threads, interpolation)
         self.last_epoch_seconds: Optional[float] = None
         self.last_epoch_images = 0
 
@@ -123,18 +137,28 @@ class Loader:
         sizes = self.sizes[rows]
         if self.train:
             rng = np.random.default_rng([self.seed, self.epoch, self.rank, index])
-            windows = random_resized_windows(sizes, rng, scale=self.crop_scale)
+            windows = random_resized_windows(sizes, rng, scale=self.crop_scale, ratio=self.crop_ratio)
             flips = rng.random(len(rows)) < 0.5
+            params = None if self.augment is None else self.augment.draw(rng, len(rows))
         else:
-            windows, flips = center_windows(sizes), np.zeros(len(rows), dtype=bool)
-        images = self.decode(self._files[rows].tolist(), windows, flips)
+            windows, flips, params = center_windows(sizes), np.zeros(len(rows), dtype=bool), None
+        from .augment_ops import erase, target_kwargs
+
+        images = self.decode(self._files[rows].tolist(), windows, flips, augment=params)
+        if params is not None:
+            images = erase(images, params, self.augment.remode, self._to_device)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         rows_t = self._to_device(rows.astype(np.int64))
         out = {"images": images, "labels": self.labels[rows_t], "rows": rows_t,
                "boxes": self._to_device(windows_to_boxes(windows, sizes)), "flips": self._to_device(flips),
                "sizes": self._to_device(sizes)}
-        out.update(self.targets(out))
+        moved = target_kwargs(params, rows, self._to_device)
+        if moved is not None:  # the batch's geometric augmentation, crop-normalised input → output
+            out["affine"] = moved["forward"]
+        out.update(self.targets(out, moved))
+        if self.mixing is not None and self.train:
+            self.mixing(out, self.targets, self.epoch, [self.seed, self.epoch, self.rank, index], self._to_device)
         return out
 
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
@@ -168,7 +192,9 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
                  backend: Optional[str] = None, drop_last: Optional[bool] = None, channels_last: bool = False,
                  threads: Optional[int] = None, byproducts: Any = None, label_maps: Any = None, labels: Any = None,
                  heat_size: Optional[tuple[int, int]] = None, heat_sigma: float = 1.0,
-                 label_box_order: str = "xyxy", crop_scale: tuple[float, float] = SCALE) -> Loader:
+                 label_box_order: str = "xyxy", crop_scale: tuple[float, float] = SCALE,
+                 mixing: Optional["Mixing"] = None, augment: Optional["Augment"] = None,
+                 crop_ratio: tuple[float, float] = RATIO, interpolation: str = "bilinear") -> Loader:
     """A loader over ``source`` (an ImageFolder directory, a 'path label' list file or (files, labels)).
 
     ``backend``: "dali" (default when importable) or "torchvision"; the choice is logged once.
@@ -178,6 +204,10 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     trace heat maps are rasterised at it.
     ``crop_scale``: the (min, max) area fraction of the training crops (RandomResizedCrop's ``scale``).
     ``threads``: decode threads (default: :func:`default_threads`).
+    ``mixing``: CutMix / Mixup of the training batches (a ``mixing.Mixing``; training loaders only).
+    ``augment``: RandAugment / AutoAugment, colour jitter, random erasing (an ``augment.Augment``, from
+    ``augment.build_augment``; training loaders only). ``crop_ratio``: RandomResizedCrop's aspect range.
+    ``interpolation``: the resize (and affine) filter, "bilinear", "bicubic" or "nearest".
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -193,6 +223,11 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
         threads = default_threads()
     elif not (is_integer(threads) and 1 <= threads <= MAX_THREADS):
         raise ValueError(f"threads must be an int in 1..{MAX_THREADS} or None, got {threads!r}")
+    if interpolation not in ("bilinear", "bicubic", "nearest"):
+        raise ValueError(f"interpolation must be 'bilinear', 'bicubic' or 'nearest', got {interpolation!r}")
+    r0, r1 = (float(v) for v in crop_ratio)
+    if not 0.0 < r0 <= r1 < float("inf"):
+        raise ValueError(f"crop_ratio must be (min, max) aspect ratios with 0 < min <= max, got {tuple(crop_ratio)}")
     lo, hi = (float(v) for v in crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")
@@ -205,6 +240,10 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     if backend == "dali" and not dali_available():
         raise ValueError("backend='dali' but nvidia-dali is not importable; install nvidia-dali-cuda130 or use "
                          "backend='torchvision'")
+    if mixing is not None and not (train and drop_last is not False and batch_size % 2 == 0):
+        raise ValueError(f"mixing= pairs sample i with B - 1 - i of full training batches: it needs train=True, "
+                         f"drop_last and an even batch_size, got train={train}, drop_last={drop_last}, "
+                         f"batch_size={batch_size}")
     images = list_images(source)
     drop = train if drop_last is None else bool(drop_last)
     if drop and len(images) // world_size < batch_size:  # before the stores, headers and decoder are set up
@@ -215,4 +254,4 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
 
     targets = Targets(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
     return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend, drop,
-                  channels_last, threads, targets, (lo, hi))
+                  channels_last, threads, targets, (lo, hi), mixing, augment, (r0, r1), interpolation)

@@ -84,20 +84,33 @@ class ByproductTargets:
         store = _open(store, "byproducts")
         rows = _store_rows(store, stems)
         self.lacking = rows < 0  # host copy: coverage is counted without a device sync
+        self.host_rows = rows
         self.rows = torch.from_numpy(rows).to(device)
         self.tensors = store.to(device)
         self.raster = store.raster_inputs(device)
+        # host copies of the ragged offsets: an augmented batch's traces are gathered by an index built on the host
+        self.host_offsets = (self.raster["offsets"].cpu().numpy(), self.raster["clicks"][1].cpu().numpy())
         self.heat_size, self.heat_sigma = heat_size, heat_sigma
 
-    def __call__(self, rows: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor,
+                 augment: Optional[dict] = None) -> dict[str, torch.Tensor]:
+        """``augment``: None, or the geometric augmentation (``forward`` [B, 2, 3] on the device, ``host_rows``,
+        ``to_device``): the click moves with the pixels (weight 0 once outside) and so do the traces."""
         from ..ops import rasterize_traces
 
         srow = self.rows[rows]
         known = srow >= 0
         srow = srow.clamp(min=0)
         point, weight = self.tensors.point_targets(srow, boxes, flips, validate=False)  # no device sync
-        heat = rasterize_traces(**self.raster, rows=srow, boxes=boxes, flips=flips, output_size=self.heat_size,
-                                sigma=self.heat_sigma, weighting="dwell", normalize="sum", validate=False)
+        raster = dict(self.raster, rows=srow, boxes=boxes, flips=flips)
+        if augment is not None:
+            from .augment_targets import move_points, moved_raster_inputs
+
+            point, weight = move_points(point, weight, augment["forward"])
+            raster = moved_raster_inputs(self.raster, *self.host_offsets, self.host_rows[augment["host_rows"]],
+                                         boxes, flips, augment["forward"], augment["to_device"])
+        heat = rasterize_traces(**raster, output_size=self.heat_size, sigma=self.heat_sigma, weighting="dwell",
+                                normalize="sum", validate=False)
         return {"point": point, "point_weight": weight * known, "heat": heat * known[:, None, None]}
 
 
@@ -164,19 +177,30 @@ class Targets:
             raise DataError(f"--label-maps: the store's maps score {maps.num_classes} classes, the training data "
                             f"has {self.num_classes} (its class k is the k-th folder in sorted order)")
 
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: dict[str, torch.Tensor], augment: Optional[dict] = None) -> dict[str, torch.Tensor]:
+        """``augment``: None or the batch's geometric augmentation (see :class:`ByproductTargets`; with
+        ``inverse`` [B, 2, 3], the label maps are pooled over the part of the crop the image shows)."""
         rows, boxes = batch["rows"], batch["boxes"]
-        out = {"target": self.class_target(rows, boxes, batch["labels"])}
+        label_boxes = boxes
+        if augment is not None and self.label_maps is not None:
+            from .augment_targets import pooling_boxes
+
+            label_boxes = pooling_boxes(boxes, batch["flips"], augment["inverse"])
+        out = {"target": self.class_target(rows, label_boxes, batch["labels"])}
         if self.byproducts is not None:
-            out.update(self.byproducts(rows, boxes, batch["flips"]))
+            out.update(self.byproducts(rows, boxes, batch["flips"], augment))
         return out
 
     def class_target(self, rows: torch.Tensor, boxes: torch.Tensor, source_labels: torch.Tensor) -> torch.Tensor:
         """The first source with a target for each row: label map > posterior > hard label > source label."""
-        target = source_labels if self.given_labels is None else self.given_labels[rows]
+        target = self.fallback_target(rows, source_labels)
         if self.label_maps is not None:
             target = self.label_maps(rows, boxes, fallback=target)
         return target
+
+    def fallback_target(self, rows: torch.Tensor, source_labels: torch.Tensor) -> torch.Tensor:
+        """The class target of the rows a label map lacks: the --labels target, else the source's label."""
+        return source_labels if self.given_labels is None else self.given_labels[rows]
 
     def coverage(self) -> list[StoreCoverage]:
         """For each store given (byproducts, then label maps): the training images it lacks."""

@@ -29,7 +29,9 @@ class TrainConfig:
     data: Optional[str] = _opt(None, "training images: ImageFolder directory or 'path label' list (default: the "
                                      "built-in demo)")
     val_data: list[str] = _opt(None, "evaluation splits, NAME=DIR (several after one flag, or the flag repeated); "
-                                     "the demo adds iid= and ood=", nargs="+", action="extend")
+                                     "or NAME=KIND:PATH, scored as python -m luab_fast.evaluate scores KIND "
+                                     "(imagenet, real, v2, sketch, r, a, ...); the demo adds iid= and ood=",
+                               nargs="+", action="extend")
     byproducts: Optional[str] = _opt(None, "packed ImageNet-AB byproduct store (python -m luab_fast.byproducts pack)")
     label_maps: Optional[str] = _opt(None, "packed ReLabel label-map store: class targets become pooled soft labels")
     labels: Optional[str] = _opt(None, "aggregated labels or posteriors CSV (task,label | task,<class columns>) or "
@@ -55,6 +57,25 @@ class TrainConfig:
     crop_scale: float = _opt(0.35, "smallest area fraction of a random training crop (RandomResizedCrop's scale "
                                    "minimum; ImageNet recipes use 0.08, which in a 3-epoch run crops the digit out "
                                    "of so many demo images that only the background is left to learn from)")
+    # training augmentation (luab_fast/data/augment.py): timm's flags, drawn on the host per batch like the crops
+    aa: Optional[str] = _opt(None, "timm's RandAugment / AutoAugment spec: rand-m9-mstd0.5-inc1, original, v0, "
+                                   "... (no augmix, no trivial: timm has no such spec). Rotate / shear / translate "
+                                   "move the click points and traces with the pixels (one affine per image; a "
+                                   "click moved out of the image gets weight 0); --label-maps are then pooled over "
+                                   "the part of the crop the image shows (with a rotation or shear, the bounding "
+                                   "box of the output square mapped back into the crop). Photometric ops and "
+                                   "random erasing leave every target as it is")
+    reprob: float = _opt(0.0, "random erasing probability per image (timm's RandomErasing, on the normalised "
+                              "images)")
+    remode: str = _opt("pixel", "random erasing fill: const (0), rand (one normal value per channel) or pixel "
+                                "(per pixel)", choices=("const", "rand", "pixel"))
+    recount: int = _opt(1, "random erasing boxes per erased image")
+    color_jitter: float = _opt(0.0, "colour jitter factor: brightness, contrast and saturation each uniform in "
+                                    "[1 - f, 1 + f], in a random order (timm's; off under --aa, as in timm); 0: off")
+    ratio: Optional[list[float]] = _opt(None, "RandomResizedCrop aspect ratio range, two numbers (default 3/4 "
+                                              "4/3)", nargs=2)
+    interpolation: str = _opt("bilinear", "resize filter of the crops (and of the --aa affine; DALI warps "
+                                          "bilinearly for bicubic)", choices=("bilinear", "bicubic", "nearest"))
     epochs: int = _opt(3, "epochs (ignored with --max-steps)")
     max_steps: Optional[int] = _opt(None, "stop after this many optimiser steps")
     batch_size: int = _opt(64, "batch size per process")
@@ -98,6 +119,26 @@ class TrainConfig:
                                           "(default: bfloat16 on CUDA, float32 on the CPU)",
                                     choices=("bfloat16", "float16", "float32"))
     label_smoothing: float = _opt(0.0, "label smoothing of the class loss")
+    # CutMix / Mixup (luab_fast/data/mixing.py): timm's Mixup, on every target kind
+    mixup: float = _opt(0.0, "Mixup alpha: λ ~ Beta(alpha, alpha), images and targets blended λ·a + (1 − λ)·b with "
+                             "the batch flipped (timm's --mixup); on when > 0")
+    cutmix: float = _opt(0.0, "CutMix alpha: the flipped batch's box pasted, λ = 1 − its area (timm's --cutmix); on "
+                              "when > 0. Targets: class targets λ-mixed; trace heat maps pasted like the pixels, "
+                              "renormalised; a click under the other image's box is dropped (weight 0), the click "
+                              "of the image whose region holds it is kept (a's first); Mixup keeps a's click, "
+                              "weight λ")
+    cutmix_minmax: Optional[list[float]] = _opt(None, "CutMix box sides uniform in [min, max) of the crop side, "
+                                                      "instead of from λ (timm's; sets the CutMix alpha to 1)",
+                                                nargs=2)
+    mixup_prob: float = _opt(1.0, "probability that a batch (or pair, element) is mixed")
+    mixup_switch_prob: float = _opt(0.5, "with --mixup and --cutmix: probability of CutMix rather than Mixup")
+    mixup_mode: str = _opt("batch", "one draw per batch, per pair (sample i and B − 1 − i) or per element",
+                           choices=("batch", "pair", "elem"))
+    mixup_off_epoch: int = _opt(0, "no mixing in the last N of --epochs (ReLabel's off_epoch: from epoch "
+                                   "epochs − N on; timm's --mixup-off-epoch is the epoch itself); 0: never off")
+    cutmix_relabel: str = _opt("mix", "--label-maps targets under CutMix: mix (ReLabel's: λ·pooled(a) + "
+                                      "(1 − λ)·pooled(b), whole crops) or region (each map pooled over the region "
+                                      "of it the mixed image shows)", choices=("mix", "region"))
     lambda_point: float = _opt(1.0, "weight of the click-point regression term")
     lambda_heat: float = _opt(1.0, "weight of the attention heat-map term")
     heat_sigma: float = _opt(1.0, "trace splat width in heat-map pixels")
@@ -190,12 +231,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     names = {str(k): str(k).replace("-", "_") for k in loaded}  # a YAML key may be a number or bool (on:)
     # timm's mixing / augmentation options: known, not implemented yet; a recipe naming one is refused, not run
     later = sorted(k for k, name in names.items() if name not in fields and name in {
-        "cutmix", "cutmix_minmax", "mixup", "mixup_prob", "mixup_switch_prob", "mixup_mode", "mixup_off_epoch",
-        "aa", "reprob", "remode", "recount", "color_jitter", "aug_repeats", "jsd_loss", "bce_loss"})
+        "aug_repeats", "jsd_loss", "bce_loss"})
     if later:
         one = len(later) == 1
         raise ValueError(f"--config {path}: {', '.join(later)} {'is' if one else 'are'} not available yet "
-                         f"(CutMix/Mixup and augmentation come with the mixing and augmentation work); this recipe "
+                         f"(timm's repeated augmentation and JSD / BCE losses are not implemented); this recipe "
                          f"needs {'it' if one else 'them'} and is not run without {'it' if one else 'them'}")
     unknown = sorted(k for k, name in names.items() if name not in fields)
     if unknown:
@@ -331,12 +371,46 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
     validate_training(cfg)
+    validate_mixing(cfg)
+    validate_augment(cfg)
     validate_checkpoints(cfg)
     from .summary_logs import require  # --log-tensorboard / --log-wandb: their package importable
 
     require(cfg)
     if not cfg.out.strip():  # an empty run directory is the current one, which would fill with run files
         raise UsageError(f"--out must not be empty, got {cfg.out!r}")
+
+
+def validate_mixing(cfg: TrainConfig) -> None:
+    """CutMix / Mixup (data/mixing.py): alphas, probabilities, the box range, and what mixing needs."""
+    for name in ("mixup", "cutmix"):
+        _in(name, cfg, 0, math.inf)
+    for name in ("mixup_prob", "mixup_switch_prob"):
+        _in(name, cfg, 0, 1, "[]")
+    on = cfg.mixup > 0 or cfg.cutmix > 0 or cfg.cutmix_minmax is not None
+    if cfg.cutmix_minmax is not None:
+        lo, hi = cfg.cutmix_minmax
+        if not (0 <= lo < hi <= 1 and int(cfg.image_size * lo) < int(cfg.image_size * hi)):
+            raise UsageError(f"--cutmix-minmax: expected min < max in [0, 1], at least one pixel apart at "
+                             f"--image-size {cfg.image_size}, got {lo:g} {hi:g}")
+    if cfg.mixup_off_epoch < 0 or (on and cfg.mixup_off_epoch >= cfg.epochs):
+        raise UsageError(f"--mixup-off-epoch: expected 0 <= N < --epochs {cfg.epochs} (mixing is off in the last N "
+                         f"epochs), got {cfg.mixup_off_epoch}")
+    if on and cfg.batch_size % 2:  # timm's Mixup asserts it: the middle sample would be its own partner
+        raise UsageError(f"--batch-size: --mixup / --cutmix pair sample i with B - 1 - i, expected an even batch "
+                         f"size, got {cfg.batch_size}")
+    if cfg.cutmix_relabel == "region" and not (cfg.label_maps and (cfg.cutmix > 0 or cfg.cutmix_minmax)):
+        raise UsageError("--cutmix-relabel region pools --label-maps over the regions CutMix pastes: give "
+                         "--label-maps and --cutmix (or --cutmix-minmax)")
+
+
+def validate_augment(cfg: TrainConfig) -> None:
+    """--aa (parsed by timm), the random erasing and jitter values, --ratio."""
+    from ..data.augment import build_augment
+
+    build_augment(cfg.image_size, cfg.aa, cfg.color_jitter, cfg.reprob, cfg.remode, cfg.recount, cfg.interpolation)
+    if cfg.ratio is not None and not 0 < cfg.ratio[0] <= cfg.ratio[1] < math.inf:
+        raise UsageError(f"--ratio: expected two aspect ratios 0 < min <= max, got {cfg.ratio[0]:g} {cfg.ratio[1]:g}")
 
 
 def validate_checkpoints(cfg: TrainConfig) -> None:

@@ -289,7 +289,9 @@ class Trainer:
 RUN_KEYS = ("drop", "drop_path", "model_kwargs", "opt", "momentum", "opt_eps", "opt_betas", "layer_decay", "sched",
             "warmup_epochs", "warmup_lr", "min_lr", "cooldown_epochs", "decay_epochs", "decay_milestones",
             "decay_rate", "model_ema", "model_ema_decay", "model_ema_warmup", "clip_grad", "clip_mode",
-            "grad_accum_steps", "amp_dtype")
+            "grad_accum_steps", "amp_dtype", "mixup", "cutmix", "cutmix_minmax", "mixup_prob", "mixup_switch_prob",
+            "mixup_mode", "mixup_off_epoch", "cutmix_relabel", "aa", "reprob", "remode", "recount", "color_jitter",
+            "ratio", "interpolation")
 
 
 def _on_every_rank(metric: Optional[float], device: torch.device) -> Optional[float]:

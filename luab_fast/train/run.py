@@ -15,9 +15,13 @@ import torch
 
 from .. import _atomic, _cli
 from .._cli import DataError, UsageError
+from ..data.augment import build_augment
+from ..data.crops import RATIO
 from ..data.loader import Loader, build_loader
+from ..data.mixing import Mixing
 from ..data.source import ImageList, list_images
 from ..data.targets import Targets
+from ..evaluate.trainer import kind_loader, split_kinds
 from . import checkpoint as ckpt
 from .config import TrainConfig, load_config, model_kwargs
 from .evaluate import evaluate
@@ -147,7 +151,10 @@ def train_loader(images: ImageList, cfg: TrainConfig, device: torch.device, rank
                         world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
                         byproducts=byproducts, label_maps=cfg.label_maps, labels=labels, heat_size=heat_size,
                         heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0),
-                        channels_last=device.type == "cuda")
+                        channels_last=device.type == "cuda", mixing=Mixing.from_config(cfg),
+                        augment=build_augment(cfg.image_size, cfg.aa, cfg.color_jitter, cfg.reprob, cfg.remode,
+                                              cfg.recount, cfg.interpolation),
+                        crop_ratio=tuple(cfg.ratio) if cfg.ratio else RATIO, interpolation=cfg.interpolation)
 
 
 def check_store_coverage(targets: Targets, name: str, cfg: TrainConfig, say) -> None:
@@ -171,10 +178,13 @@ def check_store_coverage(targets: Targets, name: str, cfg: TrainConfig, say) -> 
 
 def eval_loaders(splits: dict[str, Path], classes: tuple[str, ...], cfg: TrainConfig,
                  device: torch.device) -> dict[str, Loader]:
-    """Every evaluation split, in its fixed order, labelled by the training classes."""
-    return {k: build_loader(eval_source(v, k, classes), cfg.batch_size, train=False, device=device,
-                            image_size=cfg.image_size, backend=cfg.backend, threads=cfg.workers, drop_last=False,
-                            channels_last=device.type == "cuda")
+    """Every evaluation split, in its fixed order, labelled by the training classes (by wnid through its kind
+    for ``--val-data NAME=KIND:PATH``: luab_fast.evaluate)."""
+    kinds = split_kinds(cfg)[1]
+    return {k: kind_loader(v, k, kinds[k], classes, cfg, device) if k in kinds else
+            build_loader(eval_source(v, k, classes), cfg.batch_size, train=False, device=device,
+                         image_size=cfg.image_size, backend=cfg.backend, threads=cfg.workers, drop_last=False,
+                         channels_last=device.type == "cuda")
             for k, v in splits.items()}
 
 
@@ -247,7 +257,7 @@ def _main(argv: Optional[list[str]] = None) -> int:
     say = _say(rank)
     run_dir = _run_dir(cfg)
     device = _device(cfg, rank)
-    data = setup_data(cfg, run_dir, say, rank)
+    data = setup_data(split_kinds(cfg)[0], run_dir, say, rank)  # NAME=KIND:PATH splits: read by their kind
     if not data.val:
         if cfg.sched == "plateau":  # it steps on an evaluation metric
             raise UsageError("--sched plateau needs an evaluation split (--val-data NAME=DIR): it lowers the "
