@@ -1,12 +1,12 @@
 """``python -m luab_fast.annotate``: the online labelling simulation, several methods side by side.
 
-With no data argument it runs on the built-in demo (features: the demo images' pixels, 16×16 grey levels,
-standardised; its 10 classes stand for 10 ImageNet100 classes — by default 10 of the Dog group, the seed's
-hardest split — so the simulated workers' confusions are the real structured ones); ``--synthetic
-imagenet100`` runs at the seed's ImageNet-100 size on Gaussian-cluster features instead. Writes ``curve.csv``,
-``curve.png`` (accuracy vs labels
-per image) and per method ``labels_<method>.csv`` (task, label) + ``posteriors_<method>.csv`` — the formats
-``python -m luab_fast.train --labels`` takes.
+With no data argument it runs on the built-in demo (features: the demo images' HOG descriptors, which carry
+the class without any label — ``demo_features.py`` —, standardised; its 10 classes stand for 10 ImageNet100
+classes — by default 10 of the Dog group, the seed's hardest split — so the simulated workers' confusions are
+the real structured ones); ``--synthetic imagenet100`` runs at the seed's ImageNet-100 size on Gaussian-cluster
+features instead. Writes ``curve.csv``, ``curve.png`` (accuracy vs labels per image) and per method
+``labels_<method>.csv`` (task, label) + ``posteriors_<method>.csv`` — the formats ``python -m luab_fast.train
+--labels`` takes.
 
 Every argument is checked before any work, every input file as it is read, and nothing is written until every
 method has finished: then all the outputs replace an earlier run's together (unique temporaries renamed into
@@ -41,15 +41,15 @@ SYNTHETIC_DIM = 64  # synthetic_problem's default feature size
 
 
 def demo_problem(size: str, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(features [N, 256] float32, truth [N] int64, task ids) from the demo's train split."""
-    from PIL import Image
-
+    """(features [N, 1764] float32, truth [N] int64, task ids) from the demo's train split: the images' HOG
+    descriptors (label-free, cached beside the demo: ``demo_features``), standardised."""
     from ..data import ensure_demo
     from ..data.source import list_images
+    from .demo_features import demo_features
 
-    images = list_images(ensure_demo(seed=0, size=size).train)
-    feats = np.stack([np.asarray(Image.open(f).convert("L").resize((16, 16), Image.BILINEAR), np.float32).ravel()
-                      for f in images.files])
+    demo = ensure_demo(seed=0, size=size)
+    images = list_images(demo.train)
+    feats = demo_features(demo.root, images.files)
     feats = (feats - feats.mean(0)) / (feats.std(0) + 1e-6)
     return feats, images.labels, images.stems
 
@@ -229,7 +229,9 @@ def check_truth(arr: np.ndarray, path: str, n_images: int, n_classes: int) -> np
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m luab_fast.annotate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m luab_fast.annotate", description=__doc__.split("\n\n")[0],
+                                epilog="`simulate` before the options is the same command. On a real labelling "
+                                       "project: `python -m luab_fast.annotate next --help` and `status --help`.")
     p.add_argument("--method", nargs="+", default=sorted(METHODS), choices=sorted(METHODS),
                    help="methods to run side by side (default: all four)")
     p.add_argument("--features", help="features .npy [N, D] (with --truth)")
@@ -281,12 +283,19 @@ def load_problem(args: argparse.Namespace, n_amt_classes: int) -> tuple[np.ndarr
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    import sys
+
     from tqdm import tqdm
 
     from ..aggregate.bayes import homogeneous_prior
     from .learner import LearnerConfig
 
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] in (["next"], ["status"]):  # a real project's rounds (project_cli.py)
+        from .project_cli import main as project_main
+
+        return project_main(argv)
+    args = parser().parse_args(argv[1:] if argv[:1] == ["simulate"] else argv)
     check_arguments(args)
     amt = load_amt()
     feats, truth, ids = load_problem(args, len(amt.wnids))

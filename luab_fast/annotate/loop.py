@@ -113,7 +113,7 @@ def _check_inputs(features, truth, workers, sampler, alpha, budget, seed, learne
 def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, workers, sampler, alpha: np.ndarray,
                budget: int, seed: int = 0, learner_config: Optional[LearnerConfig] = None,
                learner_risk: float = 0.1, early_stop: bool = False, check_prev_n: Optional[int] = None,
-               em_start: str = "warm",
+               em_start: str = "warm", prototype_idx: Optional[np.ndarray] = None,
                on_step: Optional[Callable[[StepRecord], None]] = None) -> dict[str, Any]:
     """Runs one method to its end; returns ``curve`` (list of StepRecord) and the final ``posteriors`` [N, K].
 
@@ -121,9 +121,10 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
     ``ReplayWorkers`` (a real collection: each chosen task gets its next collected label and worker; the
     sampler's worker choice is then ignored; ``truth`` is indexed by its dense ids, ``workers.task_ids``).
     ``early_stop``: stop once at least N/2 labels are in and the done set has not grown past its maximum for
-    ``check_prev_n`` steps (default: the seed's max(5000 // labels per step, 5))."""
-    import time
-
+    ``check_prev_n`` steps (default: the seed's max(5000 // labels per step, 5)).
+    ``prototype_idx``: the clean validation images (task indices; their labels are ``truth``'s); None draws the
+    seed's 10 per class from ``rng`` first, as the seed does. A real project passes its gold set here
+    (``project.py``), and so must a simulation it is compared with."""
     if name not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
     if em_start not in ("warm", "cold"):
@@ -135,7 +136,8 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
     rng = np.random.default_rng(seed)
     N, K = len(truth), alpha.shape[0]
     W = workers.n_workers
-    proto = prototypes(truth, K, 10, rng)
+    proto = prototypes(truth, K, 10, rng) if prototype_idx is None else index_array(prototype_idx,
+                                                                                   "prototype_idx", N)
     agg = BayesAggregator(prior=alpha, criterion=method.criterion, max_iter=10)
     cfg = learner_config or LearnerConfig()
     cfg = LearnerConfig(**{**vars(cfg), "calibrate": method.calibrate})
@@ -152,11 +154,7 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
         raise ValueError(f"check_prev_n must be a positive integer or None, got {check_prev_n!r}")
     step = 0
     while len(labels) < budget and not sampler.stop():
-        if isinstance(sampler, GreedySampler):  # expected accuracy needs the current worker estimates
-            cms = agg.confusion_ if agg.posteriors_ is not None else np.broadcast_to(alpha, (W, K, K))
-            t_new, w_new = sampler.next_step(rng, posterior=post, worker_cms=cms)
-        else:
-            t_new, w_new = sampler.next_step(rng)
+        t_new, w_new = sample_step(sampler, agg, post, alpha, rng)
         if len(t_new) == 0:
             break
         if isinstance(workers, ReplayWorkers):  # real labels: the chosen tasks' next collected labels
@@ -167,34 +165,9 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
             z = workers.label(t_new, w_new, truth, rng)
         sampler.update(t_new, w_new)
         tasks, who, labels = np.concatenate([tasks, t_new]), np.concatenate([who, w_new]), np.concatenate([labels, z])
-        data = (tasks, who, labels)
-        t0 = time.perf_counter()
-        if em_start == "warm" and agg.posteriors_ is not None:
-            agg.partial_fit((t_new, w_new, z), learner_prob=learner_prob)
-        else:
-            agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
-        em_seconds = time.perf_counter() - t0
-        post = agg.posteriors_
-        if method.learner:
-            risk = 1.0 - post.max(1)
-            labelled = np.unique(tasks)
-            train = np.union1d(labelled, np.flatnonzero(risk < learner_risk)) if method.pseudolabel else labelled
-            train = np.setdiff1d(train, proto) if method.val == "prototypes" else train
-            if method.val == "prototypes":
-                val_idx, val_labels = proto, truth[proto]
-            else:  # Lean: a random labelled subset of the prototypes' size, labelled by the posterior
-                val_idx = rng.choice(labelled, size=min(len(proto), len(labelled)), replace=False)
-                val_labels = post[val_idx].argmax(1)
-            if len(train) >= K:
-                learner = MLPLearner(K, cfg, seed=seed + step).fit(features, post, train, val_idx, val_labels)
-                learner_prob = learner.predict_proba(features)
-                t0 = time.perf_counter()
-                if em_start == "warm":
-                    agg.refit(learner_prob=learner_prob)
-                else:
-                    agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
-                em_seconds += time.perf_counter() - t0
-                post = agg.posteriors_
+        post, learner_prob, em_seconds = refit_step(
+            method, agg, features, (tasks, who, labels), (t_new, w_new, z), learner_prob, (proto, truth[proto]),
+            rng, seed + step, cfg, learner_risk, em_start, (N, W, K))
         risk = 1.0 - post.max(1)
         sampler.set_risk(risk)
         done = float((risk < sampler.risk_thres).mean())
@@ -212,3 +185,57 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
         if early_stop and step >= check_prev_n and len(labels) >= N / 2 and since_best >= check_prev_n:
             break
     return {"curve": curve, "posteriors": post, "labels": (tasks, who, labels)}
+
+
+def sample_step(sampler, agg: BayesAggregator, post: np.ndarray, alpha: np.ndarray,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The first half of a step: the sampler's HITs (tasks, workers), not yet recorded (``sampler.update``)."""
+    if isinstance(sampler, GreedySampler):  # expected accuracy needs the current worker estimates
+        W, K = sampler.n_workers, alpha.shape[0]
+        cms = agg.confusion_ if agg.posteriors_ is not None else np.broadcast_to(alpha, (W, K, K))
+        return sampler.next_step(rng, posterior=post, worker_cms=cms)
+    return sampler.next_step(rng)
+
+
+def refit_step(method: Method, agg: BayesAggregator, features: Optional[np.ndarray], data: tuple, new: tuple,
+               learner_prob: Optional[np.ndarray], val: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
+               learner_seed: int, cfg: LearnerConfig, learner_risk: float, em_start: str,
+               sizes: tuple[int, int, int]) -> tuple[np.ndarray, Optional[np.ndarray], float]:
+    """The second half of a step, once its labels are in: EM with the previous learner's probabilities, the
+    learner refit on the posteriors, EM again with its new probabilities. Shared by ``run_method`` and a real
+    project's rounds (``project.py``), so both run the same arithmetic and draw the same random numbers.
+    ``data``: every label so far (task, worker, label); ``new``: this step's; ``val``: (prototype indices, their
+    labels); ``sizes``: (N tasks, W workers, K classes). Returns (posteriors, learner probabilities, EM seconds)."""
+    import time
+
+    N, W, K = sizes
+    tasks = data[0]
+    proto, proto_labels = val
+    t0 = time.perf_counter()
+    if em_start == "warm" and agg.posteriors_ is not None:
+        agg.partial_fit(new, learner_prob=learner_prob)
+    else:
+        agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
+    em_seconds = time.perf_counter() - t0
+    post = agg.posteriors_
+    if method.learner:
+        risk = 1.0 - post.max(1)
+        labelled = np.unique(tasks)
+        train = np.union1d(labelled, np.flatnonzero(risk < learner_risk)) if method.pseudolabel else labelled
+        train = np.setdiff1d(train, proto) if method.val == "prototypes" else train
+        if method.val == "prototypes":
+            val_idx, val_labels = proto, proto_labels
+        else:  # Lean: a random labelled subset of the prototypes' size, labelled by the posterior
+            val_idx = rng.choice(labelled, size=min(len(proto), len(labelled)), replace=False)
+            val_labels = post[val_idx].argmax(1)
+        if len(train) >= K:
+            learner = MLPLearner(K, cfg, seed=learner_seed).fit(features, post, train, val_idx, val_labels)
+            learner_prob = learner.predict_proba(features)
+            t0 = time.perf_counter()
+            if em_start == "warm":
+                agg.refit(learner_prob=learner_prob)
+            else:
+                agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
+            em_seconds += time.perf_counter() - t0
+            post = agg.posteriors_
+    return post, learner_prob, em_seconds
