@@ -151,10 +151,16 @@ def train_loader(images: ImageList, cfg: TrainConfig, device: torch.device, rank
                         world_size=world, seed=cfg.seed, backend=cfg.backend, threads=cfg.workers,
                         byproducts=byproducts, label_maps=cfg.label_maps, labels=labels, heat_size=heat_size,
                         heat_sigma=cfg.heat_sigma, crop_scale=(cfg.crop_scale, 1.0),
-                        channels_last=device.type == "cuda", mixing=Mixing.from_config(cfg),
-                        augment=build_augment(cfg.image_size, cfg.aa, cfg.color_jitter, cfg.reprob, cfg.remode,
-                                              cfg.recount, cfg.interpolation),
-                        crop_ratio=tuple(cfg.ratio) if cfg.ratio else RATIO, interpolation=cfg.interpolation)
+                        channels_last=device.type == "cuda", **augmentation(cfg))
+
+
+def augmentation(cfg: TrainConfig) -> dict[str, Any]:
+    """build_loader's mixing and augmentation arguments from the options (--mixup/--cutmix..., --aa, --reprob,
+    --color-jitter, --ratio, --interpolation): none of them on by default."""
+    return {"mixing": Mixing.from_config(cfg),
+            "augment": build_augment(cfg.image_size, cfg.aa, cfg.color_jitter, cfg.reprob, cfg.remode, cfg.recount,
+                                     cfg.interpolation),
+            "crop_ratio": tuple(cfg.ratio) if cfg.ratio else RATIO, "interpolation": cfg.interpolation}
 
 
 def check_store_coverage(targets: Targets, name: str, cfg: TrainConfig, say) -> None:
