@@ -1,12 +1,12 @@
 """``python -m luab_fast.annotate``: the online labelling simulation, several methods side by side.
 
-With no data argument it runs on the built-in demo (features: the demo images' HOG descriptors, which carry
-the class without any label — ``demo_features.py`` —, standardised; its 10 classes stand for 10 ImageNet100
-classes — by default 10 of the Dog group, the seed's hardest split — so the simulated workers' confusions are
-the real structured ones); ``--synthetic imagenet100`` runs at the seed's ImageNet-100 size on Gaussian-cluster
-features instead. Writes ``curve.csv``, ``curve.png`` (accuracy vs labels per image) and per method
-``labels_<method>.csv`` (task, label) + ``posteriors_<method>.csv`` — the formats ``python -m luab_fast.train
---labels`` takes.
+With no data argument it runs on the built-in demo (features: 64 principal components of the demo images' HOG
+descriptors, which carry the class without any label — ``demo_features.py`` —, standardised; its 10 classes
+stand for 10 ImageNet100 classes — by default 10 of the Dog group, the seed's hardest split — so the simulated
+workers' confusions are the real structured ones); ``--synthetic imagenet100`` runs at the seed's ImageNet-100
+size on Gaussian-cluster features instead. Writes ``curve.csv``, ``curve.png`` (accuracy vs labels per image)
+and per method ``labels_<method>.csv`` (task, label) + ``posteriors_<method>.csv`` — the formats
+``python -m luab_fast.train --labels`` takes.
 
 Every argument is checked before any work, every input file as it is read, and nothing is written until every
 method has finished: then all the outputs replace an earlier run's together (unique temporaries renamed into
@@ -41,8 +41,9 @@ SYNTHETIC_DIM = 64  # synthetic_problem's default feature size
 
 
 def demo_problem(size: str, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(features [N, 1764] float32, truth [N] int64, task ids) from the demo's train split: the images' HOG
-    descriptors (label-free, cached beside the demo: ``demo_features``), standardised."""
+    """(features [N, 64] float32, truth [N] int64, task ids) from the demo's train split: the principal
+    components of the images' HOG descriptors, rotated to equal variances (label-free, cached beside the demo:
+    ``demo_features``), standardised."""
     from ..data import ensure_demo
     from ..data.source import list_images
     from .demo_features import demo_features
