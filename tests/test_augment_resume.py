@@ -1,5 +1,5 @@
-"""A deterministic run with --aa and random erasing, killed and resumed, ends with the weights of an
-uninterrupted one: the augmentation is drawn per (seed, epoch, rank, batch), like the crops."""
+"""A deterministic run with --aa, random erasing and CutMix, killed and resumed, ends with the weights of an
+uninterrupted one: the augmentation and the mixing are drawn per (seed, epoch, rank, batch), like the crops."""
 
 from __future__ import annotations
 
@@ -24,12 +24,13 @@ def demo(tmp_path_factory):
     return make_demo(tmp_path_factory.mktemp("demo") / "tiny", seed=0, size="tiny")
 
 
-def test_killed_and_resumed_with_aa_equals_uninterrupted(demo, tmp_path):
+def test_killed_and_resumed_with_aa_and_cutmix_equals_uninterrupted(demo, tmp_path):
     def args(out):
         return ["--data", str(demo.train), "--byproducts", str(demo.store), "--out", str(out), "--device", "cpu",
                 "--backend", "torchvision", "--batch-size", "16", "--image-size", "32", "--workers", "2",
                 "--no-compare", "--max-steps", "4", "--checkpoint-every", "2", "--deterministic",
-                "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.5", "--remode", "pixel"]
+                "--aa", "rand-m9-mstd0.5-inc1", "--reprob", "0.5", "--remode", "pixel", "--cutmix", "1.0",
+                "--mixup", "0.8", "--mixup-switch-prob", "0.5"]
 
     assert main(args(tmp_path / "a")) == 0
     killed = subprocess.run([sys.executable, "-m", "luab_fast.train", *args(tmp_path / "b")], cwd=ROOT,
