@@ -28,7 +28,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 def load_model(model: str, arch: str | None = None) -> Any:
     """A timm model in eval mode, offline: a timm name (random weights, ``pretrained=False``) or a checkpoint
     path (a state dict, or a dict with ``state_dict``/``model`` and ``arch`` as timm's train script saves;
-    ``arch`` names the architecture when the checkpoint does not). Loaded with ``weights_only=True``."""
+    ``arch`` names the architecture when the checkpoint does not; or this trainer's checkpoint, which names its
+    own). Loaded with ``weights_only=True``."""
     import timm
     import torch
 
@@ -45,6 +46,12 @@ def load_model(model: str, arch: str | None = None) -> Any:
         ckpt: Any = load_file(str(path))
     else:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("run"), dict) and isinstance(ckpt.get("model"), dict):
+        # this trainer's checkpoint (last.pt, model_best.pt): rebuilt as it was trained (its output stride
+        # and classes included) — a plain timm model of the same name would see other feature maps
+        from ..evaluate.models import from_checkpoint
+
+        return from_checkpoint(path, ema=False, image_size=None, class_map=None).module.eval()
     arch = arch or (ckpt.get("arch") if isinstance(ckpt, dict) else None)
     if not arch:
         raise ValueError(f"{path} does not name its architecture; pass arch= (--arch) with a timm model name")
@@ -64,6 +71,13 @@ def load_model(model: str, arch: str | None = None) -> Any:
 
 def dense_scores(net: Any, x) -> Any:
     """``Tensor[B, num_classes, S, S]`` head outputs at every location of ``net``'s last feature map."""
+    import torch
+
+    from ..train.model import LUABModel
+
+    if isinstance(net, LUABModel):  # this trainer's model: its linear classifier at every location
+        w, b = net.classifier.weight, net.classifier.bias
+        return torch.einsum("bfhw,cf->bchw", net.features(x), w) + b[None, :, None, None]
     f = net.forward_features(x)
     if f.ndim != 4:
         raise ValueError(f"the model's forward_features must return a [B, C, H, W] map (a convolutional model), "
