@@ -17,7 +17,6 @@ assignments are skipped and counted. Every value is read as text: ids like ``007
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -25,6 +24,7 @@ from typing import Optional
 import pandas as pd
 
 from .._cli import DataError, UsageError
+from .._digest import file_sha256 as digest  # the name the project code keys files by
 
 FORMATS = ("auto", "csv", "mturk", "toloka")
 _LAYOUT = {  # format: (worker column, status column, task prefix, label prefix, rejected status)
@@ -42,14 +42,6 @@ class Answers:
     digest: str  # sha256 of the file's bytes: the same file given twice is recognised
     rows: pd.DataFrame
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> rows
-
-
-def digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sniff(header: list[str]) -> str:

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from .._cli import DataError, UsageError
+from .._digest import file_sha256
 
 
 @dataclass
@@ -27,14 +27,6 @@ class Scored:
     classes: tuple[str, ...]
     image_size: int  # the crop side it is scored at
     info: dict  # model, checkpoint, sha256, weights: written to results.json
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_class_map(path: Path) -> tuple[str, ...]:
@@ -72,7 +64,7 @@ def from_checkpoint(path: Path, ema: bool, image_size: Optional[int], class_map:
                         f"the training classes one a line")
     name = eval_only._name(saved, path)
     model = eval_only._build(cfg, saved, path, name, classes, True, "--checkpoint")
-    info = {"model": f"{cfg.model} ({name})", "checkpoint": str(path), "sha256": sha256(path),
+    info = {"model": f"{cfg.model} ({name})", "checkpoint": str(path), "sha256": file_sha256(path),
             "weights": "ema" if ema else "model", "steps": saved["state"].get("step")}
     label = f"{path.parent.name}/{path.stem}" + (" (EMA)" if ema else "")
     return Scored(label, model, classes, image_size or cfg.image_size, info)
@@ -111,7 +103,7 @@ def from_timm(name: str, weights: Path, image_size: Optional[int], class_map: Op
                              f"line, in class-index order) to say which classes they are")
         classes = imagenet_wnids()
     size = image_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-    info = {"model": name, "checkpoint": str(weights), "sha256": sha256(weights), "weights": "model"}
+    info = {"model": name, "checkpoint": str(weights), "sha256": file_sha256(weights), "weights": "model"}
     return Scored(f"{name} ({weights.name})", model, classes, size, info)
 
 
