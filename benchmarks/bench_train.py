@@ -216,8 +216,44 @@ def on_h100() -> bool:
     return GPU and "H100" in torch.cuda.get_device_name()
 
 
-# the cost of timm's EMA (ModelEmaV3, every step) + gradient clipping (global norm) over the plain step
+# seven short rounds a side (a round is 6 steps on the CPU, ~1 s): the fastest of three swung the EMA overhead
+# from -0.4% to +7.1% across CI runs of one build on the 2-core VM
 CASE_ROUNDS = 7
+
+
+def extras_overhead(bench: Recorder, tmp_path, where: str, name: str, target: str, impl: str,
+                    **options: Any) -> tuple[float, Plan, str]:
+    """Our labels-only step with ``options`` (TrainConfig fields) against the same step without: CPU (resnet10t
+    @ 64 px on the tiny demo) or GPU (ResNet-50 @ 224 on the default demo, bf16, compiled). Records both sides
+    and returns the overhead from each side's fastest round (a shared 2-core VM's load only ever adds time; the
+    medians go into the printed detail)."""
+    from luab_fast.data import make_demo
+    from luab_fast.data.loader import default_threads
+
+    device = torch.device("cuda" if where == "gpu" else "cpu")
+    size = Steps(4096, "resnet50", 224, 256) if where == "gpu" else Steps(192, "resnet10t", 64, 32)
+    plan = Plan(size, {BASELINE: 1, OURS: 1}, target)
+    paths = make_demo(tmp_path / "demo", size="default" if where == "gpu" else "tiny", progress=False)
+    threads, used = default_threads(), {}
+    runners = {"plain": trainer_run(paths.train, None, device, tmp_path / "plain", threads, used, size),
+               "extras": trainer_run(paths.train, None, device, tmp_path / "extras", threads, used, size,
+                                     **options)}
+    times = timed_interleaved(runners, rounds=CASE_ROUNDS)
+    per_n = size.n / size.batch
+
+    def stats(side):
+        runs = sorted(t * per_n for t in times[side])
+        return {"median_s": statistics.median(runs), "min_s": runs[0], "max_s": runs[-1], "rounds": len(runs)}
+
+    bench.side(name, BASELINE, plan, impl=f"luab_fast Trainer.fit, labels only ({used['decode']})",
+               stats=stats("plain"))
+    bench.side(name, OURS, plan, impl=impl, stats=stats("extras"))
+    overhead = min(times["extras"]) / min(times["plain"]) - 1
+    median = statistics.median(times["extras"]) / statistics.median(times["plain"]) - 1
+    return overhead, plan, f"costs {100 * overhead:+.1f}% (fastest rounds; medians {100 * median:+.1f}%)"
+
+
+# the cost of timm's EMA (ModelEmaV3, every step) + gradient clipping (global norm) over the plain step
 EMA_CLIP = {"model_ema": True, "clip_grad": 1.0}
 EMA_TARGET = "EMA + clipping ≤ 5% over the plain step"
 
@@ -225,41 +261,13 @@ EMA_TARGET = "EMA + clipping ≤ 5% over the plain step"
 @pytest.mark.parametrize("where", ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(
     not GPU, reason="needs a CUDA GPU"))])
 def test_ema_and_clipping_cost(bench: Recorder, tmp_path, where) -> None:
-    """Our labels-only step with --model-ema --clip-grad 1 against the same step without: CPU (resnet10t @ 64 px
-    on the tiny demo) and GPU (ResNet-50 @ 224 on the default demo, bf16, compiled); the ≤ 5% target is
-    checked on each."""
-    from luab_fast.data import make_demo
-    from luab_fast.data.loader import default_threads
-
-    device = torch.device("cuda" if where == "gpu" else "cpu")
-    size = Steps(4096, "resnet50", 224, 256) if where == "gpu" else Steps(192, "resnet10t", 64, 32)
-    plan = Plan(size, {BASELINE: 1, OURS: 1}, EMA_TARGET)
-    paths = make_demo(tmp_path / "demo", size="default" if where == "gpu" else "tiny", progress=False)
-    threads, used = default_threads(), {}
-    runners = {"plain": trainer_run(paths.train, None, device, tmp_path / "plain", threads, used, size),
-               "ema_clip": trainer_run(paths.train, None, device, tmp_path / "ema", threads, used, size,
-                                       **EMA_CLIP)}
-    # seven short rounds a side (a round is 6 steps on the CPU, ~1 s): the fastest of three swung the overhead
-    # from -0.4% to +7.1% across CI runs of one build on the 2-core VM
-    times = timed_interleaved(runners, rounds=CASE_ROUNDS)
-    per_n = size.n / size.batch
-
-    def stats(name):
-        runs = sorted(t * per_n for t in times[name])
-        return {"median_s": statistics.median(runs), "min_s": runs[0], "max_s": runs[-1], "rounds": len(runs)}
-
+    """--model-ema --clip-grad 1 against the plain step; the ≤ 5% target is checked on the CPU and the GPU."""
     name = f"train_ema_clip_{where}"
-    bench.side(name, BASELINE, plan, impl=f"luab_fast Trainer.fit, labels only ({used['decode']})",
-               stats=stats("plain"))
-    bench.side(name, OURS, plan, impl="the same + timm ModelEmaV3 + clip_grad_norm_ (--model-ema --clip-grad 1)",
-               stats=stats("ema_clip"))
-    # the fastest round of each: a shared 2-core VM's load only ever adds time, and the medians of three CI runs
-    # of the same build swung from +1.3% to +5.1%; the medians stay in the detail
-    overhead = min(times["ema_clip"]) / min(times["plain"]) - 1
-    median = statistics.median(times["ema_clip"]) / statistics.median(times["plain"]) - 1
+    overhead, plan, detail = extras_overhead(
+        bench, tmp_path, where, name, EMA_TARGET,
+        "the same + timm ModelEmaV3 + clip_grad_norm_ (--model-ema --clip-grad 1)", **EMA_CLIP)
     bench.check(name, plan, metric="EMA + clipping overhead", value=overhead, threshold=0.05,
-                passed=overhead <= 0.05, detail=f"costs {100 * overhead:+.1f}% (fastest rounds; medians "
-                                                f"{100 * median:+.1f}%)")
+                passed=overhead <= 0.05, detail=detail)
 
 
 # the cost of RandAugment (host-drawn parameters, one affine per image in the decoder, photometric ops) + CutMix
@@ -271,34 +279,12 @@ AUG_MIX_TARGET = "--aa rand-m9-mstd0.5 --cutmix 1.0 ≤ 10% over the plain step 
 @pytest.mark.parametrize("where", ["cpu", pytest.param("gpu", marks=pytest.mark.skipif(
     not GPU, reason="needs a CUDA GPU"))])
 def test_augment_and_cutmix_cost(bench: Recorder, tmp_path, where) -> None:
-    """Our labels-only step with --aa rand-m9-mstd0.5 --cutmix 1.0 against the same step without, as the EMA case
-    above. The ≤ 10% target is for the GPU (DALI decodes and augments on the device there, the step hides the
-    rest); on the CPU the augmentation is decoder work on the same two cores the step uses, so the ratio is
-    reported, not checked."""
-    from luab_fast.data import make_demo
-    from luab_fast.data.loader import default_threads
-
-    device = torch.device("cuda" if where == "gpu" else "cpu")
-    size = Steps(4096, "resnet50", 224, 256) if where == "gpu" else Steps(192, "resnet10t", 64, 32)
-    plan = Plan(size, {BASELINE: 1, OURS: 1}, AUG_MIX_TARGET)
-    paths = make_demo(tmp_path / "demo", size="default" if where == "gpu" else "tiny", progress=False)
-    threads, used = default_threads(), {}
-    runners = {"plain": trainer_run(paths.train, None, device, tmp_path / "plain", threads, used, size),
-               "aug_mix": trainer_run(paths.train, None, device, tmp_path / "aug", threads, used, size, **AUG_MIX)}
-    times = timed_interleaved(runners, rounds=CASE_ROUNDS)
-    per_n = size.n / size.batch
-
-    def stats(name):
-        runs = sorted(t * per_n for t in times[name])
-        return {"median_s": statistics.median(runs), "min_s": runs[0], "max_s": runs[-1], "rounds": len(runs)}
-
+    """--aa rand-m9-mstd0.5 --cutmix 1.0 against the plain step. The ≤ 10% target is for the GPU (DALI decodes
+    and augments on the device there, the step hides the rest); on the CPU the augmentation is decoder work on
+    the same two cores the step uses, so the ratio is reported, not checked."""
     name = f"train_aug_cutmix_{where}"
-    bench.side(name, BASELINE, plan, impl=f"luab_fast Trainer.fit, labels only ({used['decode']})",
-               stats=stats("plain"))
-    bench.side(name, OURS, plan, impl="the same + --aa rand-m9-mstd0.5 --cutmix 1.0", stats=stats("aug_mix"))
-    overhead = min(times["aug_mix"]) / min(times["plain"]) - 1  # fastest rounds, as above
-    median = statistics.median(times["aug_mix"]) / statistics.median(times["plain"]) - 1
-    detail = f"costs {100 * overhead:+.1f}% (fastest rounds; medians {100 * median:+.1f}%)"
+    overhead, plan, detail = extras_overhead(bench, tmp_path, where, name, AUG_MIX_TARGET,
+                                             "the same + --aa rand-m9-mstd0.5 --cutmix 1.0", **AUG_MIX)
     if where == "gpu":
         bench.check(name, plan, metric="augmentation + CutMix overhead", value=overhead, threshold=0.10,
                     passed=overhead <= 0.10, detail=detail)
