@@ -74,7 +74,11 @@ def test_boxes_are_mapped_into_the_centre_crop(tmp_path):
     _images(tmp_path)
     _csv(tmp_path)
     split = REGISTRY["loc"].read(tmp_path / "val", CLASSES, Options(), "s")
-    # 64 px: the crop is the centre 56 px from (4, 4), drawn at 224 / 56 = 4× on the canvas
+    # loc's own crop is the whole shorter side (the WSOL protocol sees the whole image): 64 px drawn at 3.5×
+    assert split.extra["boxes"][0].tolist() == [[56, 56, 168, 168]]
+    assert split.extra["boxes"][1].tolist() == [[0, 0, 35, 35]]
+    # --crop-pct 0.875: the centre 56 px from (4, 4), drawn at 224 / 56 = 4× on the canvas
+    split = REGISTRY["loc"].read(tmp_path / "val", CLASSES, Options(crop_fraction=0.875), "s")
     assert split.extra["boxes"][0].tolist() == [[48, 48, 176, 176]]
     assert split.extra["boxes"][1].tolist() == [[0, 0, 24, 24]]
 

@@ -46,9 +46,10 @@ def random_resized_windows(sizes: np.ndarray, rng: np.random.Generator, scale=SC
     return out.astype(np.int64)
 
 
-def center_windows(sizes: np.ndarray, fraction: float = CENTER_FRACTION) -> np.ndarray:
-    """int64 [B, 4] (y0, x0, h, w): the centred square of ``fraction`` of the shorter side."""
-    side = np.maximum(np.floor(sizes.min(1) * fraction), 1).astype(np.int64)
+def center_windows(sizes: np.ndarray, fraction: float = CENTER_FRACTION, border: int = 0) -> np.ndarray:
+    """int64 [B, 4] (y0, x0, h, w): the centred square of ``fraction`` of the shorter side, after ``border``
+    pixels are cut off every side (ObjectNet's frame): the centre of the image is unchanged by that cut."""
+    side = np.maximum(np.floor((sizes.min(1) - 2 * border) * fraction), 1).astype(np.int64)
     return np.stack([(sizes[:, 0] - side) // 2, (sizes[:, 1] - side) // 2, side, side], 1).astype(np.int64)
 
 

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 import torch
 
-from .._checks import is_integer
-from .crops import RATIO, SCALE, center_windows, random_resized_windows, windows_to_boxes
+from .._checks import is_integer, is_number
+from .crops import CENTER_FRACTION, RATIO, SCALE, center_windows, random_resized_windows, windows_to_boxes
 from .decode import image_sizes
 from .source import ImageList, Source, check_rank, list_images, shard_rows
 
@@ -78,8 +78,10 @@ class Loader:
                  rank: int, world_size: int, seed: int, backend: str, drop_last: bool, channels_last: bool,
                  threads: int, targets: "Targets", crop_scale: tuple[float, float] = SCALE,
                  mixing: Optional["Mixing"] = None, augment: Optional["Augment"] = None,
-                 crop_ratio: tuple[float, float] = RATIO, interpolation: str = "bilinear") -> None:
+                 crop_ratio: tuple[float, float] = RATIO, interpolation: str = "bilinear",
+                 crop_fraction: float = CENTER_FRACTION, crop_border: int = 0) -> None:
         self.images, self.batch_size, self.train = images, batch_size, train
+        self.crop_fraction, self.crop_border = crop_fraction, crop_border  # the evaluation crop (center_windows)
         # --aa / --reprob / --color-jitter (augment.py), drawn after each training batch's crops and flips
         self.augment = augment if train and augment is not None and augment.active else None
         self.crop_ratio = crop_ratio
@@ -141,7 +143,8 @@ class Loader:
             flips = rng.random(len(rows)) < 0.5
             params = None if self.augment is None else self.augment.draw(rng, len(rows))
         else:
-            windows, flips, params = center_windows(sizes), np.zeros(len(rows), dtype=bool), None
+            windows = center_windows(sizes, self.crop_fraction, self.crop_border)
+            flips, params = np.zeros(len(rows), dtype=bool), None
         from .augment_ops import erase, target_kwargs
 
         images = self.decode(self._files[rows].tolist(), windows, flips, augment=params)
@@ -194,7 +197,8 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
                  heat_size: Optional[tuple[int, int]] = None, heat_sigma: float = 1.0,
                  label_box_order: str = "xyxy", crop_scale: tuple[float, float] = SCALE,
                  mixing: Optional["Mixing"] = None, augment: Optional["Augment"] = None,
-                 crop_ratio: tuple[float, float] = RATIO, interpolation: str = "bilinear") -> Loader:
+                 crop_ratio: tuple[float, float] = RATIO, interpolation: str = "bilinear",
+                 crop_fraction: Optional[float] = None, crop_border: int = 0) -> Loader:
     """A loader over ``source`` (an ImageFolder directory, a 'path label' list file or (files, labels)).
 
     ``backend``: "dali" (default when importable) or "torchvision"; the choice is logged once.
@@ -208,6 +212,9 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     ``augment``: RandAugment / AutoAugment, colour jitter, random erasing (an ``augment.Augment``, from
     ``augment.build_augment``; training loaders only). ``crop_ratio``: RandomResizedCrop's aspect range.
     ``interpolation``: the resize (and affine) filter, "bilinear", "bicubic" or "nearest".
+    ``crop_fraction``: evaluation loaders (``train=False``) only: the side of the centre square as a fraction of
+    the shorter side, in (0, 1] (default ``CENTER_FRACTION``, 0.875; 1.0 keeps the whole shorter side);
+    ``crop_border``: pixels cut off every side first (ObjectNet's 2-px frame). Both backends decode that window.
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -228,6 +235,13 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
     r0, r1 = (float(v) for v in crop_ratio)
     if not 0.0 < r0 <= r1 < float("inf"):
         raise ValueError(f"crop_ratio must be (min, max) aspect ratios with 0 < min <= max, got {tuple(crop_ratio)}")
+    if train and (crop_fraction is not None or crop_border != 0):
+        raise ValueError("crop_fraction and crop_border set the evaluation crop (train=False); training crops are "
+                         "drawn with crop_scale and crop_ratio")
+    if crop_fraction is not None and not (is_number(crop_fraction) and 0.0 < crop_fraction <= 1.0):
+        raise ValueError(f"crop_fraction must be a number in (0, 1], got {crop_fraction!r}")
+    if not (is_integer(crop_border) and 0 <= crop_border <= MAX_IMAGE_SIZE):
+        raise ValueError(f"crop_border must be an int in 0..{MAX_IMAGE_SIZE}, got {crop_border!r}")
     lo, hi = (float(v) for v in crop_scale)
     if not 0.0 < lo <= hi <= 1.0:
         raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {tuple(crop_scale)}")
@@ -254,4 +268,5 @@ def build_loader(source: Source, batch_size: int, train: bool = True, device: st
 
     targets = Targets(images, device, byproducts, label_maps, labels, heat_size, heat_sigma, label_box_order)
     return Loader(images, batch_size, train, device, image_size, rank, world_size, seed, backend, drop,
-                  channels_last, threads, targets, (lo, hi), mixing, augment, (r0, r1), interpolation)
+                  channels_last, threads, targets, (lo, hi), mixing, augment, (r0, r1), interpolation,
+                  CENTER_FRACTION if crop_fraction is None else float(crop_fraction), int(crop_border))

@@ -61,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
     r.add_argument("--image-size", type=int, help="crop side (default: the checkpoint's training size; timm's "
                                                  "input size for --model)")
+    r.add_argument("--crop-pct", metavar="F", help="every split's centre crop, as a fraction of the shorter side in "
+                                                   "(0, 1] (timm's name; default: each kind's own protocol, "
+                                                   "docs/evaluation-kinds.md: 0.875, or 1.0 where the authors' "
+                                                   "code scores the whole image)")
+    r.add_argument("--interpolation", default="bilinear", choices=("bilinear", "bicubic", "nearest"),
+                   help="the resize filter (timm's name; default: bilinear, the loader's)")
     r.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: cuda when available")
     r.add_argument("--backend", choices=("dali", "torchvision"), help="decode backend (default: dali when "
                                                                       "installed)")
@@ -91,7 +97,8 @@ def _splits(args: argparse.Namespace) -> tuple[list[tuple[str, str, Path]], Opti
                       multilabel_labels=Path(given["multilabel_labels"]) if given["multilabel_labels"]
                       else files.get("multilabel"), in9_map=Path(given["in9_map"]) if given["in9_map"] else None,
                       in_distribution=Path(args.in_distribution) if args.in_distribution
-                      else files.get("in_distribution"), boxes=Path(args.boxes) if args.boxes else None)
+                      else files.get("in_distribution"),
+                      boxes=Path(args.boxes) if args.boxes else files.get("boxes"), crop_fraction=args.crop_pct)
     if options.boxes is not None and not options.boxes.exists():
         raise UsageError(f"--boxes {options.boxes} does not exist")
     if options.in_distribution is not None and not options.in_distribution.is_dir():
@@ -100,6 +107,20 @@ def _splits(args: argparse.Namespace) -> tuple[list[tuple[str, str, Path]], Opti
     # ImageNet first: its top-1 error is what ImageNet-C's relative mCE subtracts
     items.sort(key=lambda it: it[1] != "imagenet")
     return items, options
+
+
+def _crop_pct(text: Optional[str]) -> Optional[float]:
+    """--crop-pct's fraction (None: each kind's own)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise UsageError(f"--crop-pct: expected the centre crop's share of the shorter side, a number in (0, 1] "
+                         f"(e.g. 0.875 or 1.0), got {text!r}")
+    return value
 
 
 def _models(args: argparse.Namespace) -> list[model_io.Scored]:
@@ -127,11 +148,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    args.crop_pct = _crop_pct(args.crop_pct)
     if args.ema and args.model and not args.checkpoint:
         raise UsageError("--ema picks the EMA weights of this trainer's checkpoints; --model's weights have none")
     items, options = _splits(args)  # before the models: a missing folder is reported at once
     device = _device(args.device)
-    settings = dict(batch_size=args.batch_size, backend=args.backend, threads=args.workers)
+    settings = dict(batch_size=args.batch_size, backend=args.backend, threads=args.workers,
+                    crop_fraction=args.crop_pct, interpolation=args.interpolation)
     entries: list[dict[str, Any]] = []
     for scored in _models(args):
         model = model_io.prepare(scored, device)
@@ -139,9 +162,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         opts = options
         for name, kind, path in items:
             split = REGISTRY[kind].read(path, scored.classes, opts, name)
-            loader = runner.split_loader(split, device, runner.LoaderSettings(image_size=scored.image_size,
-                                                                              **settings))
-            splits[name] = {"kind": kind, **runner.score(model.module, split, loader, len(scored.classes))}
+            how = runner.LoaderSettings(image_size=scored.image_size, **settings)
+            loader = runner.split_loader(split, device, how)
+            splits[name] = {"kind": kind, **runner.score(model.module, split, loader, len(scored.classes)),
+                            "transform": runner.transform(split, how)}
             head = REGISTRY[kind].headline
             print(f"{scored.label} {name} ({kind}): {head} {100 * splits[name][head]:.2f}% of "
                   f"{splits[name]['n']:,} images", flush=True)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._cli import DataError
+from ..data.crops import CENTER_FRACTION
 from ..data.source import list_images
 from . import flat_val
 
@@ -35,6 +36,7 @@ class Options:
     in_distribution: Optional[Path] = None  # ImageNet-O's in-distribution set: ImageNet val in wnid folders
     clean_error: Optional[float] = None  # ImageNet-C's relative mCE: the model's clean top-1 error
     boxes: Optional[Path] = None  # loc: LOC_val_solution.csv or a folder of <stem>.xml
+    crop_fraction: Optional[float] = None  # --crop-pct: every split's crop fraction (None: each kind's own)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,16 @@ class Kind:
     about = ""  # one line for --help and the results table
     headline = "top1"  # the metric printed and charted
     suite_names: tuple[str, ...] = ()  # folder names --suite looks for under its ROOT
+    # the evaluation crop of the kind's own protocol (docs/evaluation-kinds.md, "Crops"): the centre square of
+    # crop_fraction of the shorter side, after crop_border pixels are cut off every side, resized to the model's
+    # size. The default, 87.5% (resize 256, crop 224), is timm's validate.py and the ImageNet papers' crop.
+    crop_fraction: float = CENTER_FRACTION
+    crop_border = 0
+
+    def crop(self, options: Options) -> tuple[float, int]:
+        """(fraction, border) this split is decoded with: ``--crop-pct`` (``options.crop_fraction``) overrides
+        the kind's fraction; the border is part of the dataset's format (ObjectNet's frame) and stays."""
+        return (self.crop_fraction if options.crop_fraction is None else options.crop_fraction), self.crop_border
 
     def read(self, path: Path, classes: Sequence[str], options: Options, split: str) -> Split:
         raise NotImplementedError

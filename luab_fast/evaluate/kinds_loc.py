@@ -7,8 +7,9 @@ of ``<image stem>.xml``, the devkit's ``Annotations/CLS-LOC/val``; default: besi
 
 Score maps: a LUABModel's heat head (LUAB's own localisation output); any other model's class activation map of
 the image's ground-truth class (its ``forward_features`` and linear classifier). They stay on the device (h × w
-floats an image, with the top-1 class) until the split is done; the boxes are mapped into the library's
-evaluation crop (the centre square of 87.5% of the shorter side) and everything is scored on a 224 × 224 canvas.
+floats an image, with the top-1 class) until the split is done; the boxes are mapped into the split's evaluation
+crop (``Kind.crop``: the whole shorter side by default, ``--crop-pct`` overrides) and everything is scored on a
+224 × 224 canvas.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _boxes_by_stem(path: Path, files: list[str], given: Optional[Path]) -> dict[
 
 class Localization(Kind):
     name, suite_names = "loc", ()
+    # the WSOL protocol (clovaai/wsolevaluation data_loaders.py) resizes the whole image to 224 × 224, no crop;
+    # the loader's windows are squares, so the nearest is the whole shorter side (boxes beyond it are clipped)
+    crop_fraction = 1.0
     about = ("localisation: pointing game, top-1 / GT-known loc (IoU ≥ 0.5 at CAM threshold 0.2), MaxBoxAcc, "
              "MaxBoxAccV2; LUAB models' heat head, other models' CAM of the true class")
 
@@ -67,7 +71,7 @@ class Localization(Kind):
                             f"{options.boxes or 'LOC_val_solution.csv in and above the folder, or <stem>.xml beside'}"
                             f"), e.g. {lacking[0]}; give --boxes FILE|DIR")
         sizes = image_sizes(images.files)
-        windows = center_windows(sizes)  # (y0, x0, side, side): the loader's evaluation crop
+        windows = center_windows(sizes, *self.crop(options))  # (y0, x0, side, side): the loader's crop
         crop_boxes = []
         for s, (y0, x0, side, _) in zip(stems, windows):
             b = (boxes[s].astype(np.float64) - [x0, y0, x0, y0]) * (CANVAS / side)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .._cli import DataError
 from .kinds import Kind, Split, imagenet_wnids, register, to_model
+from .kinds_objectnet import BORDER_PX
 
 
 class _ImageNetLogits(Kind):
@@ -35,8 +36,9 @@ class _ImageNetLogits(Kind):
 class ObjectNetKind(_ImageNetLogits):
     name, suite_names = "objectnet", ("objectnet-1.0", "objectnet")
     about = ("ObjectNet: top-1 over its 113 ImageNet-overlapping classes, ImageNet predictions mapped as its "
-             "authors' code does; top1_restricted: argmax over the mapped ImageNet classes only. The 2-px border "
-             "lies outside the 87.5% centre crop")
+             "authors' code does; top1_restricted: argmax over the mapped ImageNet classes only")
+    # its authors' loader: the 2-px frame cut off, then Resize(224) + CenterCrop(224), the whole shorter side
+    crop_fraction, crop_border = 1.0, BORDER_PX
 
     def read(self, path, classes, options, split):
         from .kinds_objectnet import read_objectnet
@@ -54,6 +56,7 @@ class SIScoreKind(_ImageNetLogits):
     factor = "object_size"
     name, suite_names = "si-size", ("si-score/object_size", "object_size")
     about = "SI-Score (object size): top-1 over all images, and per size"
+    crop_fraction = 1.0  # its demo scores the whole (square) image: a centre crop would cut off objects at the edges
 
     def read(self, path, classes, options, split):
         from .kinds_si_score import read_si_score
@@ -81,6 +84,7 @@ class Backgrounds(_ImageNetLogits):
     name, suite_names = "backgrounds", ("bg_challenge", "backgrounds_challenge")
     about = ("Backgrounds Challenge (IN-9): top-1 per variation, the 1,000-class prediction mapped to IN-9; "
              "top1 = original; bg_gap = mixed_same − mixed_rand")
+    crop_fraction = 1.0  # its in9_eval.py only converts the 224 × 224 images to tensors: the whole image
 
     def read(self, path, classes, options, split):
         from .kinds_backgrounds import VARIATIONS, read_in9, read_in_to_in9
@@ -122,6 +126,7 @@ class ImageNetC(Kind):
     name, suite_names = "imagenet-c", ("imagenet-c", "ImageNet-C")
     about = ("ImageNet-C: error per corruption and severity; mCE and relative mCE in % of AlexNet's (100 = "
              "AlexNet); top1 = mean accuracy over all corrupted images")
+    crop_fraction = 1.0  # its test.py: CenterCrop(224) of the 224 × 224 corrupted images, i.e. the whole image
 
     def read(self, path, classes, options, split):
         from .kinds_imagenet_c import read_imagenet_c

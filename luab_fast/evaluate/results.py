@@ -1,7 +1,8 @@
 """What an evaluation writes to ``--out``, each file atomically:
 
 - ``results.json``: ``{"date", "device", "models": [{"label", "model", "checkpoint", "sha256", "weights",
-  "splits": {split: {"kind", metric: value, "n": images}}}]}``;
+  "splits": {split: {"kind", metric: value, "n": images, "transform": {"image_size", "crop_fraction",
+  "crop_border", "interpolation"}}}}]}`` (``transform``: how the split was decoded, runner.transform);
 - ``results.md``: one table, a row per split and metric, a column per model (percentages);
 - with several models, ``results.png``: a bar chart of each split's headline top-1, model beside model.
 """
@@ -30,20 +31,31 @@ def table(doc: dict[str, Any]) -> str:
     splits = list(dict.fromkeys(s for m in models for s in m["splits"]))
     head = "| split | kind | metric | " + " | ".join(m["label"] for m in models) + " | images |"
     rows = [head, "|" + "---|" * (len(models) + 4)]
-    notes = {}
+    notes, decoded = {}, {}
     for split in splits:
         first = next(m["splits"][split] for m in models if split in m["splits"])
         kind = first["kind"]
         notes[kind] = REGISTRY[kind].about if kind in REGISTRY else kind
+        if "transform" in first:
+            decoded[split] = _decoding(first["transform"])
         for metric in [k for k in SHOWN if k in first] + [k for k in first if k not in SHOWN and _number(first[k])
                                                           and k not in ("n", "n_in") and "/" not in k]:
             cells = [_cell(m["splits"].get(split, {}).get(metric), metric) for m in models]
             rows.append(f"| {split} | {kind} | {metric} | " + " | ".join(cells) + f" | {first.get('n', '')} |")
     lines = [f"Evaluated {doc['date']} on {doc['device']}.", "", *rows, ""]
     lines += [f"- `{k}`: {v}" for k, v in notes.items()]
+    if decoded:
+        lines += ["", "Decoding (each model at its own crop side):"] + [f"- `{k}`: {v}" for k, v in decoded.items()]
     lines += ["", "Models:"] + [f"- {m['label']}: {m['model']}, {m['checkpoint']} (sha256 {m['sha256'][:16]}…, "
                                 f"{m['weights']} weights)" for m in models]
     return "\n".join(lines) + "\n"
+
+
+def _decoding(t: dict[str, Any]) -> str:
+    border = f"{t['crop_border']}-px border cut off, then " if t.get("crop_border") else ""
+    crop = ("the whole shorter side" if t["crop_fraction"] == 1 else
+            f"the centre {100 * t['crop_fraction']:g}% of the shorter side")
+    return f"{border}{crop} (a centred square), {t['interpolation']} resize"
 
 
 def _number(v: Any) -> bool:

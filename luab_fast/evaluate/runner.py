@@ -1,7 +1,7 @@
-"""Scoring one model on one split: the library's loader (DALI where installed, torchvision otherwise; the
-centre crop of 87.5%), channels_last and bf16 autocast on CUDA, and what the split's kind keeps of each batch
-(its top-5 class indices by default) written into one device tensor by row, so the loop never waits for the GPU;
-one copy to the host at the end."""
+"""Scoring one model on one split: the library's loader (DALI where installed, torchvision otherwise), decoding
+the centre crop of the split's kind (``Kind.crop``; ``--crop-pct`` overrides its fraction), channels_last and bf16
+autocast on CUDA, and what the split's kind keeps of each batch (its top-5 class indices by default) written into
+one device tensor by row, so the loop never waits for the GPU; one copy to the host at the end."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..data.loader import Loader, build_loader
-from .kinds import REGISTRY, Split
+from .kinds import REGISTRY, Options, Split
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,27 @@ class LoaderSettings:
     image_size: int = 224
     backend: Optional[str] = None
     threads: Optional[int] = None
+    crop_fraction: Optional[float] = None  # --crop-pct: every split's (None: its kind's)
+    interpolation: str = "bilinear"  # --interpolation: the resize filter
+
+
+def transform(split: Split, settings: LoaderSettings) -> dict[str, Any]:
+    """How the split's images are decoded, as results.json records it: the crop (the kind's, or --crop-pct's
+    fraction), the resize filter and the side."""
+    fraction, border = REGISTRY[split.kind].crop(Options(crop_fraction=settings.crop_fraction))
+    return {"image_size": settings.image_size, "crop_fraction": fraction, "crop_border": border,
+            "interpolation": settings.interpolation}
 
 
 def split_loader(split: Split, device: torch.device, settings: LoaderSettings) -> Loader:
-    """The split's images in their fixed order (labels: the kind's, 0 where it scores label sets)."""
+    """The split's images in their fixed order (labels: the kind's, 0 where it scores label sets), decoded as
+    ``transform`` says."""
     labels = np.maximum(split.labels, 0)
+    how = transform(split, settings)
     return build_loader((list(split.files), labels), settings.batch_size, train=False, device=device,
                         image_size=settings.image_size, backend=settings.backend, threads=settings.threads,
-                        drop_last=False, channels_last=device.type == "cuda")
+                        drop_last=False, channels_last=device.type == "cuda", crop_fraction=how["crop_fraction"],
+                        crop_border=how["crop_border"], interpolation=how["interpolation"])
 
 
 @torch.no_grad()

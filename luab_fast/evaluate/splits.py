@@ -31,12 +31,18 @@ def parse_split(item: str, option: str, bare: bool = False) -> tuple[str, Option
 
 
 LABEL_FILES = {"real": ("real.json",), "multilabel": ("human_accuracy.pickle", "human_accuracy.json")}
+# loc's boxes (kinds_loc.py): Kaggle's CSV in the val folder or ROOT, else a folder of <image stem>.xml under ROOT
+# (Kaggle's archive unpacks the ILSVRC XML there), else the XML beside each image
+BOX_CSV = "LOC_val_solution.csv"
+BOX_FOLDERS = ("ILSVRC/Annotations/CLS-LOC/val", "Annotations/CLS-LOC/val")
 
 
 def suite(name: str, root: Path) -> tuple[list[tuple[str, str, Path]], dict[str, Path]]:
     """The standard test sets found under ``root`` by their usual folder names (each kind's ``suite_names``),
     as (split, kind, folder); ReaL and the multi-label subset of the validation images where their label files
-    (``LABEL_FILES``) lie in the validation folder or in ``root``, returned as {kind: file}."""
+    (``LABEL_FILES``) lie in the validation folder or in ``root``, returned as {kind: file}; ``loc`` where the
+    validation folder is in wnid folders and its boxes are found (``BOX_CSV``, ``BOX_FOLDERS``, or XML beside the
+    images), the CSV or folder returned as {"boxes": path}."""
     if name != "imagenet":
         raise UsageError(f"--suite: expected imagenet, got {name!r}")
     if not root.is_dir():
@@ -57,4 +63,21 @@ def suite(name: str, root: Path) -> tuple[list[tuple[str, str, Path]], dict[str,
         if where:
             found.append((kind, kind, val))
             files[kind] = where[0]
+    if "in_distribution" in files:  # loc reads the val images in wnid folders only
+        boxes = _boxes(val, root)
+        if boxes is not None:
+            found.append(("loc", "loc", val))
+            if boxes != val:
+                files["boxes"] = boxes
     return found, files
+
+
+def _boxes(val: Path, root: Path) -> Optional[Path]:
+    """Where loc's boxes for ``val`` lie (``val`` itself: XML beside the images), or None."""
+    csv = next((b / BOX_CSV for b in (val, root) if (b / BOX_CSV).is_file()), None)
+    if csv is not None:
+        return csv
+    folder = next((root / n for n in BOX_FOLDERS if (root / n).is_dir() and any((root / n).glob("*.xml"))), None)
+    if folder is not None:
+        return folder
+    return val if any(val.glob("*/*.xml")) else None

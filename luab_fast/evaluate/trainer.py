@@ -1,6 +1,7 @@
 """The trainer's ``--val-data NAME=KIND:PATH``: the split read and scored by its kind, as
-``python -m luab_fast.evaluate`` does (one evaluation code path); the bare ``NAME=PATH`` keeps the trainer's
-own class-name matching (train/inputs.py) and metrics (train/evaluate.py)."""
+``python -m luab_fast.evaluate`` does (one evaluation code path: each split decoded with its kind's own crop,
+``Kind.crop``, and the loader's bilinear resize, the command's defaults); the bare ``NAME=PATH`` keeps the
+trainer's own class-name matching (train/inputs.py), metrics (train/evaluate.py) and 87.5% centre crop."""
 
 from __future__ import annotations
 
