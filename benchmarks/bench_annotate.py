@@ -14,8 +14,9 @@
   luab_fast.annotate next`` round in process — load the project, ingest a step's labels from a CSV, EM (and the
   learner for ``efficient_annotation``), sample the next step, the atomic save with every output — at the refit's
   moment of a run (45,000 labels in, 2,000 new in full mode). Target ≤ 5 s at ImageNet-100 scale, features given.
-  Checked: next.csv holds whole HITs of distinct tasks, posteriors.csv a column per class. Wall and CPU seconds
-  are both recorded: on a shared 2-core machine the wall time also counts the other processes' share.
+  Checked: next.csv holds whole HITs of distinct tasks, posteriors.csv a column per class, and (full mode) the
+  fastest of the rounds within 5 s. Wall and CPU seconds are both recorded: on a shared 2-core machine the wall
+  time also counts the other processes' share.
 """
 
 from __future__ import annotations
@@ -216,6 +217,7 @@ def test_annotate_simulation(bench: Recorder) -> None:
     assert ok, f"{seconds:.0f} s to {last.labels_per_image:.3f} labels/image"
 
 
+ROUND_SECONDS = 5.0
 ROUND_TARGET = "≤ 5 s per round at ImageNet-100 scale, features given (2-core CPU)"
 
 
@@ -297,13 +299,19 @@ def test_annotate_project_round(bench: Recorder, method: str, tmp_path: Any) -> 
     nxt = pd.read_csv(proj / "next.csv", dtype={"task": str})
     post = pd.read_csv(proj / "posteriors.csv", nrows=3)
     # a task may go to several HITs of a round (other workers), never twice to one HIT nor past 3 labels
-    ok = (len(nxt) == size.step and not nxt.duplicated(["task", "hit"]).any()
-          and nxt["task"].value_counts().max() <= 3 and post.shape[1] == size.n_classes + 1)
-    bench.check(name, plan, metric="next.csv whole HITs of distinct tasks; posteriors.csv a column per class",
+    shaped = (len(nxt) == size.step and not nxt.duplicated(["task", "hit"]).any()
+              and nxt["task"].value_counts().max() <= 3 and post.shape[1] == size.n_classes + 1)
+    # the issue's 5 s at ImageNet-100 scale (full mode), on the fastest round: the others count other processes
+    in_time = bench.mode != "full" or min(times) <= ROUND_SECONDS
+    ok = shaped and in_time
+    bench.check(name, plan, metric="next.csv whole HITs of distinct tasks; posteriors.csv a column per class"
+                + (f"; fastest round <= {ROUND_SECONDS:g} s" if bench.mode == "full" else ""),
                 value=float(ok), threshold=1.0, passed=ok,
-                detail=f"median {np.median(times):.2f} s wall, {np.median(cpu):.2f} s CPU (all threads)")
+                detail=f"fastest {min(times):.2f} s, median {np.median(times):.2f} s wall, {np.median(cpu):.2f} s "
+                       "CPU (all threads)")
     bench.side(name, OURS, plan, impl="python -m luab_fast.annotate next (in process): load, ingest, EM"
                + (" + MLP learner" if method != "ds_model" else "") + ", sample, atomic save, outputs",
                stats={"median_s": float(np.median(times)), "min_s": min(times), "max_s": max(times),
                       "rounds": len(times), "cpu_median_s": float(np.median(cpu))})
-    assert ok, f"next.csv has {len(nxt)} rows, posteriors.csv {post.shape[1]} columns"
+    assert shaped, f"next.csv has {len(nxt)} rows, posteriors.csv {post.shape[1]} columns"
+    assert in_time, f"fastest round {min(times):.2f} s, over the {ROUND_SECONDS:g} s target"

@@ -19,6 +19,7 @@ void init_aggregate_mace(py::module_& a);       // aggregate/bindings_mace.cpp
 void init_byproducts_imagenet(py::module_& m);  // byproducts/bindings_imagenet.cpp
 void init_ops_label_pool(py::module_& ops);     // ops/bindings_label_pool.cpp
 void init_ops_rasterize(py::module_& ops);      // ops/bindings_rasterize.cpp
+void init_io(py::module_& io);                  // io/bindings_io.cpp
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "luab_fast compiled core (C++17, OpenMP)";
@@ -35,4 +36,7 @@ PYBIND11_MODULE(_C, m) {
   init_aggregate_zero_based_skill(a);
   init_aggregate_glad(a);
   init_aggregate_mace(a);
+
+  auto io = m.def_submodule("io", "file formatting (CSV rows of an annotation round's outputs)");
+  init_io(io);
 }

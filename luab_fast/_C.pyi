@@ -133,3 +133,11 @@ class _Ops(ModuleType):
         (ReLabel's targets) when softmax."""
 
 ops: _Ops
+
+class _Io(ModuleType):
+    def csv_rows(self, ids: list[str], values: npt.NDArray[np.float32], n_threads: int = 0) -> bytes:
+        """The CSV lines '<id>,<v0>,...\\n' of ids [n] and values float32 [n, k] (csrc/io/csv_rows.hpp): each value
+        the shortest decimal that reads back as the same float32; an id holding a comma, quote or line break
+        quoted as pandas quotes it."""
+
+io: _Io

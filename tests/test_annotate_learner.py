@@ -68,3 +68,60 @@ def test_fit_on_soft_posteriors():
     train, val = np.arange(1600), np.arange(1600, 2000)
     learner = MLPLearner(5, LearnerConfig(max_epochs=30, soft=True), seed=0).fit(feats, post, train, val, truth[val])
     assert (learner.predict_proba(feats)[val].argmax(1) == truth[val]).mean() > 0.95
+
+
+# -- warm start ------------------------------------------------------------------------------------------------
+def test_warm_start_without_shrink_or_epochs_is_the_last_model():
+    """shrink 1, perturb 0 and 0 epochs: the warm start is exactly the weights it was given."""
+    feats, truth = _blobs(1500, 6, seed=3)
+    train, val = np.arange(1200), np.arange(1200, 1500)
+    first = MLPLearner(6, LearnerConfig(max_epochs=20, calibrate="none"), seed=0).fit(feats, truth, train, val,
+                                                                                     truth[val])
+    cfg = LearnerConfig(calibrate="none", warm_epochs=0, warm_shrink=1.0, warm_perturb=0.0)
+    again = MLPLearner(6, cfg, seed=9).fit(feats, truth, train, val, truth[val], init=first.weights())
+    for a, b in zip(first.weights(), again.weights()):
+        assert a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    np.testing.assert_array_equal(first.predict_proba(feats), again.predict_proba(feats))
+
+
+@pytest.mark.parametrize("calibrate", ["temperature", "cv_3"])
+def test_warm_start_shrinks_perturbs_and_learns(calibrate):
+    """The default warm start (half the old weights + half a fresh init, warm_epochs epochs) ends away from both
+    and still learns; with cv_3 each fold's MLP starts from its own."""
+    feats, truth = _blobs(2000, 5, seed=4)
+    train, val = np.arange(1600), np.arange(1600, 2000)
+    first = MLPLearner(5, LearnerConfig(max_epochs=10, calibrate=calibrate), seed=0).fit(feats, truth, train, val,
+                                                                                        truth[val])
+    warm = MLPLearner(5, LearnerConfig(calibrate=calibrate, warm_epochs=5), seed=1).fit(
+        feats, truth, train, val, truth[val], init=first.weights())
+    assert len(warm.weights()) == (3 if calibrate == "cv_3" else 1)
+    assert not np.array_equal(warm.weights()[0]["0.weight"], first.weights()[0]["0.weight"])
+    assert (warm.predict_proba(feats)[val].argmax(1) == truth[val]).mean() > 0.95
+
+
+@pytest.mark.parametrize("init,message", [
+    ("not a list", "list of 1 weight dicts"),
+    ([{}, {}], "list of 1 weight dicts"),
+    ([{"0.weight": np.zeros((64, 3), np.float32)}], "must have the shapes"),
+    (None, None),  # replaced below by weights of another width
+])
+def test_warm_start_refuses_foreign_weights(init, message):
+    feats, truth = _blobs(600, 4, seed=5)
+    train, val = np.arange(500), np.arange(500, 600)
+    if init is None:  # a learner of 8 hidden units cannot start one of 64
+        small = MLPLearner(4, LearnerConfig(max_epochs=1, hidden=8), seed=0).fit(feats, truth, train, val, truth[val])
+        init, message = small.weights(), "must have the shapes"
+    with pytest.raises(ValueError, match=message):
+        MLPLearner(4, LearnerConfig(max_epochs=1), seed=0).fit(feats, truth, train, val, truth[val], init=init)
+    w = MLPLearner(4, LearnerConfig(max_epochs=1), seed=0).fit(feats, truth, train, val, truth[val]).weights()
+    w[0]["2.bias"] = w[0]["2.bias"] * np.nan
+    with pytest.raises(ValueError, match="finite float32"):
+        MLPLearner(4, LearnerConfig(max_epochs=1), seed=0).fit(feats, truth, train, val, truth[val], init=w)
+
+
+@pytest.mark.parametrize("field,value", [("warm_epochs", -1), ("warm_shrink", -0.5), ("warm_perturb", float("nan"))])
+def test_warm_settings_checked(field, value):
+    with pytest.raises(ValueError, match=f"LearnerConfig.{field}"):
+        LearnerConfig(**{field: value})

@@ -144,6 +144,22 @@ def test_cold_em_start_is_the_seed_and_warm_is_close(problem):
                    em_start="hot")
 
 
+def test_warm_learner_start_differs_from_cold_and_is_checked(problem):
+    """learner_start='warm' starts each step's MLP from the last step's: a different run from the seed's fresh MLPs,
+    learning as well (the demo's comparison is in learner.py); a bad value is refused before any step."""
+    feats, truth, workers, alpha = problem
+    runs = {}
+    for start in ("cold", "warm"):
+        sampler = RandomSampler(len(truth), workers.n_workers, hit_size=20, n_hits_per_step=10)
+        runs[start] = run_method("efficient_annotation", feats, truth, workers, sampler, alpha, budget=len(truth),
+                                 learner_config=LearnerConfig(max_epochs=10, warm_epochs=5), learner_start=start)
+    assert not np.array_equal(runs["warm"]["posteriors"], runs["cold"]["posteriors"])
+    assert runs["warm"]["curve"][-1].accuracy >= runs["cold"]["curve"][-1].accuracy - 0.05
+    with pytest.raises(ValueError, match="learner_start"):
+        run_method("ds_model", feats, truth, workers, RandomSampler(600, 20, n_hits_per_step=5), alpha, 100,
+                   learner_start="hot")
+
+
 def test_cli_synthetic_problem(tmp_path):
     from luab_fast.annotate.cli import main
     from luab_fast.annotate.synthetic import synthetic_problem

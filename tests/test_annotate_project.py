@@ -73,9 +73,9 @@ def current(project: Path) -> Path:
     return project / (project / "CURRENT").read_text().strip()
 
 
-def run_rounds(tmp: Path, team, method: str, rounds: int = 1000) -> tuple[Path, int]:
+def run_rounds(tmp: Path, team, method: str, rounds: int = 1000, extra: tuple = ()) -> tuple[Path, int]:
     proj = tmp / "proj"
-    assert main(["next", "--project", str(proj), "--method", method] + inputs(tmp, team)) == 0
+    assert main(["next", "--project", str(proj), "--method", method, *extra] + inputs(tmp, team)) == 0
     crowd, r = Team(team[2]), 0
     while r < rounds:
         ans = tmp / f"answers_{r + 1}.csv"
@@ -86,14 +86,19 @@ def run_rounds(tmp: Path, team, method: str, rounds: int = 1000) -> tuple[Path, 
     return proj, r
 
 
-@pytest.mark.parametrize("method", ["ds_model", "lean", "efficient_annotation"])
-def test_replay_matches_simulation(tmp_path, team, method, capsys):
-    """Driving ``next`` round by round ends with the simulation's labels and posteriors, bit for bit."""
+@pytest.mark.parametrize("method,start", [("ds_model", "warm"), ("lean", "warm"), ("lean", "cold"),
+                                          ("efficient_annotation", "warm"), ("efficient_annotation", "cold")])
+def test_replay_matches_simulation(tmp_path, team, method, start, capsys):
+    """Driving ``next`` round by round ends with the simulation's labels and posteriors, bit for bit, the learner
+    warm-started from the round before (the project's default, its weights saved in the round) or afresh."""
     feats, truth, pool, gold = team
     sampler = RandomSampler(N, SLOTS, hit_size=HIT, n_hits_per_step=BATCH // HIT)
     sim = run_method(method, feats, truth, ReplayWorkers(pool), sampler, predefined_prior(K, strength=10.0),
-                     budget=len(pool), seed=SEED, learner_config=LearnerConfig(max_epochs=EPOCHS), prototype_idx=gold)
-    proj, rounds = run_rounds(tmp_path, team, method)
+                     budget=len(pool), seed=SEED, learner_config=LearnerConfig(max_epochs=EPOCHS, warm_epochs=2),
+                     prototype_idx=gold, learner_start=start)
+    extra = ("--warm-epochs", "2") + (() if start == "warm" else ("--learner-start", "cold"))
+    proj, rounds = run_rounds(tmp_path, team, method, extra=extra)
+    assert (current(proj) / "learner.npz").exists() == (method != "ds_model")
     assert rounds == len(sim["curve"]) >= 3
     assert np.array_equal(np.load(current(proj) / "posteriors.npy"), sim["posteriors"])
     labels = pd.read_csv(proj / "labels.csv", dtype={"task": str})
@@ -213,3 +218,17 @@ def test_one_next_at_a_time(tmp_path, team, capsys):
         assert _cli.run(main, ["next", "--project", str(proj)]) == 2
     assert "another `next` is running on it" in capsys.readouterr().err
     assert main(["next", "--project", str(proj)]) == 0
+
+
+def test_project_saved_before_learner_start_goes_on_cold(tmp_path, team, capsys):
+    """A project file without learner_start (written before warm starts existed) ran its learner afresh each round:
+    loaded, it goes on that way rather than switching under its user."""
+    proj, _ = run_rounds(tmp_path, team, "efficient_annotation", rounds=1)
+    meta_path = proj / project_mod.PROJECT_FILE
+    meta = json.loads(meta_path.read_text())
+    assert meta["settings"]["learner_start"] == "warm"  # the default of a new project
+    for key in ("learner_start", "warm_epochs"):
+        del meta["settings"][key]
+    meta_path.write_text(json.dumps(meta))
+    loaded = project_mod.Project.load(proj)
+    assert (loaded.settings.learner_start, loaded.settings.warm_epochs) == ("cold", 20)

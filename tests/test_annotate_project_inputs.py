@@ -153,6 +153,7 @@ def test_creation_options_checked(tmp_path, capsys):
         (["--classes", "3", "--method", "efficient_annotation"], "trains a learner on image features"),
         (["--classes", "3", "--class-names", "x", "--method", "ds_model"], "exactly one of --classes"),
         (["--classes", "3", "--method", "ds_model", "--batch", "5"], "--batch 5: expected at least --hit-size 40"),
+        (["--classes", "3", "--method", "ds_model", "--warm-epochs", "-1"], "--warm-epochs: expected an integer >= 0"),
     ]
     for extra, message in cases:
         assert _cli.run(main, base + extra) == 2
@@ -160,6 +161,8 @@ def test_creation_options_checked(tmp_path, capsys):
     proj = create(tmp_path)
     assert _cli.run(main, ["next", "--project", str(proj), "--method", "lean"]) == 2
     assert "the project was created with 'ds_model'" in capsys.readouterr().err
+    assert _cli.run(main, ["next", "--project", str(proj), "--learner-start", "cold"]) == 2
+    assert "the project was created with 'warm'" in capsys.readouterr().err
     (tmp_path / "other.csv").write_text("task\nx\n")
     assert _cli.run(main, ["next", "--project", str(proj), "--tasks", str(tmp_path / "other.csv")]) == 2
     assert "not the file the project was created from" in capsys.readouterr().err

@@ -112,7 +112,8 @@ def check_arguments(args: argparse.Namespace) -> None:
     for name, value, lo, hi in (("--workers", args.workers, 1, MAX_WORKERS),
                                 ("--hit-size", args.hit_size, 1, MAX_PER_WORKER),
                                 ("--hits-per-step", args.hits_per_step, 1, None),
-                                ("--epochs", args.epochs, 0, MAX_EPOCHS)):
+                                ("--epochs", args.epochs, 0, MAX_EPOCHS),
+                                ("--warm-epochs", args.warm_epochs, 0, MAX_EPOCHS)):
         if value < lo or (hi is not None and value > hi):
             span = f"{lo}..{hi}" if hi is not None else f">= {lo}"
             why = {"--hit-size": f" (a worker labels at most {MAX_PER_WORKER} images)",
@@ -260,6 +261,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hits-per-step", type=int, default=10,
                    help="HITs per step, >= 1 (at most --workers are used: one HIT per worker per step)")
     p.add_argument("--epochs", type=int, default=50, help=f"learner epochs per step, 0..{MAX_EPOCHS:,}")
+    p.add_argument("--learner-start", default="cold", choices=("warm", "cold"),
+                   help="cold: a fresh learner each step, as the seed; warm: from the last step's, up to "
+                        "--warm-epochs epochs (what `annotate next` projects do by default)")
+    p.add_argument("--warm-epochs", type=int, default=20, help="learner epochs of a warm-started step")
     p.add_argument("--early-stop", action="store_true", help="the seed's early stopping")
     p.add_argument("--em-start", default="warm", choices=("warm", "cold"),
                    help="warm: each step's EM starts from the previous posteriors; cold: from the prior, as the seed")
@@ -335,8 +340,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                             done=f"{rec.done_fraction:.2f}")
 
         res = run_method(name, feats, truth, workers, sampler, alpha, budget, seed=args.seed,
-                         learner_config=LearnerConfig(max_epochs=args.epochs), early_stop=args.early_stop,
-                         em_start=args.em_start, on_step=on_step)
+                         learner_config=LearnerConfig(max_epochs=args.epochs, warm_epochs=args.warm_epochs),
+                         early_stop=args.early_stop, em_start=args.em_start, learner_start=args.learner_start,
+                         on_step=on_step)
         bar.close()
         rows += [vars(r) for r in res["curve"]]
         post = res["posteriors"]

@@ -10,6 +10,10 @@ risk below the threshold are done. Stops when every task is done or capped, at t
 EM start (``em_start``): ``"warm"`` (default) refits each step with ``partial_fit`` from the previous
 posteriors, and the post-learner EM with ``refit``; ``"cold"`` is the seed exactly: counts reset to the prior and
 EM over all labels from scratch, twice a step. Warm needs fewer EM iterations (benchmarks/bench_annotate.py).
+
+Learner start (``learner_start``): ``"cold"`` (default) is the seed: a fresh MLP each step, up to
+``max_epochs``; ``"warm"`` starts each step's MLP from the last step's (``LearnerConfig.warm_epochs`` epochs,
+the last model kept where none beats its validation loss), which a real project's rounds use by default for speed.
 """
 
 from __future__ import annotations
@@ -113,7 +117,7 @@ def _check_inputs(features, truth, workers, sampler, alpha, budget, seed, learne
 def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, workers, sampler, alpha: np.ndarray,
                budget: int, seed: int = 0, learner_config: Optional[LearnerConfig] = None,
                learner_risk: float = 0.1, early_stop: bool = False, check_prev_n: Optional[int] = None,
-               em_start: str = "warm", prototype_idx: Optional[np.ndarray] = None,
+               em_start: str = "warm", prototype_idx: Optional[np.ndarray] = None, learner_start: str = "cold",
                on_step: Optional[Callable[[StepRecord], None]] = None) -> dict[str, Any]:
     """Runs one method to its end; returns ``curve`` (list of StepRecord) and the final ``posteriors`` [N, K].
 
@@ -127,8 +131,9 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
     (``project.py``), and so must a simulation it is compared with."""
     if name not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
-    if em_start not in ("warm", "cold"):
-        raise ValueError(f"em_start must be 'warm' or 'cold', got {em_start!r}")
+    for arg, v in (("em_start", em_start), ("learner_start", learner_start)):
+        if v not in ("warm", "cold"):
+            raise ValueError(f"{arg} must be 'warm' or 'cold', got {v!r}")
     method = METHODS[name]
     if method.learner and features is None:
         raise ValueError(f"method {name!r} needs features (its learner is an MLP on them)")
@@ -144,7 +149,7 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
     tasks = np.zeros(0, np.int64)
     who = np.zeros(0, np.int64)
     labels = np.zeros(0, np.int64)
-    learner_prob = None
+    learner_prob, learner_weights = None, None
     post = np.full((N, K), 1.0 / K)
     curve: list[StepRecord] = []
     best_done, since_best = -1, 0
@@ -165,9 +170,10 @@ def run_method(name: str, features: Optional[np.ndarray], truth: np.ndarray, wor
             z = workers.label(t_new, w_new, truth, rng)
         sampler.update(t_new, w_new)
         tasks, who, labels = np.concatenate([tasks, t_new]), np.concatenate([who, w_new]), np.concatenate([labels, z])
-        post, learner_prob, em_seconds = refit_step(
+        post, learner_prob, em_seconds, learner_weights = refit_step(
             method, agg, features, (tasks, who, labels), (t_new, w_new, z), learner_prob, (proto, truth[proto]),
-            rng, seed + step, cfg, learner_risk, em_start, (N, W, K))
+            rng, seed + step, cfg, learner_risk, em_start, (N, W, K),
+            learner_init=learner_weights if learner_start == "warm" else None)
         risk = 1.0 - post.max(1)
         sampler.set_risk(risk)
         done = float((risk < sampler.risk_thres).mean())
@@ -200,12 +206,15 @@ def sample_step(sampler, agg: BayesAggregator, post: np.ndarray, alpha: np.ndarr
 def refit_step(method: Method, agg: BayesAggregator, features: Optional[np.ndarray], data: tuple, new: tuple,
                learner_prob: Optional[np.ndarray], val: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
                learner_seed: int, cfg: LearnerConfig, learner_risk: float, em_start: str,
-               sizes: tuple[int, int, int]) -> tuple[np.ndarray, Optional[np.ndarray], float]:
+               sizes: tuple[int, int, int], learner_init: Optional[list[dict]] = None
+               ) -> tuple[np.ndarray, Optional[np.ndarray], float, Optional[list[dict]]]:
     """The second half of a step, once its labels are in: EM with the previous learner's probabilities, the
     learner refit on the posteriors, EM again with its new probabilities. Shared by ``run_method`` and a real
     project's rounds (``project.py``), so both run the same arithmetic and draw the same random numbers.
     ``data``: every label so far (task, worker, label); ``new``: this step's; ``val``: (prototype indices, their
-    labels); ``sizes``: (N tasks, W workers, K classes). Returns (posteriors, learner probabilities, EM seconds)."""
+    labels); ``sizes``: (N tasks, W workers, K classes); ``learner_init``: the last learner's weights to warm-start
+    from (None: a fresh MLP). Returns (posteriors, learner probabilities, EM seconds, the learner's weights: the
+    ones given where no learner was fitted)."""
     import time
 
     N, W, K = sizes
@@ -229,8 +238,9 @@ def refit_step(method: Method, agg: BayesAggregator, features: Optional[np.ndarr
             val_idx = rng.choice(labelled, size=min(len(proto), len(labelled)), replace=False)
             val_labels = post[val_idx].argmax(1)
         if len(train) >= K:
-            learner = MLPLearner(K, cfg, seed=learner_seed).fit(features, post, train, val_idx, val_labels)
-            learner_prob = learner.predict_proba(features)
+            learner = MLPLearner(K, cfg, seed=learner_seed).fit(features, post, train, val_idx, val_labels,
+                                                               init=learner_init)
+            learner_prob, learner_init = learner.predict_proba(features), learner.weights()
             t0 = time.perf_counter()
             if em_start == "warm":
                 agg.refit(learner_prob=learner_prob)
@@ -238,4 +248,4 @@ def refit_step(method: Method, agg: BayesAggregator, features: Optional[np.ndarr
                 agg.fit(data, n_classes=K, n_tasks=N, n_workers=W, learner_prob=learner_prob)
             em_seconds += time.perf_counter() - t0
             post = agg.posteriors_
-    return post, learner_prob, em_seconds
+    return post, learner_prob, em_seconds, learner_init

@@ -48,6 +48,7 @@ PROJECT_FILE = "luab_project.json"
 CURRENT = "CURRENT"
 OUTPUTS = ("next.csv", "done.csv", "labels.csv", "posteriors.csv", "workers.csv", "round.png")
 VERSION = 1
+LEARNER_FILE = "learner.npz"  # the round's MLP weights, "<model>/<parameter>"
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,16 @@ class Settings:
     epochs: int = 50
     learner_risk: float = 0.1
     seed: int = 0
+    # each round's learner starts from the last round's ("warm", up to warm_epochs epochs) or afresh ("cold", up
+    # to epochs, as the seed and the simulation's default): warm keeps a round at ImageNet-100 scale within seconds
+    learner_start: str = "warm"
+    warm_epochs: int = 20
 
     def check(self) -> "Settings":
         if self.method not in METHODS:
             raise UsageError(f"--method: expected one of {', '.join(sorted(METHODS))}, got {self.method!r}")
         for name, lo in (("n_classes", 2), ("max_per_task", 1), ("max_per_worker", 1), ("hit_size", 1),
-                         ("workers", 1), ("epochs", 0), ("seed", 0)):
+                         ("workers", 1), ("epochs", 0), ("warm_epochs", 0), ("seed", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise UsageError(f"--{name.replace('_', '-')}: expected an integer >= {lo}, got {v!r}")
@@ -79,6 +84,8 @@ class Settings:
             v = getattr(self, name)
             if not 0 <= v <= 1:
                 raise UsageError(f"--{name.replace('_', '-')}: expected a number in [0, 1], got {v!r}")
+        if self.learner_start not in ("warm", "cold"):
+            raise UsageError(f"--learner-start: expected warm or cold, got {self.learner_start!r}")
         if not (np.isfinite(self.prior_strength) and self.prior_strength > 0):
             raise UsageError(f"--prior-strength: expected a number > 0, got {self.prior_strength!r}")
         if self.max_per_worker < self.hit_size:
@@ -105,6 +112,7 @@ class State:
     labels: tuple[np.ndarray, np.ndarray, np.ndarray]
     post: np.ndarray
     learner_prob: Optional[np.ndarray]
+    learner_weights: Optional[list[dict]]  # the last round's MLP(s) (MLPLearner.weights()): a warm start's start
     task_counts: np.ndarray
     worker_counts: np.ndarray
     risk: np.ndarray
@@ -146,6 +154,7 @@ class Project:
         rng = np.random.default_rng(settings.seed)
         state = State(round=0, rng={}, worker_ids=[], ingested={}, history=[], batch=batch,
                       labels=(np.zeros(0, np.int64),) * 3, post=np.full((N, K), 1.0 / K), learner_prob=None,
+                      learner_weights=None,
                       task_counts=np.zeros(N, np.int64), worker_counts=np.zeros(W, np.int64), risk=np.ones(N),
                       next=np.zeros(0, np.int64), next_hit=np.zeros(0, np.int64))
         proj = cls(Path(root), settings, list(task_ids), features, (gold_idx, gold_labels), state, sources)
@@ -167,6 +176,7 @@ class Project:
             post = np.load(root / cur / "posteriors.npy", allow_pickle=False)
             lp_path = root / cur / "learner_prob.npy"
             learner_prob = np.load(lp_path, allow_pickle=False) if lp_path.exists() else None
+            learner_weights = _load_weights(root / cur / LEARNER_FILE)
             tasks = pd.read_csv(root / "tasks.csv", dtype=str, keep_default_na=False)["task"].tolist()
             feats = np.load(root / "features.npy", allow_pickle=False) if (root / "features.npy").exists() else None
         except (OSError, ValueError, KeyError) as e:
@@ -174,11 +184,13 @@ class Project:
                             f"{str(e)[:200]}); expected a folder made by `python -m luab_fast.annotate next`") from None
         if meta.get("version") != VERSION:
             raise DataError(f"--project {root}: project format {meta.get('version')!r}; this luab_fast reads {VERSION}")
-        settings = Settings(**meta["settings"])
+        # a project saved before learner_start existed ran its learner cold: it goes on as it began
+        settings = Settings(**{"learner_start": "cold", **meta["settings"]})
         state = State(round=st["round"], rng=st["rng"], worker_ids=st["worker_ids"], ingested=st["ingested"],
                       history=st["history"], batch=st["batch"],
                       labels=(arrays["task"], arrays["worker"], arrays["label"]), post=post, learner_prob=learner_prob,
-                      task_counts=arrays["task_counts"], worker_counts=arrays["worker_counts"], risk=arrays["risk"],
+                      learner_weights=learner_weights, task_counts=arrays["task_counts"],
+                      worker_counts=arrays["worker_counts"], risk=arrays["risk"],
                       next=arrays["next"], next_hit=arrays["next_hit"])
         gold = (np.asarray(meta["gold_idx"], np.int64), np.asarray(meta["gold_labels"], np.int64))
         return cls(root, settings, tasks, feats, gold, state, meta["sources"])
@@ -218,12 +230,13 @@ class Project:
             agg.fit(st.labels, n_classes=K, n_tasks=N, n_workers=W)
             agg.posteriors_ = st.post
             agg.max_iter = 10
-        cfg = LearnerConfig(max_epochs=s.epochs, calibrate=method.calibrate)
+        cfg = LearnerConfig(max_epochs=s.epochs, calibrate=method.calibrate, warm_epochs=s.warm_epochs)
         val = self.gold
         if method.val == "random" and val[0].size == 0:  # Lean draws a labelled subset of the prototypes' size
             val = (np.zeros(10 * K, np.int64), np.zeros(10 * K, np.int64))  # (the seed's 10 a class): size only
-        post, learner_prob, _ = refit_step(method, agg, self.features, data, (t_new, w_new, z_new), st.learner_prob,
-                                           val, rng, s.seed + st.round, cfg, s.learner_risk, "warm", (N, W, K))
+        post, learner_prob, _, weights = refit_step(
+            method, agg, self.features, data, (t_new, w_new, z_new), st.learner_prob, val, rng, s.seed + st.round, cfg,
+            s.learner_risk, "warm", (N, W, K), learner_init=st.learner_weights if s.learner_start == "warm" else None)
         risk = 1.0 - post.max(1)
         sampler.set_risk(risk)
         nxt, nxt_hit = np.zeros(0, np.int64), np.zeros(0, np.int64)
@@ -235,7 +248,7 @@ class Project:
         st.rng = rng.bit_generator.state
         st.worker_ids = workers
         st.batch = batch
-        st.labels, st.post, st.learner_prob = data, post, learner_prob
+        st.labels, st.post, st.learner_prob, st.learner_weights = data, post, learner_prob, weights
         st.task_counts, st.worker_counts, st.risk = sampler.task_counts, sampler.worker_counts, risk
         st.next, st.next_hit = nxt, nxt_hit
         st.history.append(self._progress(new_labels=int(t_new.size)))
@@ -330,6 +343,9 @@ class Project:
             np.save(tmp / "posteriors.npy", st.post)
             if st.learner_prob is not None:
                 np.save(tmp / "learner_prob.npy", st.learner_prob)
+            if st.learner_weights is not None:
+                np.savez(tmp / LEARNER_FILE, **{f"{i}/{name}": v for i, w in enumerate(st.learner_weights)
+                                                for name, v in w.items()})
             keep = ("round", "rng", "worker_ids", "ingested", "history", "batch")
             (tmp / "state.json").write_text(json.dumps({k: getattr(st, k) for k in keep}, indent=1))
             write_outputs(self, tmp)
@@ -372,6 +388,18 @@ class Project:
                 with open(tmp, "wb") as f:
                     np.save(f, self.features)
         write_text(self.root / PROJECT_FILE, json.dumps(meta, indent=1))  # last: its presence marks a project
+
+
+def _load_weights(path: Path) -> Optional[list[dict]]:
+    """``learner.npz`` back into ``MLPLearner.weights()``'s list of {parameter: array}; None where absent."""
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        out: dict[int, dict] = {}
+        for key in z.files:
+            i, _, name = key.partition("/")
+            out.setdefault(int(i), {})[name] = z[key]
+    return [out[i] for i in sorted(out)]
 
 
 def _hits(tasks: np.ndarray, workers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,8 @@ from .samplers import MAX_PER_TASK, MAX_PER_WORKER
 # creation options: (flag, Settings field); None = "not given" so a later call can tell what it repeats
 _SETTINGS = (("--method", "method"), ("--prior-strength", "prior_strength"), ("--risk-threshold", "risk_threshold"),
              ("--max-per-image", "max_per_task"), ("--max-per-worker", "max_per_worker"), ("--hit-size", "hit_size"),
-             ("--workers", "workers"), ("--epochs", "epochs"), ("--learner-risk", "learner_risk"), ("--seed", "seed"))
+             ("--workers", "workers"), ("--epochs", "epochs"), ("--learner-risk", "learner_risk"), ("--seed", "seed"),
+             ("--learner-start", "learner_start"), ("--warm-epochs", "warm_epochs"))
 _OWN = {PROJECT_FILE, "tasks.csv", "features.npy", "features.json"}  # an interrupted creation's files
 
 
@@ -61,7 +62,11 @@ def parser() -> argparse.ArgumentParser:
     new.add_argument("--max-per-worker", type=int, help=f"labels per worker at most (default {MAX_PER_WORKER})")
     new.add_argument("--hit-size", type=int, help="tasks per HIT, one worker each (default 40)")
     new.add_argument("--workers", type=int, help="most distinct workers taken (default 100)")
-    new.add_argument("--epochs", type=int, help="learner epochs per round (default 50)")
+    new.add_argument("--epochs", type=int, help="learner epochs of a fresh (cold) learner (default 50)")
+    new.add_argument("--learner-start", choices=("warm", "cold"),
+                     help="each round's learner starts from the last round's (warm, the default: up to "
+                          "--warm-epochs epochs) or afresh (cold: up to --epochs, as the seed and the simulation)")
+    new.add_argument("--warm-epochs", type=int, help="learner epochs of a warm-started round (default 20)")
     new.add_argument("--learner-risk", type=float, help="efficient_annotation: risk under which a task's posterior "
                                                         "trains the learner too (default 0.1)")
     new.add_argument("--seed", type=int, help="random seed (default 0)")
