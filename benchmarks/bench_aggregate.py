@@ -22,6 +22,7 @@ DS_MIN_AGREEMENT = 0.999  # crowd-kit parity target of the issue: ≥ 99.9% iden
 MV_PROBA_ATOL = 1e-12  # vote shares are k/n in both libraries
 CLOSED_FORM_ATOL = 1e-6  # issue 19: closed-form models' probabilities within 1e-6
 FITTED_MIN_AGREEMENT = 0.99  # issue 19: models fit by optimisation or from a random start
+GLAD_Q_ROUNDING = 1e-9  # GLAD's final Q may fall short of crowd-kit's by rounding only (equal fits differ by ~1e-10)
 
 
 def _plan(bench: Recorder, case: str) -> Plan:
@@ -67,8 +68,8 @@ def _check_majority(bench: Recorder, case: str, plan: Plan, ours: Any, base: Any
 
 
 def _check_closed_form(bench: Recorder, case: str, plan: Plan, ours: Any, base: Any) -> None:
-    """crowd-kit's closed-form models (Wawa, ZeroBasedSkill, GoldMajorityVote): the same labels, and probabilities
-    within 1e-6."""
+    """crowd-kit's closed-form models (MajorityVote, Wawa, ZeroBasedSkill, GoldMajorityVote, OneCoinDawidSkene, as
+    luab_fast.crowdkit gives them): the same labels, and probabilities within 1e-6."""
     same = float((ours.labels_ == base.labels_.reindex(ours.labels_.index)).mean())
     p_ours, p_base = _aligned_probas(ours, base)
     max_diff = float(np.abs(p_ours - p_base).max())
@@ -80,13 +81,12 @@ def _check_closed_form(bench: Recorder, case: str, plan: Plan, ours: Any, base: 
 
 def _check_fitted(bench: Recorder, case: str, plan: Plan, ours: Any, base: Any) -> None:
     """Models fit by optimisation or from a random start (GLAD, MACE, KOS, MMSR): ≥ 99% same labels; for GLAD also
-    a final objective (crowd-kit's Q per label, loss_history_[-1]) no worse than crowd-kit's, up to its own
-    stopping tolerance ``tol`` (two runs that differ by rounding stop within tol of each other)."""
+    a final objective (crowd-kit's Q per label, loss_history_[-1]) no worse than crowd-kit's, to rounding."""
     same = float((ours.labels_ == base.labels_.reindex(ours.labels_.index)).mean())
     passed, detail = same >= FITTED_MIN_AGREEMENT, ""
     if case == "glad":
         q_ours, q_base = ours.loss_history_[-1], base.loss_history_[-1]
-        passed = passed and q_ours >= q_base - base.tol
+        passed = passed and q_ours >= q_base - GLAD_Q_ROUNDING  # the issue's "final objective no worse"
         detail = f"final Q {q_ours:.9f} vs crowd-kit {q_base:.9f}"
     bench.check(case, plan, metric="same labels", value=same, threshold=FITTED_MIN_AGREEMENT, passed=passed,
                 detail=detail)
@@ -173,11 +173,12 @@ def test_scale(benchmark: Any, bench: Recorder, crowd: Any, measure_memory: bool
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("case", ["wawa", "zero_based_skill", "gold_majority_vote"])
+@pytest.mark.parametrize("case", ["majority_vote_ck", "wawa", "zero_based_skill", "gold_majority_vote", "one_coin_ck"])
 def test_crowdkit_closed_form(case: str, provider: str, benchmark: Any, bench: Recorder, crowd: Any,
                               measure_memory: bool) -> None:
-    """luab_fast.crowdkit's Wawa, ZeroBasedSkill, GoldMajorityVote beside crowd-kit's (its scikit-learn fitted
-    check shimmed: _crowd.crowdkit_fitted_check_shim)."""
+    """luab_fast.crowdkit's MajorityVote, Wawa, ZeroBasedSkill, GoldMajorityVote, OneCoinDawidSkene beside
+    crowd-kit's, at crowd-kit's defaults (its scikit-learn fitted check shimmed: _crowd.crowdkit_fitted_check_shim).
+    ``majority_vote`` and ``one_coin`` above time luab_fast.aggregate's own classes."""
     _run_side(case, provider, benchmark, bench, crowd, measure_memory, check=_check_closed_form)
 
 

@@ -310,7 +310,12 @@ double ConjugateGradient::minimize(std::vector<double>& x, int max_iter, double 
   double old_f = f + std::sqrt(dot(g_, g_)) / 2;  // "sets the initial step guess to dx ~ 1"
   for (size_t i = 0; i < n_; ++i) p_[i] = -g_[i];
   double gnorm = max_abs(g_);
-  for (int k = 0; gnorm > gtol && k < max_iter; ++k) {
+  hit_max_iter_ = false;
+  for (int k = 0; gnorm > gtol; ++k) {
+    if (k == max_iter) {
+      hit_max_iter_ = true;
+      break;
+    }
     const double deltak = dot(g_, g_);
     double accepted_alpha = kNaN;  // the step whose Polak-Ribiere direction p_next_ holds
     // the next direction from the gradient at x + alpha p (the Line's last); accept on sufficient descent

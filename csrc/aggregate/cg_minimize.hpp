@@ -25,10 +25,15 @@ class ConjugateGradient {
   // necessarily achieved due to precision loss").
   double minimize(std::vector<double>& x, int max_iter, double gtol);
 
+  // Whether the last minimize stopped at max_iter, still above its gradient tolerance (not at the tolerance, nor
+  // for want of a step).
+  bool hit_max_iter() const { return hit_max_iter_; }
+
  private:
   CGObjective f_;
   size_t n_;
   std::vector<double> g_, p_, xt_, gt_, p_next_, yk_;
+  bool hit_max_iter_ = false;
 };
 
 }  // namespace luab::aggregate
