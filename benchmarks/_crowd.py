@@ -95,9 +95,11 @@ PLANS: dict[str, dict[str, Plan]] = {
         "majority_vote_ck": Plan(FULL, {CROWDKIT: 5, OURS: 10}, CLOSED_TARGET),
         # 10 classes: crowd-kit's OneCoin did not finish 100 in 530 s (test_one_coin)
         "one_coin_ck": Plan(FULL_MULTI, {CROWDKIT: 1, OURS: 3}, CLOSED_TARGET),
-        "wawa": Plan(FULL, {CROWDKIT: 1, OURS: 5}, CLOSED_TARGET),
+        # crowd-kit's Wawa and GoldMajorityVote take well under a second here: timed warm, as ours (a single cold
+        # round, as before, counted its first call's set-up too: 1.95 s and 0.52 s against ~0.4 s and ~0.2 s)
+        "wawa": Plan(FULL, {CROWDKIT: 3, OURS: 5}, CLOSED_TARGET),
         "zero_based_skill": Plan(FULL_MULTI, {CROWDKIT: 1, OURS: 3}, CLOSED_TARGET),
-        "gold_majority_vote": Plan(FULL, {CROWDKIT: 1, OURS: 5}, CLOSED_TARGET),
+        "gold_majority_vote": Plan(FULL, {CROWDKIT: 3, OURS: 5}, CLOSED_TARGET),
         "glad": Plan(FULL_BINARY, {CROWDKIT: 1, OURS: 3}, FITTED_TARGET),
         "mace": Plan(FULL_MULTI, {CROWDKIT: 1, OURS: 3}, FITTED_TARGET),
         "kos": Plan(FULL_BINARY, {CROWDKIT: 1, OURS: 3}, KOS_TARGET),

@@ -101,7 +101,8 @@ void init_aggregate(py::module_& a) {
       [](const py::array& values, bool sorted) -> py::object {
         const int64_t n = values.ndim() == 1 ? values.shape(0) : -1;
         const int64_t* v = checked_array<int64_t>(values, "values", {-1}, "int64");
-        std::vector<int64_t> codes(static_cast<size_t>(n)), uniques;
+        luab::Buffer<int64_t> codes(static_cast<size_t>(n), luab::Uninitialized{});  // every code gets written
+        std::vector<int64_t> uniques;
         bool ok;
         {
           py::gil_scoped_release nogil;
