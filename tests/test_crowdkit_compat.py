@@ -315,6 +315,11 @@ EDGE = {
     "one class": pd.DataFrame({"task": [1, 2, 2], "worker": ["a", "a", "b"], "label": [5, 5, 5]}),
     "repeated answers": pd.DataFrame({"task": [1, 1, 1, 2, 2], "worker": list("aabab"), "label": [0, 0, 1, 1, 1]}),
     "bool labels": pd.DataFrame({"task": [1, 1, 2, 2], "worker": list("abab"), "label": [True, False, True, True]}),
+    # task 1 has 40 answers, past the 32 under which repeats are found by a scan (majority_vote.cpp): 10 workers
+    # answer it 4 times each, some repeating an answer (worker a: 0, 2, 1, 0)
+    "many answers to a task": pd.DataFrame({
+        "task": [1] * 40 + [2, 2, 2, 3, 3], "worker": [*("abcdefghij" * 4), "a", "b", "c", "d", "e"],
+        "label": [(k // 10 + k) % 3 for k in range(40)] + [0, 1, 0, 2, 2]}),
 }
 EMPTY = {
     "empty object columns": pd.DataFrame(columns=["task", "worker", "label"]),

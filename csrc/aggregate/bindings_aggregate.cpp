@@ -45,10 +45,11 @@ const double* optional_f64(const py::object& o, py::array& holder, const char* n
 // task_view_only: the task view alone (build_task_view), for work that reads labels task by task only.
 agg::Crowd make_crowd(const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks,
                       int64_t n_workers, int64_t n_classes, bool confusion_tables = false,
-                      bool task_view_only = false) {
+                      bool task_view_only = false, int n_threads = 1) {
   const agg::LabelColumns l = agg::label_columns(task, worker, label);
   py::gil_scoped_release nogil;
-  if (task_view_only) return agg::build_task_view(l.task, l.worker, l.label, l.n, n_tasks, n_workers, n_classes);
+  if (task_view_only)
+    return agg::build_task_view(l.task, l.worker, l.label, l.n, n_tasks, n_workers, n_classes, n_threads);
   return agg::build_crowd(l, n_tasks, n_workers, n_classes, confusion_tables);
 }
 
@@ -163,7 +164,7 @@ void init_aggregate(py::module_& a) {
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
          int64_t n_classes, const py::object& weights, const py::object& order, bool shares, int64_t n_threads) {
         const int threads = luab::check_threads(n_threads);
-        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, false, true);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, false, true, threads);
         const double* wts = nullptr;
         py::array weights_arr, order_arr;  // held for the call: a cast may have made a new array
         // any number but NaN: crowd-kit sums negative and infinite skills as given
@@ -219,7 +220,7 @@ void init_aggregate(py::module_& a) {
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
          int64_t n_classes, const py::object& reference, const py::object& order, int64_t n_threads) {
         const int threads = luab::check_threads(n_threads);
-        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, false, true, threads);
         py::array reference_arr, order_arr;  // held for the call
         const int64_t* ref = optional_reference(reference, n_tasks, reference_arr);
         const int64_t* ord = optional_order(order, n_classes, order_arr);

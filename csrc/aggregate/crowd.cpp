@@ -1,9 +1,13 @@
 #include "crowd.hpp"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <limits>
 #include <vector>
 
 #include "../common/check.hpp"
+#include "../common/parallel.hpp"
 
 namespace luab::aggregate {
 
@@ -57,17 +61,54 @@ void finish_task_ptr(Crowd& c) {
 }  // namespace
 
 Crowd build_task_view(const int64_t* task, const int64_t* worker, const int64_t* label, int64_t n_labels,
-                      int64_t n_tasks, int64_t n_workers, int64_t n_classes) {
+                      int64_t n_tasks, int64_t n_workers, int64_t n_classes, int n_threads) {
   Crowd c = empty_crowd(task, worker, label, n_labels, n_tasks, n_workers, n_classes, false);
-  for (int64_t j = 0; j < n_labels; ++j) ++c.task_ptr[task[j] + 1];
-  finish_task_ptr(c);
+  // a thread per run of at least kLabelsPerThread labels, each with its own [T] counts
+  constexpr int64_t kLabelsPerThread = 1 << 17;
+  const int nt = static_cast<int>(std::clamp<int64_t>(n_labels / kLabelsPerThread, 1, threads_or_default(n_threads)));
   c.task_worker.resize(n_labels);
   c.task_label.resize(n_labels);
-  std::vector<int64_t> tpos(c.task_ptr.begin(), c.task_ptr.end() - 1);
-  for (int64_t j = 0; j < n_labels; ++j) {
-    const int64_t t = tpos[task[j]]++;
-    c.task_worker[t] = static_cast<int32_t>(worker[j]);
-    c.task_label[t] = static_cast<int32_t>(label[j]);
+  if (nt == 1) {
+    for (int64_t j = 0; j < n_labels; ++j) ++c.task_ptr[task[j] + 1];
+    finish_task_ptr(c);
+    std::vector<int64_t> tpos(c.task_ptr.begin(), c.task_ptr.end() - 1);
+    for (int64_t j = 0; j < n_labels; ++j) {
+      const int64_t t = tpos[task[j]]++;
+      c.task_worker[t] = static_cast<int32_t>(worker[j]);
+      c.task_label[t] = static_cast<int32_t>(label[j]);
+    }
+    return c;
+  }
+  // pos[r * T + i]: where run r's first label of task i goes; runs in label order, so each task's labels keep
+  // their input order (the serial build's stable order)
+  std::vector<int64_t> pos(static_cast<size_t>(nt) * n_tasks, 0);
+#pragma omp parallel num_threads(nt)
+  {
+    const int r = omp_get_thread_num();
+    const int64_t j0 = n_labels * r / nt, j1 = n_labels * (r + 1) / nt;
+    int64_t* cnt = pos.data() + static_cast<int64_t>(r) * n_tasks;
+    for (int64_t j = j0; j < j1; ++j) ++cnt[task[j]];
+#pragma omp barrier
+#pragma omp single
+    {
+      int64_t at = 0;
+      for (int64_t i = 0; i < n_tasks; ++i) {
+        c.task_ptr[i] = at;
+        for (int q = 0; q < nt; ++q) {
+          int64_t& slot = pos[static_cast<size_t>(q) * n_tasks + i];
+          const int64_t n = slot;
+          slot = at;
+          at += n;
+        }
+        c.n_labelled_tasks += at > c.task_ptr[i];
+      }
+      c.task_ptr[n_tasks] = at;
+    }  // implicit barrier
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t t = cnt[task[j]]++;
+      c.task_worker[t] = static_cast<int32_t>(worker[j]);
+      c.task_label[t] = static_cast<int32_t>(label[j]);
+    }
   }
   return c;
 }

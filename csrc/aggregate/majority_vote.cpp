@@ -1,6 +1,9 @@
 #include "majority_vote.hpp"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 #include <vector>
@@ -296,6 +299,66 @@ void worker_accuracy(const Crowd& c, const int64_t* reference, const uint8_t* fi
   }
 }
 
+namespace {
+
+constexpr int64_t kScanRepeats = 32;  // a task's labels up to this many: repeats found by a scan, beyond by a sort
+
+// Whether the answer at task-view position j repeats an earlier one of task i's by the same worker with the same
+// label. `pairs` (thread scratch) holds, for a long task, its (worker, label, position) sorted, filled once a task.
+bool repeats_earlier(const Crowd& c, int64_t i, int64_t j, const std::vector<std::array<int64_t, 3>>& pairs) {
+  const int64_t lo = c.task_ptr[i];
+  if (c.task_ptr[i + 1] - lo <= kScanRepeats) {
+    for (int64_t k = lo; k < j; ++k)
+      if (c.task_worker[k] == c.task_worker[j] && c.task_label[k] == c.task_label[j]) return true;
+    return false;
+  }
+  const std::array<int64_t, 3> key{c.task_worker[j], c.task_label[j], -1};
+  const auto first = std::lower_bound(pairs.begin(), pairs.end(), key);  // the pair's earliest position
+  return (*first)[2] != j;
+}
+
+}  // namespace
+
+void task_view_accuracy(const Crowd& c, const int64_t* reference, double* hits, double* counted, int n_threads) {
+  const int64_t W = c.n_workers;
+  std::vector<int64_t> h(static_cast<size_t>(n_threads) * W, 0), n(static_cast<size_t>(n_threads) * W, 0);
+  FirstError err;
+#pragma omp parallel num_threads(n_threads)
+  {
+    int64_t* hh = h.data() + static_cast<int64_t>(omp_get_thread_num()) * W;
+    int64_t* nn = n.data() + static_cast<int64_t>(omp_get_thread_num()) * W;
+    std::vector<std::array<int64_t, 3>> pairs;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < c.n_tasks; ++i) {
+      const int64_t ref = reference[i];
+      if (ref < 0 || err.failed()) continue;
+      const int64_t lo = c.task_ptr[i], hi = c.task_ptr[i + 1];
+      if (hi - lo > kScanRepeats && !err.run([&] {
+            pairs.resize(static_cast<size_t>(hi - lo));
+            for (int64_t j = lo; j < hi; ++j) pairs[j - lo] = {c.task_worker[j], c.task_label[j], j};
+            std::sort(pairs.begin(), pairs.end());
+          }))
+        continue;
+      for (int64_t j = lo; j < hi; ++j) {
+        if (repeats_earlier(c, i, j, pairs)) continue;
+        ++nn[c.task_worker[j]];
+        hh[c.task_worker[j]] += ref == c.task_label[j];
+      }
+    }
+  }
+  err.rethrow();
+  // whole numbers: the same totals in any order, so for any thread count
+  for (int64_t w = 0; w < W; ++w) {
+    int64_t hw = 0, nw = 0;
+    for (int t = 0; t < n_threads; ++t) {
+      hw += h[static_cast<size_t>(t) * W + w];
+      nw += n[static_cast<size_t>(t) * W + w];
+    }
+    hits[w] = static_cast<double>(hw);
+    counted[w] = static_cast<double>(nw);
+  }
+}
+
 SkillVote skill_weighted_vote(const Crowd& c, const int64_t* reference, const int64_t* order, int n_threads) {
   SkillVote r;
   r.hits.resize(c.n_workers);
@@ -306,8 +369,7 @@ SkillVote skill_weighted_vote(const Crowd& c, const int64_t* reference, const in
     crowdkit_vote(c, nullptr, order, n_threads, nullptr, plain.data());
     reference = plain.data();
   }
-  const std::vector<uint8_t> first = first_answers(c, n_threads);
-  worker_accuracy(c, reference, first.data(), r.hits.data(), r.counted.data(), n_threads);
+  task_view_accuracy(c, reference, r.hits.data(), r.counted.data(), n_threads);
   std::vector<double> skills(c.n_workers);
   for (int64_t w = 0; w < c.n_workers; ++w) {
     if (r.counted[w] == 0.0) return r;  // a worker without a skill: no weighted vote

@@ -42,10 +42,14 @@ std::vector<uint8_t> first_answers(const Crowd& c, int n_threads);
 void worker_accuracy(const Crowd& c, const int64_t* reference, const uint8_t* first, double* hits, double* counted,
                      int n_threads);
 
+// worker_accuracy over first_answers, from the task view alone (skill_weighted_vote's crowd has no worker view):
+// a worker's repeats of an answer are found among the labels of its task, which the task view keeps in input order.
+void task_view_accuracy(const Crowd& c, const int64_t* reference, double* hits, double* counted, int n_threads);
+
 // crowd-kit's Wawa and GoldMajorityVote fit_predict over one crowd (wawa.py, gold_majority_vote.py): each worker's
 // skill is worker_accuracy against reference [T] (-1: none; nullptr: the plain vote's labels, ties in column order
 // `order` as crowd_kit_vote takes it); then, when every worker has a skill (crowd-kit's MajorityVote raises
-// otherwise), the vote weighted by the skills.
+// otherwise), the vote weighted by the skills. Reads the task view only.
 struct SkillVote {
   std::vector<double> hits, counted;  // [W]: skill = hits / counted where counted > 0
   std::vector<int64_t> labels;        // [T] the weighted vote's labels; empty when some worker has no skill
