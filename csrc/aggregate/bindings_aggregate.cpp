@@ -5,8 +5,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "aggregate/bayes.hpp"
@@ -116,6 +118,48 @@ void init_aggregate(py::module_& a) {
       py::arg("values"), py::arg("sorted") = false,
       "(codes, uniques) of int64 ids, uniques in order of first appearance (or ascending with sorted=True); "
       "None when the ids span too wide a range for a direct table (use a hash instead).");
+
+  a.def(
+      "factorize_integer_columns",
+      [](const std::vector<py::array>& columns, const std::vector<bool>& sorted, int64_t n_threads) -> py::list {
+        const int threads = luab::check_threads(n_threads);
+        LUAB_CHECK(sorted.size() == columns.size(), "sorted must hold one flag per column (", columns.size(),
+                   "), got ", sorted.size());
+        const size_t m = columns.size();
+        std::vector<const int64_t*> v(m);
+        std::vector<int64_t> n(m);
+        std::vector<luab::Buffer<int64_t>> codes;
+        for (size_t i = 0; i < m; ++i) {
+          const std::string name = "columns[" + std::to_string(i) + "]";
+          v[i] = checked_array<int64_t>(columns[i], name.c_str(), {-1}, "int64");
+          n[i] = columns[i].shape(0);
+          codes.emplace_back(static_cast<size_t>(n[i]), luab::Uninitialized{});  // every code gets written
+        }
+        std::vector<std::vector<int64_t>> uniques(m);
+        std::vector<uint8_t> ok(m, 0);
+        {
+          py::gil_scoped_release nogil;
+          // a column a thread: each factorisation is one sequential pass (first appearance decides the codes)
+          const int nt = static_cast<int>(std::min<size_t>(m, static_cast<size_t>(luab::threads_or_default(threads))));
+          luab::FirstError err;
+#pragma omp parallel for num_threads(std::max(nt, 1)) schedule(dynamic, 1)
+          for (int64_t i = 0; i < static_cast<int64_t>(m); ++i)
+            err.run([&] { ok[i] = agg::factorize_integers(v[i], n[i], sorted[i], codes[i].data(), uniques[i]); });
+          err.rethrow();
+        }
+        py::list out;
+        for (size_t i = 0; i < m; ++i) {
+          if (!ok[i]) {
+            out.append(py::none());
+            continue;
+          }
+          const auto u = static_cast<py::ssize_t>(uniques[i].size());
+          out.append(py::make_tuple(to_numpy(std::move(codes[i]), {n[i]}), to_numpy(std::move(uniques[i]), {u})));
+        }
+        return out;
+      },
+      py::arg("columns"), py::arg("sorted"), py::arg("n_threads") = 0,
+      "factorize_integers of several int64 columns at once, a column a thread: a list of (codes, uniques) or None.");
 
   a.def(
       "argmax_rows",

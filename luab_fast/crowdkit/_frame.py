@@ -25,8 +25,6 @@ crowd-kit drops such rows in some steps and not in others.
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -35,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from .. import _ext
 from ..aggregate import _checks
 from ..aggregate._input import COLUMNS, _compiled_factorize, _factorize
 
@@ -150,21 +149,37 @@ def encode(frame: pd.DataFrame, tasks: str = "first", workers: str = "first", la
     frames encode their columns on two threads (the compiled table releases the GIL) unless ``n_threads`` is 1:
     at 500k labels encoding was a quarter of a vote's time."""
     jobs = [(frame["task"], tasks, "task"), (frame["worker"], workers, "worker"), (frame["label"], labels, "label")]
-    if len(frame) >= _PARALLEL_ENCODE_ROWS and threads(n_threads) != 1:
-        out = list(_encode_pool().map(lambda job: factorize(*job, owner), jobs))
-    else:
-        out = [factorize(*job, owner) for job in jobs]
+    compiled = _compiled_columns(jobs, n_threads) if len(frame) >= _PARALLEL_ENCODE_ROWS else [None] * 3
+    out = [factorize(*job, owner) if done is None else done for job, done in zip(jobs, compiled)]
     (task, task_ids), (worker, worker_ids), (label, classes) = out
     return EncodedCrowd(task, worker, label, task_ids, worker_ids, classes)
 
 
-_PARALLEL_ENCODE_ROWS = 100_000  # below this, handing columns to a thread costs more than it saves
+_PARALLEL_ENCODE_ROWS = 100_000  # below this, a column a thread costs more than it saves
 
 
-@functools.lru_cache(maxsize=1)
-def _encode_pool() -> concurrent.futures.ThreadPoolExecutor:
-    """Two threads, made once, shared by every encode."""
-    return concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="luab-encode")
+def _compiled_columns(jobs: list, n_threads: int | None) -> list:
+    """The integer columns' (codes, ids) from one compiled call, a column a thread; None for a column it leaves to
+    ``factorize`` (not integers, or ids too spread out for a direct table)."""
+    for _, order, _ in jobs:
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    fits = [_ext_fits(values.dtype) for values, _, _ in jobs]
+    if _ext._C is None or not any(fits):
+        return [None] * len(jobs)
+    cols = [np.ascontiguousarray(values.to_numpy(np.int64)) for (values, _, _), ok in zip(jobs, fits) if ok]
+    done = iter(_ext._C.aggregate.factorize_integer_columns(
+        cols, [order == "sorted" for (_, order, _), ok in zip(jobs, fits) if ok], n_threads=threads(n_threads)))
+    out = []
+    for (values, _, name), ok in zip(jobs, fits):
+        res = next(done) if ok else None
+        out.append(None if res is None else (res[0], pd.Index(res[1].astype(values.dtype, copy=False), name=name)))
+    return out
+
+
+def _ext_fits(dtype) -> bool:
+    """Whether the compiled direct table takes a column of this dtype (as ``_compiled_factorize`` decides)."""
+    return isinstance(dtype, np.dtype) and dtype.kind in "iu" and not (dtype.kind == "u" and dtype.itemsize > 4)
 
 
 def first_appearance_order(frame: pd.DataFrame, classes: pd.Index) -> np.ndarray:
