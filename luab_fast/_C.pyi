@@ -22,6 +22,9 @@ class _Aggregate(ModuleType):
     def factorize_integers(self, values: I64, sorted: bool = False) -> tuple[I64, I64] | None:
         """(codes, uniques) of int64 ids, uniques in order of first appearance (ascending with sorted=True);
         None when the ids span too wide a range for a direct table."""
+    def factorize_integer_columns(self, columns: list[I64], sorted: list[bool], n_threads: int = 0
+                                  ) -> list[tuple[I64, I64] | None]:
+        """factorize_integers of several columns in one call, a column a thread."""
     def argmax_rows(self, x: npt.NDArray[np.floating[Any]], n_threads: int = 0) -> I64:
         """First index of each row's maximum of a float32/float64 [rows, k] array (numpy.argmax(x, axis=1))."""
     def majority_vote(self, task: I64, worker: I64, label: I64, n_tasks: int, n_workers: int, n_classes: int,
