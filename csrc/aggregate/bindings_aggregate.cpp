@@ -241,7 +241,7 @@ void init_aggregate(py::module_& a) {
       [](const py::array& task, const py::array& worker, const py::array& label, int64_t n_tasks, int64_t n_workers,
          int64_t n_classes, const py::object& reference, int64_t n_threads) {
         const int threads = luab::check_threads(n_threads);
-        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes);
+        agg::Crowd c = make_crowd(task, worker, label, n_tasks, n_workers, n_classes, false, true, threads);
         py::array reference_arr;
         LUAB_CHECK(!reference.is_none(), "reference must be an int64 array of n_tasks classes, got None");
         const int64_t* ref = optional_reference(reference, n_tasks, reference_arr);

@@ -35,7 +35,9 @@ void init_aggregate_zero_based_skill(py::module_& a) {
         int64_t undefined;
         {
           py::gil_scoped_release nogil;
-          const agg::Crowd c = agg::build_crowd(l, n_tasks, n_workers, n_classes);
+          // votes and accuracies read labels task by task: the task view alone
+          const agg::Crowd c = agg::build_task_view(l.task, l.worker, l.label, l.n, n_tasks, n_workers, n_classes,
+                                                    threads);
           undefined = agg::zero_based_skill(c, fitted, opt, predicted);
         }
         py::object predicted_labels = py::none();

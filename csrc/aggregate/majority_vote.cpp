@@ -251,32 +251,42 @@ int64_t crowdkit_vote(const Crowd& c, const double* weights, const int64_t* orde
   return undefined;
 }
 
+namespace {
+
+constexpr int64_t kScanRepeats = 32;  // a task's labels up to this many: repeats found by a scan, beyond by a sort
+
+// first[j] for task i's labels: 0 where the answer repeats an earlier one of the task by the same worker with the
+// same label. `pairs` is thread scratch for a long task's (worker, label, position), sorted.
+void mark_task_repeats(const Crowd& c, int64_t i, uint8_t* first, std::vector<std::array<int64_t, 3>>& pairs) {
+  const int64_t lo = c.task_ptr[i], hi = c.task_ptr[i + 1];
+  if (hi - lo <= kScanRepeats) {
+    for (int64_t j = lo + 1; j < hi; ++j)
+      for (int64_t k = lo; k < j; ++k)
+        if (c.task_worker[k] == c.task_worker[j] && c.task_label[k] == c.task_label[j]) {
+          first[j] = 0;
+          break;
+        }
+    return;
+  }
+  pairs.resize(static_cast<size_t>(hi - lo));
+  for (int64_t j = lo; j < hi; ++j) pairs[j - lo] = {c.task_worker[j], c.task_label[j], j};
+  std::sort(pairs.begin(), pairs.end());
+  for (size_t k = 1; k < pairs.size(); ++k)
+    if (pairs[k][0] == pairs[k - 1][0] && pairs[k][1] == pairs[k - 1][1]) first[pairs[k][2]] = 0;
+}
+
+}  // namespace
+
 std::vector<uint8_t> first_answers(const Crowd& c, int n_threads) {
   std::vector<uint8_t> first(static_cast<size_t>(c.n_labels), 1);
   FirstError err;
 #pragma omp parallel num_threads(n_threads)
   {
-    std::vector<int64_t> idx;
-#pragma omp for schedule(dynamic, 16)
-    for (int64_t w = 0; w < c.n_workers; ++w) {
+    std::vector<std::array<int64_t, 3>> pairs;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < c.n_tasks; ++i) {
       if (err.failed()) continue;
-      err.run([&] {
-        const int64_t lo = c.worker_ptr[w], hi = c.worker_ptr[w + 1];
-        const int64_t* task = c.worker_task.data();
-        const int32_t* label = c.worker_label.data();
-        // answers in strictly increasing task order (input sorted by task, the usual case) cannot repeat one
-        bool increasing = true;
-        for (int64_t j = lo + 1; j < hi && increasing; ++j) increasing = task[j] > task[j - 1];
-        if (increasing) return;
-        idx.resize(static_cast<size_t>(hi - lo));
-        std::iota(idx.begin(), idx.end(), lo);
-        std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) {
-          if (task[a] != task[b]) return task[a] < task[b];
-          return label[a] != label[b] ? label[a] < label[b] : a < b;
-        });
-        for (size_t k = 1; k < idx.size(); ++k)
-          if (task[idx[k]] == task[idx[k - 1]] && label[idx[k]] == label[idx[k - 1]]) first[idx[k]] = 0;
-      });
+      err.run([&] { mark_task_repeats(c, i, first.data(), pairs); });
     }
   }
   err.rethrow();
@@ -285,68 +295,24 @@ std::vector<uint8_t> first_answers(const Crowd& c, int n_threads) {
 
 void worker_accuracy(const Crowd& c, const int64_t* reference, const uint8_t* first, double* hits, double* counted,
                      int n_threads) {
-#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 64)
-  for (int64_t w = 0; w < c.n_workers; ++w) {
-    int64_t h = 0, n = 0;
-    for (int64_t j = c.worker_ptr[w]; j < c.worker_ptr[w + 1]; ++j) {
-      const int64_t ref = reference[c.worker_task[j]];
-      if (ref < 0 || (first != nullptr && first[j] == 0)) continue;
-      ++n;
-      h += ref == c.worker_label[j];
-    }
-    hits[w] = static_cast<double>(h);
-    counted[w] = static_cast<double>(n);
-  }
-}
-
-namespace {
-
-constexpr int64_t kScanRepeats = 32;  // a task's labels up to this many: repeats found by a scan, beyond by a sort
-
-// Whether the answer at task-view position j repeats an earlier one of task i's by the same worker with the same
-// label. `pairs` (thread scratch) holds, for a long task, its (worker, label, position) sorted, filled once a task.
-bool repeats_earlier(const Crowd& c, int64_t i, int64_t j, const std::vector<std::array<int64_t, 3>>& pairs) {
-  const int64_t lo = c.task_ptr[i];
-  if (c.task_ptr[i + 1] - lo <= kScanRepeats) {
-    for (int64_t k = lo; k < j; ++k)
-      if (c.task_worker[k] == c.task_worker[j] && c.task_label[k] == c.task_label[j]) return true;
-    return false;
-  }
-  const std::array<int64_t, 3> key{c.task_worker[j], c.task_label[j], -1};
-  const auto first = std::lower_bound(pairs.begin(), pairs.end(), key);  // the pair's earliest position
-  return (*first)[2] != j;
-}
-
-}  // namespace
-
-void task_view_accuracy(const Crowd& c, const int64_t* reference, double* hits, double* counted, int n_threads) {
   const int64_t W = c.n_workers;
+  // per-thread counts: a task's workers are anyone, so threads split the tasks and each keeps its own [W]
   std::vector<int64_t> h(static_cast<size_t>(n_threads) * W, 0), n(static_cast<size_t>(n_threads) * W, 0);
-  FirstError err;
 #pragma omp parallel num_threads(n_threads)
   {
     int64_t* hh = h.data() + static_cast<int64_t>(omp_get_thread_num()) * W;
     int64_t* nn = n.data() + static_cast<int64_t>(omp_get_thread_num()) * W;
-    std::vector<std::array<int64_t, 3>> pairs;
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < c.n_tasks; ++i) {
       const int64_t ref = reference[i];
-      if (ref < 0 || err.failed()) continue;
-      const int64_t lo = c.task_ptr[i], hi = c.task_ptr[i + 1];
-      if (hi - lo > kScanRepeats && !err.run([&] {
-            pairs.resize(static_cast<size_t>(hi - lo));
-            for (int64_t j = lo; j < hi; ++j) pairs[j - lo] = {c.task_worker[j], c.task_label[j], j};
-            std::sort(pairs.begin(), pairs.end());
-          }))
-        continue;
-      for (int64_t j = lo; j < hi; ++j) {
-        if (repeats_earlier(c, i, j, pairs)) continue;
+      if (ref < 0) continue;
+      for (int64_t j = c.task_ptr[i]; j < c.task_ptr[i + 1]; ++j) {
+        if (first != nullptr && first[j] == 0) continue;
         ++nn[c.task_worker[j]];
         hh[c.task_worker[j]] += ref == c.task_label[j];
       }
     }
   }
-  err.rethrow();
   // whole numbers: the same totals in any order, so for any thread count
   for (int64_t w = 0; w < W; ++w) {
     int64_t hw = 0, nw = 0;
@@ -369,7 +335,8 @@ SkillVote skill_weighted_vote(const Crowd& c, const int64_t* reference, const in
     crowdkit_vote(c, nullptr, order, n_threads, nullptr, plain.data());
     reference = plain.data();
   }
-  task_view_accuracy(c, reference, r.hits.data(), r.counted.data(), n_threads);
+  const std::vector<uint8_t> first = first_answers(c, n_threads);
+  worker_accuracy(c, reference, first.data(), r.hits.data(), r.counted.data(), n_threads);
   std::vector<double> skills(c.n_workers);
   for (int64_t w = 0; w < c.n_workers; ++w) {
     if (r.counted[w] == 0.0) return r;  // a worker without a skill: no weighted vote

@@ -33,18 +33,16 @@ int64_t crowdkit_vote(const Crowd& c, const double* weights, const int64_t* orde
                       int64_t* labels);
 
 // Which answers crowd-kit's get_accuracy counts: it keeps one of a worker's identical (task, label) answers
-// (drop_duplicates). first[j] = 1 for the first of them, 0 for repeats, in worker-CSR order (c.worker_task).
+// (drop_duplicates). first[j] = 1 for the first of them in input order, 0 for repeats, in task-view order (found
+// among the labels of each task, which the task view keeps in input order).
 std::vector<uint8_t> first_answers(const Crowd& c, int n_threads);
 
 // crowd-kit's get_accuracy (utils.py) per worker, over its answers with first[j] (nullptr: all) on tasks with a
 // reference class (reference[t] >= 0; a value no label has, such as K, never matches): hits[w] = the answers equal to
-// the reference, counted[w] = all of them. Whole numbers, so the worker's accuracy hits / counted is exact.
+// the reference, counted[w] = all of them. Whole numbers, so the worker's accuracy hits / counted is exact, for any
+// thread count. Both read the task view only.
 void worker_accuracy(const Crowd& c, const int64_t* reference, const uint8_t* first, double* hits, double* counted,
                      int n_threads);
-
-// worker_accuracy over first_answers, from the task view alone (skill_weighted_vote's crowd has no worker view):
-// a worker's repeats of an answer are found among the labels of its task, which the task view keeps in input order.
-void task_view_accuracy(const Crowd& c, const int64_t* reference, double* hits, double* counted, int n_threads);
 
 // crowd-kit's Wawa and GoldMajorityVote fit_predict over one crowd (wawa.py, gold_majority_vote.py): each worker's
 // skill is worker_accuracy against reference [T] (-1: none; nullptr: the plain vote's labels, ties in column order
