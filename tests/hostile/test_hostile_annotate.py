@@ -66,6 +66,9 @@ ARGUMENTS = [  # (replacements for TINY's options, fragments the message must ho
     (["--hits-per-step", "0"], ["--hits-per-step", "got 0"]),
     (["--epochs", "-1"], ["--epochs", "got -1"]),
     (["--epochs", str(10**9)], ["--epochs", "0..10000"]),
+    (["--warm-epochs", "-1"], ["--warm-epochs", "got -1"]),
+    (["--warm-epochs", str(10**9)], ["--warm-epochs", "0..10000"]),
+    (["--learner-start", "hot"], ["--learner-start", "invalid choice"]),
     (["--exploration", "1.5"], ["--exploration", "[0, 1]"]),
     (["--exploration", "nan"], ["--exploration", "nan"]),
     (["--separability", "inf"], ["--separability", "inf"]),
@@ -380,6 +383,7 @@ RUN_METHOD = {  # what to change in run_method's arguments -> the name the messa
     "negative_seed": (lambda a: {**a, "seed": -1}, "seed"),
     "learner_risk": (lambda a: {**a, "learner_risk": float("nan")}, "learner_risk"),
     "workers_type": (lambda a: {**a, "workers": object()}, "workers"),
+    "learner_start": (lambda a: {**a, "learner_start": "hot"}, "learner_start"),
 }
 
 
@@ -404,6 +408,10 @@ API = {  # a call on a public object -> the name its ValueError must hold
     "config_calibrate": (lambda: __import__("luab_fast.annotate", fromlist=["x"]).LearnerConfig(calibrate="tmp"),
                          "calibrate"),
     "learner_classes": (lambda: __import__("luab_fast.annotate", fromlist=["x"]).MLPLearner(1), "n_classes"),
+    "config_warm_epochs": (lambda: __import__("luab_fast.annotate", fromlist=["x"]).LearnerConfig(warm_epochs=1.5),
+                           "warm_epochs"),
+    "config_warm_shrink": (lambda: __import__("luab_fast.annotate", fromlist=["x"]).LearnerConfig(
+        warm_shrink=float("inf")), "warm_shrink"),
     "greedy_exploration": (lambda: __import__("luab_fast.annotate", fromlist=["x"]).GreedySampler(
         10, 2, n_hits_per_step=1, exploration="lots"), "exploration"),
     "risk_strings": (lambda: _sampler().set_risk(["x"] * 60), "risk"),

@@ -104,6 +104,14 @@ CRASH_CASES = {
     "rasterize NaN point": ("rt(points=np.array([[0.5, 0.5], [np.nan, 0.5], [0.5, 0.5]], f32))",
                             "points must be finite"),
     "rasterize float64 points": ("rt(points=np.full((3, 2), 0.5))", "points must be float32"),
+    # the CSV row formatter (annotate's posteriors.csv) and the multi-column id encoder
+    "csv_rows 100000 threads": ("_C.io.csv_rows(['a'], np.zeros((1, 2), f32), n_threads=100000)", "n_threads"),
+    "csv_rows ids short": ("_C.io.csv_rows(['a'], np.zeros((2, 2), f32))", "ids must hold one id per row"),
+    "csv_rows float64": ("_C.io.csv_rows(['a'], np.zeros((1, 2)))", "values must be a float32"),
+    "factorize columns flags": ("A.factorize_integer_columns([t, w], [True])", "sorted must hold one flag"),
+    "factorize columns int32": ("A.factorize_integer_columns([t, w.astype(np.int32)], [True, False])",
+                                "columns[1] must be a int64"),
+    "factorize columns 100000 threads": ("A.factorize_integer_columns([t], [True], n_threads=100000)", "n_threads"),
 }
 
 
