@@ -11,31 +11,17 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks._record import BASELINE, OURS, Plan, Recorder, Size
-from benchmarks.bench_train import imagenet_sized, on_h100
-
-
-@dataclass(frozen=True)
-class Images(Size):
-    n: int  # images per timed pass
-    model: str
-    image_size: int
-    batch: int
-    unit: str = "images"
-
-    @property
-    def label(self) -> str:
-        return f"{self.model} @ {self.image_size}px, batch {self.batch}"
-
+from benchmarks._record import BASELINE, OURS, Plan, Recorder
+from benchmarks.bench_train import Steps, imagenet_sized, on_h100
 
 GPU = torch.cuda.is_available()
-SIZE = Images(5000, "resnet50", 224, 256) if GPU else Images(128, "resnet10t", 64, 32)
+# the trainer benchmark's size record: images per timed pass, model, crop side, batch
+SIZE = Steps(5000, "resnet50", 224, 256) if GPU else Steps(128, "resnet10t", 64, 32)
 TARGET = "≥ 10,000 img/s on one H100 (ResNet-50 @ 224, bf16); ratio ≥ 1.0 on the CPU"
 PLAN = Plan(SIZE, {BASELINE: 1, OURS: 1}, TARGET)
 ROUNDS = 5
